@@ -1,0 +1,548 @@
+"""The provider's Backups API, as an async client.
+
+One method per documented operation. Every foreign error (httpx, JSON,
+pydantic) is translated here, in :func:`_map_transport_error` and
+:meth:`BackupsClient._check`, into :mod:`rotator.errors`.
+
+What the documentation leaves open is handled as its notes ask:
+
+* listings follow DRF ``next`` links to the end, only to the API's own origin,
+  and must add up to ``count``; otherwise :class:`IncompleteListing` is raised
+  and nothing may be pruned on what was read;
+* GET and DELETE are retried (stamina) on transport errors, 429, 502, 503
+  and 504; POST create is never retried blindly: a lost answer is resolved
+  by re-listing the server's backups (:meth:`BackupsClient.create_backup`);
+* a 429 pauses every caller of the client until its ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pydantic
+import stamina
+import structlog
+
+from rotator.errors import (
+    ApiError,
+    BadRequest,
+    CreateOutcomeUnknown,
+    HTTPStatusError,
+    IncompleteListing,
+    InvalidResponse,
+    NotFound,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnexpectedStatus,
+)
+from rotator.models import MANUAL, Backup, BackupPage, CreatedBackup, Listing
+from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
+from rotator.secrets import ApiToken
+
+DEFAULT_API_URL: Final = "https://admin.vps.org/api/v1"
+USER_AGENT: Final = "rotator/0.1"
+RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
+_MAX_MESSAGE = 300  # characters of a server's error text shown to people
+
+log = structlog.get_logger("rotator.api")
+_M = TypeVar("_M", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the client talks to the API; the defaults suit the provider's documented API."""
+
+    base_url: str = DEFAULT_API_URL
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    requests_per_second: float = 5.0
+    burst: int = 10
+    max_concurrency: int = 8
+    retry_attempts: int = 6
+    retry_timeout: float = 120.0  # seconds, all attempts of one call together
+    retry_wait_initial: float = 0.5
+    retry_wait_max: float = 30.0
+    retry_wait_jitter: float = 1.0
+    ca_bundle: Path | None = None
+    # The API's clock is not ours: a created backup may carry a time this much
+    # before our request began (plus the API's truncation to whole seconds).
+    clock_skew: timedelta = timedelta(minutes=5)
+    max_pages: int = 100_000  # a listing longer than this is refused as endless
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {self.base_url!r}")
+
+
+class DeleteOutcome(enum.Enum):
+    DELETED = "deleted"
+    # 404 after an earlier attempt whose outcome was unknown: that attempt deleted it
+    ALREADY_GONE = "already_gone"
+
+
+@dataclass
+class _Attempts:
+    """What the attempts of one call have seen (for DELETE's 404 rule)."""
+
+    maybe_done: bool = False
+    count: int = 0
+
+
+@dataclass
+class ClientStats:
+    """Counters for observability; read them, do not write them."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # "GET 200" -> n
+    retries: int = 0
+    rate_limited: int = 0
+
+    def count(self, method: str, status: int | str) -> None:
+        key = f"{method} {status}"
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the token only to requests for the API's own origin."""
+
+    def __init__(self, token: ApiToken, origin: tuple[str, str, int | None]) -> None:
+        self._token = token
+        self._origin = origin
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if _origin(request.url) == self._origin:
+            request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, url.port or default)
+
+
+def _path_of(url: httpx.URL) -> str:
+    return url.raw_path.decode("ascii", "replace")
+
+
+def _map_transport_error(exc: httpx.TransportError, method: str, path: str) -> TransportError:
+    """The one translation of httpx's transport errors."""
+    match exc:
+        case httpx.ConnectTimeout():
+            what = "timed out connecting to the API"
+        case httpx.ReadTimeout():
+            what = "timed out waiting for the API's answer"
+        case httpx.WriteTimeout():
+            what = "timed out sending the request"
+        case httpx.PoolTimeout():
+            what = "timed out waiting for a free connection"
+        case httpx.ConnectError():
+            what = "could not connect to the API"
+        case httpx.RemoteProtocolError() | httpx.ReadError():
+            what = "the connection was lost before the answer arrived"
+        case _:
+            what = "the request failed in transport"
+    # a request that never left this machine cannot have had an effect
+    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return TransportError(f"{what} ({type(exc).__name__})", method=method, path=path, request_sent=sent)
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's own explanation: DRF's ``detail`` or its field errors, else a short text."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = " ".join(response.text.split())
+        return text[:_MAX_MESSAGE] if text and "<" not in text[:1] else (response.reason_phrase or "")
+    if isinstance(body, dict):
+        if isinstance(body.get("detail"), str):
+            return str(body["detail"])[:_MAX_MESSAGE]
+        fields = []
+        for key, value in body.items():
+            messages = value if isinstance(value, list) else [value]
+            fields.append(f"{key}: {' '.join(str(m) for m in messages)}")
+        if fields:
+            return "; ".join(fields)[:_MAX_MESSAGE]
+    return response.reason_phrase or ""
+
+
+def _validation_summary(exc: pydantic.ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+class BackupsClient:
+    """Async client of the Backups API. Use as ``async with BackupsClient(...) as client``."""
+
+    def __init__(
+        self,
+        token: ApiToken,
+        settings: ClientSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
+        wall_clock: WallClock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or ClientSettings()
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self.budget = budget or RequestBudget(
+            self.settings.requests_per_second,
+            self.settings.burst,
+            self.settings.max_concurrency,
+            monotonic=monotonic,
+            sleep=sleep,
+            wall_clock=wall_clock,
+        )
+        self.stats = ClientStats()
+        base = httpx.URL(self.settings.base_url.rstrip("/") + "/")
+        self._base = base
+        verify: ssl.SSLContext | bool = True
+        if self.settings.ca_bundle is not None:
+            verify = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
+        self._http = httpx.AsyncClient(
+            base_url=base,
+            auth=_BearerAuth(token, _origin(base)),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=httpx.Timeout(
+                connect=self.settings.connect_timeout,
+                read=self.settings.read_timeout,
+                write=self.settings.read_timeout,
+                pool=None,  # waiting for a connection is bounded by the budget's concurrency cap
+            ),
+            verify=verify,
+            transport=transport,
+            follow_redirects=False,  # a redirect could carry the token elsewhere
+            limits=httpx.Limits(max_connections=self.settings.max_concurrency),
+        )
+
+    def __repr__(self) -> str:
+        return f"BackupsClient(base_url={str(self._base)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- one HTTP exchange -------------------------------------------------
+
+    async def _send_once(
+        self, method: str, url: str | httpx.URL, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
+        """One attempt, within the shared budget; error statuses raised as :mod:`rotator.errors`."""
+        request = self._http.build_request(method, url, params=params, json=json)
+        path = _path_of(request.url)
+        async with self.budget.slot():
+            started = self._monotonic()
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                self.stats.count(method, "transport_error")
+                log.debug("api.request", method=method, path=path, error=type(exc).__name__)
+                raise _map_transport_error(exc, method, path) from exc
+        self.stats.count(method, response.status_code)
+        self.budget.observe(response.headers)
+        log.debug(
+            "api.request",
+            method=method,
+            path=path,
+            status=response.status_code,
+            duration_ms=round((self._monotonic() - started) * 1000, 1),
+        )
+        self._check(response, method, path)
+        return response
+
+    def _check(self, response: httpx.Response, method: str, path: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        message = _server_message(response)
+        kwargs: dict[str, Any] = {"method": method, "path": path, "status": status}
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
+            self.stats.rate_limited += 1
+            self.budget.pause(retry_after if retry_after is not None else 1.0)
+            raise RateLimited(message or "too many requests", retry_after=retry_after, **kwargs)
+        error: type[HTTPStatusError]
+        if status == 400:
+            error = BadRequest
+        elif status in (401, 403):
+            error = Unauthorized
+            message = message or "the API rejected the token"
+        elif status == 404:
+            error = NotFound
+        elif status >= 500:
+            error = ServerError
+        else:
+            error = UnexpectedStatus
+        raise error(message or response.reason_phrase or "error", **kwargs)
+
+    def _retry_hook(self, exc: Exception) -> bool:
+        """stamina's predicate: which failures of a GET or DELETE are worth another attempt."""
+        if isinstance(exc, TransportError):
+            retry = True
+        elif isinstance(exc, RateLimited):
+            # the shared budget already holds every caller back until Retry-After;
+            # a wait longer than all our attempts may take is not worth waiting for
+            retry = exc.retry_after is None or exc.retry_after <= self.settings.retry_timeout
+        else:
+            retry = isinstance(exc, HTTPStatusError) and exc.status in RETRYABLE_STATUSES
+        if retry:
+            self.stats.retries += 1
+        return retry
+
+    def _retrying(self, hook: Callable[[Exception], bool] | None = None) -> Any:
+        s = self.settings
+        return stamina.retry_context(
+            on=hook or self._retry_hook,
+            attempts=s.retry_attempts,
+            timeout=s.retry_timeout,
+            wait_initial=s.retry_wait_initial,
+            wait_max=s.retry_wait_max,
+            wait_jitter=s.retry_wait_jitter,
+        )
+
+    async def _get_json(self, url: str | httpx.URL, params: dict[str, Any] | None = None) -> Any:
+        async for attempt in self._retrying():
+            with attempt:
+                response = await self._send_once("GET", url, params=params)
+        return _json_body(response, "GET")
+
+    # -- operations --------------------------------------------------------
+
+    async def list_backups(
+        self, *, server_id: int | None = None, backup_type: str | None = None
+    ) -> Listing:
+        """Every backup matching the filters, read to the last page, or an error: never a partial view."""
+        params: dict[str, Any] = {}
+        if server_id is not None:
+            params["server_id"] = server_id
+        if backup_type is not None:
+            params["backup_type"] = backup_type
+        backups: list[Backup] = []
+        count: int | None = None
+        async for page in self._pages(params):
+            if count is None:
+                count = page.count
+            elif page.count != count:
+                raise IncompleteListing(
+                    f"the listing changed while it was read (count {count}, then {page.count})",
+                    method="GET",
+                    path=_path_of(self._url("backups/")),
+                )
+            backups.extend(page.results)
+        assert count is not None
+        ids = {b.id for b in backups}
+        if len(backups) != count or len(ids) != len(backups):
+            raise IncompleteListing(
+                f"the listing does not add up: count says {count}, the pages held {len(backups)}"
+                + (f" ({len(backups) - len(ids)} repeated)" if len(ids) != len(backups) else ""),
+                method="GET",
+                path=_path_of(self._url("backups/")),
+            )
+        return Listing(count=count, backups=tuple(backups))
+
+    async def _pages(self, params: dict[str, Any]) -> AsyncIterator[BackupPage]:
+        url: httpx.URL = self._url("backups/")
+        seen: set[str] = set()
+        page_params: dict[str, Any] | None = params
+        while True:
+            body = await self._get_json(url, page_params)
+            try:
+                page = BackupPage.model_validate(body)
+            except pydantic.ValidationError as exc:
+                raise InvalidResponse(
+                    f"a listing page is not in the documented shape: {_validation_summary(exc)}",
+                    method="GET",
+                    path=_path_of(url),
+                ) from None
+            yield page
+            if not page.next:
+                return
+            url = self._follow(page.next, url)
+            page_params = None  # the next link carries the query
+            if str(url) in seen or len(seen) >= self.settings.max_pages:
+                raise InvalidResponse(
+                    "the listing's next links go round in a loop", method="GET", path=_path_of(url)
+                )
+            seen.add(str(url))
+
+    def _follow(self, link: str, current: httpx.URL) -> httpx.URL:
+        """A ``next`` link, accepted only on the API's own origin (the token goes nowhere else)."""
+        try:
+            url = current.join(link)
+        except httpx.InvalidURL:
+            raise InvalidResponse(
+                "a listing's next link is not a URL", method="GET", path=_path_of(current)
+            ) from None
+        if _origin(url) != _origin(self._base):
+            raise InvalidResponse(
+                f"a listing's next link points to another origin ({url.scheme}://{url.host}); "
+                "refusing to follow it",
+                method="GET",
+                path=_path_of(current),
+            )
+        return url
+
+    def _url(self, relative: str) -> httpx.URL:
+        return self._base.join(relative)
+
+    async def delete_backup(self, backup_id: int) -> DeleteOutcome:
+        """Delete one backup. A 404 after an attempt that may have gone through counts as done."""
+        url = self._url(f"backups/{backup_id}/")
+        seen = _Attempts()
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    seen.count += 1
+                    try:
+                        await self._send_once("DELETE", url)
+                    except TransportError as exc:
+                        seen.maybe_done |= exc.request_sent
+                        raise
+                    except ServerError:
+                        seen.maybe_done = True
+                        raise
+        except NotFound:
+            if seen.maybe_done:
+                log.info("backup.delete_confirmed_by_404", backup_id=backup_id, attempts=seen.count)
+                return DeleteOutcome.ALREADY_GONE
+            raise
+        return DeleteOutcome.DELETED
+
+    async def create_backup(self, server_id: int, description: str | None = None) -> CreatedBackup:
+        """Start a manual backup. Never creates two: a lost answer is resolved by re-listing.
+
+        When an attempt's outcome is unknown (the request may have reached the
+        API: a timeout or lost connection after sending, or a 5xx), the server's
+        manual backups are listed and the one with exactly this description,
+        created since the call began (less the clock skew), is adopted. Only
+        when there is none is the create tried again, within the retry bounds.
+        When the description cannot identify the backup (empty, or more than one
+        match), :class:`CreateOutcomeUnknown` is raised instead of guessing.
+        """
+        body: dict[str, Any] = {"server_id": server_id}
+        if description is not None:
+            body["description"] = description
+        url = self._url("backups/")
+        path = _path_of(url)
+        # the API writes whole seconds and its clock may run behind ours
+        began = self._wall_clock().replace(microsecond=0) - self.settings.clock_skew
+        async for attempt in self._retrying(self._create_retry_hook):
+            with attempt:
+                try:
+                    response = await self._send_once("POST", url, json=body)
+                except (TransportError, ServerError) as exc:
+                    if isinstance(exc, TransportError) and not exc.request_sent:
+                        raise  # it never reached the API: safe to try again
+                    log.warning(
+                        "backup.create_outcome_unknown",
+                        server_id=server_id,
+                        attempt=attempt.num,
+                        error=str(exc),
+                    )
+                    adopted = await self._find_created(server_id, description, began, path)
+                    if adopted is not None:
+                        log.info("backup.create_adopted", server_id=server_id, backup_id=adopted.id)
+                        return adopted
+                    raise  # it did not happen: the hook lets stamina try again
+                return _parse(CreatedBackup, _json_body(response, "POST"), "POST", path)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def _create_retry_hook(self, exc: Exception) -> bool:
+        """A create is tried again only once the listing showed it did not happen (or on a 429)."""
+        retry = isinstance(exc, TransportError | RateLimited | ServerError)
+        if retry:
+            self.stats.retries += 1
+        return retry
+
+    async def _find_created(
+        self, server_id: int, description: str | None, began: datetime, path: str
+    ) -> CreatedBackup | None:
+        if not description:
+            raise CreateOutcomeUnknown(
+                f"the create's answer was lost and a backup without a description cannot be told "
+                f"apart: check server {server_id}'s backups before creating another",
+                path=path,
+            )
+        try:
+            listing = await self.list_backups(server_id=server_id, backup_type=MANUAL)
+        except ApiError as exc:
+            raise CreateOutcomeUnknown(
+                f"the create's answer was lost and the server's backups could not be listed to "
+                f"check ({exc})",
+                path=path,
+            ) from exc
+        matches = [
+            b
+            for b in listing.backups
+            if b.server_id == server_id and b.description == description and b.created_at >= began
+        ]
+        if len(matches) > 1:
+            raise CreateOutcomeUnknown(
+                f"the create's answer was lost and {len(matches)} backups of server {server_id} "
+                f"carry the same description: not guessing which is new",
+                path=path,
+                candidates=tuple(sorted(b.id for b in matches)),
+            )
+        if not matches:
+            return None
+        return CreatedBackup.model_validate(matches[0].model_dump())
+
+    async def restore_server(self, server_id: int, backup_id: int) -> Any:
+        """Ask the API to restore ``server_id`` from ``backup_id``; any 2xx is success. Never retried."""
+        url = self._url(f"servers/{server_id}/restore/")
+        response = await self._send_once("POST", url, json={"backup_id": backup_id})
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+
+
+def _json_body(response: httpx.Response, method: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise InvalidResponse(
+            f"the API answered {response.status_code} with a body that is not JSON ({kind})",
+            method=method,
+            path=_path_of(response.request.url),
+            status=response.status_code,
+        ) from None
+
+
+def _parse(model: type[_M], body: Any, method: str, path: str) -> _M:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise InvalidResponse(
+            f"the answer is not in the documented shape: {_validation_summary(exc)}",
+            method=method,
+            path=path,
+        ) from None
+

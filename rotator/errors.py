@@ -1,0 +1,143 @@
+"""rotator's one exception tree.
+
+Every error that leaves a rotator module is one of these; foreign exceptions
+(httpx, pydantic, YAML, OS) are translated where they happen, with
+``raise ... from exc``, so callers catch only what is drawn here::
+
+    RotatorError                      (exit 1 unless said otherwise)
+    ├── ConfigError                   bad configuration or missing token (exit 78)
+    └── ApiError                      anything that went wrong talking to the API
+        ├── TransportError            no HTTP answer: connect error, timeout, lost connection
+        ├── HTTPStatusError           the API answered with an error status
+        │   ├── BadRequest            400
+        │   ├── Unauthorized          401 / 403
+        │   ├── NotFound              404
+        │   ├── RateLimited           429 (``retry_after`` in seconds, if the API said)
+        │   ├── ServerError           5xx
+        │   └── UnexpectedStatus      any other status the documentation does not list
+        ├── InvalidResponse           an answer rotator cannot trust (not JSON, wrong shape,
+        │   │                         a ``next`` link to another origin, an endless page chain)
+        │   └── IncompleteListing     a listing that could not be read whole (``count`` disagrees)
+        └── CreateOutcomeUnknown      a create whose outcome cannot be told; nothing was retried
+
+No message, ``str()`` or ``repr()`` of these ever contains the API token: the
+client never puts request headers into them, and the token is held by
+:class:`rotator.secrets.ApiToken`, whose ``repr`` is masked.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd units use RestartPreventExitStatus=78
+
+
+class RotatorError(Exception):
+    """Base of every error rotator raises on purpose."""
+
+    exit_code: int = EXIT_FAILURE
+
+
+class ConfigError(RotatorError):
+    """The configuration (file, environment, token source, CLI values) is invalid."""
+
+    exit_code = EXIT_CONFIG
+
+
+class ApiError(RotatorError):
+    """A call to the provider's API failed.
+
+    ``method`` and ``path`` name the request (the path without the query's
+    secrets: rotator never puts a secret in a URL).
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "", path: str = "", status: int | None = None
+    ) -> None:
+        self.message = message
+        self.method = method
+        self.path = path
+        self.status = status
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = f"{self.method} {self.path}".strip()
+        status = f" ({self.status})" if self.status is not None else ""
+        return f"{where}{status}: {self.message}" if where else self.message
+
+
+class TransportError(ApiError):
+    """No HTTP answer: the connection failed, timed out or was lost.
+
+    ``request_sent`` is False only when the request surely never reached the
+    API (the connection could not be made), so it cannot have had an effect.
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "", path: str = "", request_sent: bool = True
+    ) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, method=method, path=path)
+
+
+class HTTPStatusError(ApiError):
+    """The API answered with an error status; ``message`` is the server's own text when it sent one."""
+
+
+class BadRequest(HTTPStatusError):
+    """400: the API rejected the request's parameters."""
+
+
+class Unauthorized(HTTPStatusError):
+    """401 or 403: the API rejected the token."""
+
+
+class NotFound(HTTPStatusError):
+    """404: the server or backup does not exist."""
+
+
+class RateLimited(HTTPStatusError):
+    """429: too many requests; ``retry_after`` is the wait the API asked for, in seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        path: str = "",
+        status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, method=method, path=path, status=status)
+
+
+class ServerError(HTTPStatusError):
+    """5xx: the API failed on its side."""
+
+
+class UnexpectedStatus(HTTPStatusError):
+    """A status the documentation does not list for this operation."""
+
+
+class InvalidResponse(ApiError):
+    """An answer that rotator cannot trust: not JSON, the wrong shape, a foreign link."""
+
+
+class IncompleteListing(InvalidResponse):
+    """A listing could not be read whole; nothing may be pruned on it."""
+
+
+class CreateOutcomeUnknown(ApiError):
+    """A create's answer was lost and the listing cannot tell whether it happened.
+
+    rotator does not create a second backup in that case; ``candidates`` are the
+    ids of backups that might be the one created (possibly none were seen).
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "POST", path: str = "", candidates: tuple[int, ...] = ()
+    ) -> None:
+        self.candidates = candidates
+        super().__init__(message, method=method, path=path)

@@ -1,0 +1,175 @@
+"""One request budget shared by every caller of a client.
+
+:class:`RequestBudget` combines three things that must be shared to work at
+all: a rate limit (requests per second with a burst, as a GCRA token bucket),
+a concurrency cap, and a pause that a 429 sets for *every* caller until its
+``Retry-After`` has passed. It also reads the ``RateLimit-*`` headers that
+some providers send (Hetzner, DigitalOcean, the IETF draft) and slows down
+before the budget runs out instead of waiting for a 429.
+
+Clocks and sleep are injected, so tests drive time explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+Sleep = Callable[[float], Awaitable[None]]
+Monotonic = Callable[[], float]
+WallClock = Callable[[], datetime]
+
+# A RateLimit-Reset above this is a Unix timestamp (Hetzner, DigitalOcean), not a delta.
+_EPOCH_THRESHOLD = 1_000_000_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT by definition
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RateLimitHint:
+    """What a response's ``RateLimit-*`` headers said."""
+
+    limit: int | None
+    remaining: int
+    reset_in: float  # seconds until the budget resets
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], now: datetime) -> RateLimitHint | None:
+        remaining = _int_header(headers, "ratelimit-remaining")
+        reset = _int_header(headers, "ratelimit-reset")
+        if remaining is None or reset is None:
+            return None
+        reset_in = float(reset)
+        if reset > _EPOCH_THRESHOLD:
+            reset_in = max(0.0, reset - now.timestamp())
+        return cls(limit=_int_header(headers, "ratelimit-limit"), remaining=remaining, reset_in=reset_in)
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    # the IETF draft allows "100, 100;w=60": the first item is the one in force
+    head = raw.split(",")[0].split(";")[0].strip()
+    try:
+        value = int(float(head))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class RequestBudget:
+    """Rate limit, concurrency cap and shared 429 pause for one API client."""
+
+    def __init__(
+        self,
+        requests_per_second: float,
+        burst: int = 1,
+        max_concurrency: int = 8,
+        *,
+        monotonic: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: WallClock = utcnow,
+    ) -> None:
+        if requests_per_second <= 0 or burst < 1 or max_concurrency < 1:
+            raise ValueError("requests_per_second > 0, burst >= 1 and max_concurrency >= 1 are required")
+        self.requests_per_second = requests_per_second
+        self.burst = burst
+        self.max_concurrency = max_concurrency
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._tat = monotonic()  # GCRA "theoretical arrival time" of the next request
+        self._paused_until = 0.0
+        self._hint_interval = 0.0  # spacing asked for by RateLimit-* headers
+        self._hint_until = 0.0
+        self.waited = 0.0  # total seconds callers spent waiting for the budget
+        self.pauses = 0  # 429 pauses and exhausted-budget pauses taken
+
+    @property
+    def _interval(self) -> float:
+        return 1.0 / self.requests_per_second
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the concurrent places and one token of the rate for a request."""
+        async with self._semaphore:
+            await self._take_token()
+            yield
+
+    async def _take_token(self) -> None:
+        while True:
+            now = self._monotonic()
+            interval, tolerance = self._interval, (self.burst - 1) * self._interval
+            if now < self._hint_until and self._hint_interval > interval:
+                interval, tolerance = self._hint_interval, 0.0
+            start = max(now, self._paused_until)
+            tat = max(self._tat, start)
+            allowed_at = max(tat - tolerance, start)
+            if allowed_at <= now:
+                self._tat = tat + interval
+                return
+            wait = allowed_at - now
+            self.waited += wait
+            await self._sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Stop every caller from starting a request for ``seconds`` (a 429's Retry-After)."""
+        until = self._monotonic() + max(0.0, seconds)
+        if until > self._paused_until:
+            self._paused_until = until
+            self.pauses += 1
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Slow down ahead of a 429 when the API says its budget is running out."""
+        hint = RateLimitHint.from_headers(headers, self._wall_clock())
+        if hint is None:
+            return
+        now = self._monotonic()
+        if hint.remaining <= 0:
+            self.pause(hint.reset_in if hint.reset_in > 0 else self._interval)
+            return
+        # Requests already on the wire spend budget the header does not show yet.
+        usable = max(1, hint.remaining - (self.max_concurrency - 1))
+        if usable >= hint.reset_in * self.requests_per_second:
+            self._hint_until = 0.0  # the budget lasts at our own pace: no slowdown
+            return
+        self._hint_interval = hint.reset_in / usable
+        self._hint_until = now + hint.reset_in
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        return max(0.0, self._paused_until - self._monotonic())
+
+
+def retry_after_or_default(seconds: float | None, default: float = 1.0) -> float:
+    """A usable wait: the API's Retry-After, or ``default`` when it sent none."""
+    if seconds is None or math.isnan(seconds):
+        return default
+    return seconds

@@ -1,0 +1,632 @@
+"""The API client against respx: every documented status and every open point of the API notes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import structlog
+
+from rotator import errors
+from rotator.api import BackupsClient, ClientSettings, DeleteOutcome
+from rotator.models import Backup
+from rotator.secrets import ApiToken
+from tests.clock import FakeTime
+
+API = "https://api.test/api/v1"
+TOKEN = "tok-3e5a9c1f-SECRET"
+
+
+def backup_json(
+    backup_id: int,
+    created_at: str,
+    *,
+    server_id: int = 12345,
+    backup_type: str = "manual",
+    status: str = "completed",
+    description: str | None = "Pre-update backup",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": backup_id,
+        "server": {"id": server_id, "name": f"web-{server_id}"},
+        "backup_type": backup_type,
+        "status": status,
+        "size_mb": 4456 if status == "completed" else None,
+        "created_at": created_at,
+        "expires_at": None,
+        "description": description,
+        **extra,
+    }
+
+
+# The documentation's own example listing: unsorted, ids are not a clock.
+DOC_EXAMPLE = [
+    backup_json(501, "2025-01-16T03:00:00Z", backup_type="automatic", description="Automatic daily backup"),
+    backup_json(499, "2025-01-14T10:30:00Z"),
+    backup_json(495, "2025-01-15T03:00:00Z", backup_type="automatic", description="Automatic daily backup"),
+]
+
+
+def page(results: list[dict[str, Any]], count: int | None = None, next_url: str | None = None) -> httpx.Response:
+    body = {"count": len(results) if count is None else count, "next": next_url, "previous": None}
+    body["results"] = results
+    return httpx.Response(200, json=body)
+
+
+@pytest.fixture(name="clock")
+def fixture_clock() -> FakeTime:
+    """Time that moves only when the client sleeps."""
+    return FakeTime()
+
+
+@pytest.fixture(name="make_client")
+async def fixture_make_client(clock: FakeTime) -> AsyncIterator[Callable[..., BackupsClient]]:
+    """Builds clients on the fake clock with retry waits of zero; closes them afterwards."""
+    made: list[BackupsClient] = []
+
+    def make(**overrides: Any) -> BackupsClient:
+        settings = ClientSettings(
+            base_url=API,
+            retry_attempts=overrides.pop("retry_attempts", 4),
+            retry_wait_initial=0,
+            retry_wait_max=0,
+            retry_wait_jitter=0,
+            **overrides,
+        )
+        client = BackupsClient(
+            ApiToken(TOKEN, "test"),
+            settings,
+            wall_clock=clock.now,
+            monotonic=clock.monotonic,
+            sleep=clock.sleep,
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture(name="client")
+def fixture_client(make_client: Callable[..., BackupsClient]) -> BackupsClient:
+    """A client with the default test settings."""
+    return make_client()
+
+
+@pytest.fixture(name="api")
+def fixture_api() -> respx.MockRouter:
+    """respx routes for the API's origin; any unrouted request fails the test."""
+    with respx.mock(base_url=API, assert_all_called=False) as router:
+        yield router
+
+
+# -- listing -----------------------------------------------------------------
+
+
+async def test_list_documented_example_keeps_order_and_types(client: BackupsClient, api: respx.MockRouter) -> None:
+    """The documented example parses; the client keeps the API's order and sorts nothing."""
+    route = api.get("/backups/", params={"server_id": "12345"}).mock(return_value=page(DOC_EXAMPLE))
+    listing = await client.list_backups(server_id=12345)
+    assert [b.id for b in listing.backups] == [501, 499, 495]
+    assert listing.count == 3
+    assert listing.backups[0].created_at == datetime(2025, 1, 16, 3, tzinfo=UTC)
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_list_follows_next_links_to_the_end(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Three pages, absolute and relative next links, merged in order."""
+    items = [backup_json(i, f"2025-01-{i:02d}T03:00:00Z") for i in range(1, 8)]
+    api.get("/backups/", params={"backup_type": "manual", "page": "2"}).mock(
+        return_value=page(items[3:6], 7, "/api/v1/backups/?backup_type=manual&page=3")
+    )
+    api.get("/backups/", params={"backup_type": "manual", "page": "3"}).mock(return_value=page(items[6:], 7))
+    api.get("/backups/", params={"backup_type": "manual"}).mock(
+        return_value=page(items[:3], 7, f"{API}/backups/?backup_type=manual&page=2")
+    )
+    listing = await client.list_backups(backup_type="manual")
+    assert [b.id for b in listing.backups] == list(range(1, 8))
+    assert listing.to_api()["count"] == 7
+
+
+async def test_list_count_disagreeing_with_pages_raises(client: BackupsClient, api: respx.MockRouter) -> None:
+    """count says 5, the pages hold 3: an IncompleteListing, never a partial view."""
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE, count=5))
+    with pytest.raises(errors.IncompleteListing, match="count says 5"):
+        await client.list_backups()
+
+
+async def test_list_repeated_items_across_pages_raise(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Items that shift between pages (a backup deleted mid-listing) make the listing untrustworthy."""
+    api.get("/backups/", params={"page": "2"}).mock(return_value=page(DOC_EXAMPLE[1:], 3))
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:2], 3, f"{API}/backups/?page=2"))
+    with pytest.raises(errors.IncompleteListing, match="repeated"):
+        await client.list_backups()
+
+
+async def test_list_count_changing_between_pages_raises(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A count that changes mid-listing means the view is not one moment's truth."""
+    api.get("/backups/", params={"page": "2"}).mock(return_value=page(DOC_EXAMPLE[2:], 4))
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:2], 3, f"{API}/backups/?page=2"))
+    with pytest.raises(errors.IncompleteListing, match="changed while it was read"):
+        await client.list_backups()
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://evil.test/api/v1/backups/?page=2",
+        "http://api.test/api/v1/backups/?page=2",
+        "https://api.test:8443/api/v1/backups/?page=2",
+    ],
+    ids=["other-host", "other-scheme", "other-port"],
+)
+async def test_list_refuses_next_link_to_another_origin(
+    client: BackupsClient, api: respx.MockRouter, link: str
+) -> None:
+    """The token is never sent anywhere but the API's own origin."""
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:1], 2, link))
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as other:
+        foreign = other.route(url__startswith=link.split("/api")[0]).mock(return_value=page([]))
+        with pytest.raises(errors.InvalidResponse, match="another origin"):
+            await client.list_backups()
+        assert not foreign.called
+
+
+async def test_list_endless_next_loop_raises(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A next link that points back to itself is detected, not followed forever."""
+    api.get("/backups/", params={"page": "2"}).mock(
+        return_value=page(DOC_EXAMPLE[:1], 3, f"{API}/backups/?page=2")
+    )
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:1], 3, f"{API}/backups/?page=2"))
+    with pytest.raises(errors.InvalidResponse, match="loop"):
+        await client.list_backups()
+
+
+async def test_unknown_fields_ignored_and_unknown_status_kept(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Fields may grow; a status we do not know stays as it came and is never completed."""
+    item = backup_json(7, "2025-01-14T10:30:00+02:00", status="verifying", region="fra1", tags=["x"])
+    api.get("/backups/").mock(return_value=page([item]))
+    (backup,) = (await client.list_backups()).backups
+    assert backup.status == "verifying"
+    assert not backup.is_completed
+    assert backup.created_at == datetime(2025, 1, 14, 8, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (httpx.Response(200, text="<html>Bad gateway</html>", headers={"content-type": "text/html"}), "not JSON"),
+        (httpx.Response(200, json={"results": []}), "count"),
+        (httpx.Response(200, json={"count": 1, "results": [{"id": 1}]}), "results.0"),
+        (httpx.Response(200, json=page([backup_json(-4, "2025-01-01T00:00:00Z")]).json()), "results.0.id"),
+        (httpx.Response(200, json=page([backup_json(4, "2025-01-01T00:00:00")]).json()), "created_at"),
+        (httpx.Response(200, json=[1, 2]), "documented shape"),
+    ],
+    ids=["html", "no-count", "missing-fields", "negative-id", "naive-time", "list-body"],
+)
+async def test_malformed_listing_raises_invalid_response(
+    client: BackupsClient, api: respx.MockRouter, response: httpx.Response, message: str
+) -> None:
+    """Whatever is wrong with an answer is named in one line."""
+    api.get("/backups/").mock(return_value=response)
+    with pytest.raises(errors.InvalidResponse, match=message) as caught:
+        await client.list_backups()
+    assert "\n" not in str(caught.value)
+
+
+# -- statuses and retries ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "message"),
+    [
+        (401, {"detail": "Invalid token."}, errors.Unauthorized, "Invalid token."),
+        (403, {"detail": "Forbidden."}, errors.Unauthorized, "Forbidden."),
+        (400, {"server_id": ["This field is required."]}, errors.BadRequest, "server_id: This field is required."),
+        (404, {"detail": "Not found."}, errors.NotFound, "Not found."),
+        (500, {"detail": "Oops"}, errors.ServerError, "Oops"),
+        (418, None, errors.UnexpectedStatus, "I'm a teapot"),
+    ],
+)
+async def test_error_statuses_map_to_the_error_tree(
+    client: BackupsClient,
+    api: respx.MockRouter,
+    status: int,
+    body: Any,
+    error: type[errors.ApiError],
+    message: str,
+) -> None:
+    """Each status is one error class carrying status, method, path and the server's message."""
+    route = api.get("/backups/").mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(error) as caught:
+        await client.list_backups()
+    assert caught.value.status == status
+    assert caught.value.method == "GET"
+    assert caught.value.path == "/api/v1/backups/"
+    assert message in str(caught.value)
+    assert route.call_count == 1  # none of these is retried
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_transient_statuses_are_retried(client: BackupsClient, api: respx.MockRouter, status: int) -> None:
+    """502/503/504 are retried, and the retry's answer is used."""
+    route = api.get("/backups/").mock(side_effect=[httpx.Response(status), page(DOC_EXAMPLE)])
+    listing = await client.list_backups()
+    assert listing.count == 3
+    assert route.call_count == 2
+    assert client.stats.retries == 1
+
+
+@pytest.mark.parametrize(
+    "exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset")]
+)
+async def test_transport_errors_are_retried_for_get(
+    client: BackupsClient, api: respx.MockRouter, exc: Exception
+) -> None:
+    """Connect errors, timeouts and lost connections are retried on a GET."""
+    route = api.get("/backups/").mock(side_effect=[exc, page(DOC_EXAMPLE)])
+    assert (await client.list_backups()).count == 3
+    assert route.call_count == 2
+
+
+async def test_retry_exhaustion_raises_the_last_error(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """Bounded attempts: an API that stays down gives a ServerError after exactly N tries."""
+    client = make_client(retry_attempts=3)
+    route = api.get("/backups/").mock(return_value=httpx.Response(503, json={"detail": "maintenance"}))
+    with pytest.raises(errors.ServerError, match="maintenance"):
+        await client.list_backups()
+    assert route.call_count == 3
+
+
+async def test_transport_error_exhaustion_is_a_transport_error(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """A timeout that never clears is reported as one line naming what happened."""
+    client = make_client(retry_attempts=2)
+    api.get("/backups/").mock(side_effect=httpx.ConnectTimeout("x"))
+    with pytest.raises(errors.TransportError, match="timed out connecting") as caught:
+        await client.list_backups()
+    assert not caught.value.request_sent
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_429_honours_retry_after_in_both_forms(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime, form: str
+) -> None:
+    """The client waits what Retry-After says (delta seconds or an HTTP date), then retries."""
+    value = "7" if form == "seconds" else format_datetime(clock.now() + timedelta(seconds=7), usegmt=True)
+    route = api.get("/backups/").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": value}, json={"detail": "slow down"}), page([])]
+    )
+    before = clock.monotonic()
+    assert (await client.list_backups()).count == 0
+    assert route.call_count == 2
+    assert clock.monotonic() - before >= 7
+    assert client.stats.rate_limited == 1
+
+
+async def test_429_pauses_every_caller(client: BackupsClient, api: respx.MockRouter, clock: FakeTime) -> None:
+    """One caller's 429 holds back the others until Retry-After, not only itself."""
+    starts: list[tuple[str, float]] = []
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        starts.append((request.url.params.get("server_id", ""), clock.monotonic()))
+        if len(starts) == 1:
+            return httpx.Response(429, headers={"Retry-After": "10"})
+        return page([])
+
+    api.get("/backups/").mock(side_effect=listing)
+    await client.list_backups(server_id=1)  # 429, then its retry after the pause
+    await client.list_backups(server_id=2)
+    assert starts[1][1] >= 10
+    # a second caller arriving during the pause waits for it too
+    client.budget.pause(5)
+    paused_at = clock.monotonic()
+    await client.list_backups(server_id=3)
+    assert starts[-1][1] >= paused_at + 5
+
+
+async def test_429_with_retry_after_beyond_the_bound_is_not_waited_for(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """A Retry-After of an hour is reported as RateLimited instead of hanging the run."""
+    client = make_client(retry_timeout=60)
+    route = api.get("/backups/").mock(return_value=httpx.Response(429, headers={"Retry-After": "3600"}))
+    with pytest.raises(errors.RateLimited) as caught:
+        await client.list_backups()
+    assert caught.value.retry_after == 3600
+    assert route.call_count == 1
+
+
+async def test_ratelimit_headers_slow_down_before_a_429(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter, clock: FakeTime
+) -> None:
+    """RateLimit-Remaining: 0 holds the next request until RateLimit-Reset."""
+    client = make_client(requests_per_second=100, burst=100)
+    headers = {"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "4"}
+    api.get("/backups/").mock(side_effect=[httpx.Response(200, json=page([]).json(), headers=headers), page([])])
+    await client.list_backups()
+    before = clock.monotonic()
+    await client.list_backups()
+    assert clock.monotonic() - before >= 4
+
+
+# -- delete ------------------------------------------------------------------
+
+
+async def test_delete_204(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A plain delete."""
+    route = api.delete("/backups/480/").mock(return_value=httpx.Response(204))
+    assert await client.delete_backup(480) is DeleteOutcome.DELETED
+    assert route.call_count == 1
+
+
+async def test_delete_404_on_first_attempt_is_not_found(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A backup that was never there is NotFound (the caller decides what that means)."""
+    api.delete("/backups/480/").mock(return_value=httpx.Response(404, json={"detail": "Not found."}))
+    with pytest.raises(errors.NotFound):
+        await client.delete_backup(480)
+
+
+@pytest.mark.parametrize("first", [httpx.Response(502), httpx.ReadTimeout("lost")], ids=["502", "timeout"])
+async def test_delete_404_after_an_uncertain_attempt_counts_as_deleted(
+    client: BackupsClient, api: respx.MockRouter, first: Any
+) -> None:
+    """The first attempt may have deleted it; the retry's 404 confirms it is gone."""
+    api.delete("/backups/480/").mock(side_effect=[first, httpx.Response(404, json={"detail": "Not found."})])
+    assert await client.delete_backup(480) is DeleteOutcome.ALREADY_GONE
+
+
+async def test_delete_404_after_a_429_is_still_not_found(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A 429 was not processed, so a 404 after it is a real NotFound."""
+    api.delete("/backups/480/").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(404)]
+    )
+    with pytest.raises(errors.NotFound):
+        await client.delete_backup(480)
+
+
+# -- create: never two backups -------------------------------------------------
+
+
+class FakeServerBackups:
+    """A server's manual backups that POST adds to, for the lost-answer cases."""
+
+    def __init__(self, clock: FakeTime, *, lose: int = 0, status: int = 201, skew: float = 0.0) -> None:
+        self.clock = clock
+        self.lose = lose  # how many creates are processed but their answer lost
+        self.status = status
+        self.skew = skew  # the API's clock minus ours, in seconds
+        self.items: list[dict[str, Any]] = []
+        self.next_id = 900
+
+    def post(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        api_now = self.clock.now() + timedelta(seconds=self.skew)
+        created = backup_json(
+            self.next_id,
+            api_now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            server_id=body["server_id"],
+            status="in_progress",
+            description=body.get("description"),
+        )
+        self.next_id += 1
+        self.items.append(created)
+        if self.lose > 0:
+            self.lose -= 1
+            raise httpx.ReadTimeout("answer lost", request=request)
+        return httpx.Response(self.status, json={**created, "message": "Backup is being created."})
+
+    def listing(self, request: httpx.Request) -> httpx.Response:
+        return page(list(self.items))
+
+
+@pytest.fixture(name="server_backups")
+def fixture_server_backups(api: respx.MockRouter, clock: FakeTime) -> FakeServerBackups:
+    """Routes POST and GET /backups/ to one stateful fake."""
+    fake = FakeServerBackups(clock)
+    api.post("/backups/").mock(side_effect=fake.post)
+    api.get("/backups/").mock(side_effect=fake.listing)
+    return fake
+
+
+async def test_create_returns_the_in_progress_backup(client: BackupsClient, server_backups: FakeServerBackups) -> None:
+    """201 parses into the created backup with its message."""
+    created = await client.create_backup(12345, "Pre-deployment backup")
+    assert created.status == "in_progress"
+    assert created.message == "Backup is being created."
+    assert created.description == "Pre-deployment backup"
+
+
+async def test_create_with_lost_answer_adopts_exactly_one_backup(
+    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
+) -> None:
+    """The POST went through but its answer was lost: the client adopts it and never posts again."""
+    server_backups.lose = 1
+    created = await client.create_backup(12345, "nightly [rotator:nightly@2025-01-16T03:00Z]")
+    assert created.id == 900
+    assert len(server_backups.items) == 1
+    assert api.routes[0].call_count == 1  # exactly one POST
+
+
+async def test_create_adopts_despite_the_api_clock_running_behind(
+    client: BackupsClient, server_backups: FakeServerBackups
+) -> None:
+    """A backup stamped 90 s before our request began is still ours (clock skew, whole seconds)."""
+    server_backups.lose = 1
+    server_backups.skew = -90.5
+    created = await client.create_backup(12345, "marked [rotator:p@2025-01-16T03:00Z]")
+    assert created.id == 900
+    assert len(server_backups.items) == 1
+
+
+async def test_create_retries_when_the_listing_shows_none(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
+) -> None:
+    """A 503 that created nothing: the listing proves it, so the create is tried again, once."""
+    fake = FakeServerBackups(clock)
+    post = api.post("/backups/").mock(side_effect=[httpx.Response(503), fake.post])
+    api.get("/backups/").mock(side_effect=fake.listing)
+    created = await client.create_backup(12345, "unique description")
+    assert created.id == 900
+    assert post.call_count == 2
+    assert len(fake.items) == 1
+
+
+async def test_create_connect_error_is_retried_without_listing(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
+) -> None:
+    """A request that never reached the API cannot have created anything."""
+    fake = FakeServerBackups(clock)
+    api.post("/backups/").mock(side_effect=[httpx.ConnectError("refused"), fake.post])
+    listing = api.get("/backups/").mock(side_effect=fake.listing)
+    assert (await client.create_backup(12345, "d")).id == 900
+    assert not listing.called
+
+
+async def test_create_lost_without_description_reports_unknown(
+    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
+) -> None:
+    """Without a description nothing can identify the backup: report, do not guess or create again."""
+    server_backups.lose = 1
+    with pytest.raises(errors.CreateOutcomeUnknown, match="without a description"):
+        await client.create_backup(12345)
+    assert len(server_backups.items) == 1
+    assert api.routes[0].call_count == 1
+
+
+async def test_create_lost_with_ambiguous_description_reports_unknown(
+    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups, clock: FakeTime
+) -> None:
+    """An older backup in the window carries the same description: not guessing which is new."""
+    server_backups.items.append(
+        backup_json(42, (clock.now() - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"), description="same")
+    )
+    server_backups.lose = 1
+    with pytest.raises(errors.CreateOutcomeUnknown, match="same description") as caught:
+        await client.create_backup(12345, "same")
+    assert caught.value.candidates == (42, 900)
+    assert api.routes[0].call_count == 1
+
+
+async def test_create_ignores_same_description_outside_the_window(
+    client: BackupsClient, server_backups: FakeServerBackups, clock: FakeTime
+) -> None:
+    """Yesterday's backup with the same description is not today's answer."""
+    server_backups.items.append(
+        backup_json(42, (clock.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z"), description="same")
+    )
+    server_backups.lose = 1
+    assert (await client.create_backup(12345, "same")).id == 900
+
+
+async def test_create_400_and_404_are_not_retried(client: BackupsClient, api: respx.MockRouter) -> None:
+    """A rejected create is final."""
+    route = api.post("/backups/").mock(
+        side_effect=[httpx.Response(404, json={"detail": "Not found."}), httpx.Response(400, json={"server_id": ["bad"]})]
+    )
+    with pytest.raises(errors.NotFound):
+        await client.create_backup(999, "x")
+    with pytest.raises(errors.BadRequest, match="server_id: bad"):
+        await client.create_backup(999, "x")
+    assert route.call_count == 2
+
+
+# -- restore -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (httpx.Response(202, json={"detail": "Restore started"}), {"detail": "Restore started"}),
+        (httpx.Response(200, text="ok"), "ok"),
+        (httpx.Response(204), None),
+    ],
+)
+async def test_restore_accepts_any_2xx_and_shows_the_body(
+    client: BackupsClient, api: respx.MockRouter, response: httpx.Response, expected: Any
+) -> None:
+    """The restore answer is undocumented: any 2xx is success, the body is passed on."""
+    route = api.post("/servers/12345/restore/").mock(return_value=response)
+    assert await client.restore_server(12345, 501) == expected
+    assert json.loads(route.calls.last.request.content) == {"backup_id": 501}
+
+
+async def test_restore_is_never_retried(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Restoring overwrites a server: a failed restore is reported, not repeated."""
+    route = api.post("/servers/12345/restore/").mock(return_value=httpx.Response(503))
+    with pytest.raises(errors.ServerError):
+        await client.restore_server(12345, 501)
+    assert route.call_count == 1
+
+
+# -- the token ---------------------------------------------------------------
+
+
+async def test_token_never_in_logs_errors_or_reprs(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """Drive every failure path with logging captured; the token shows up nowhere."""
+    client = make_client(retry_attempts=2)
+    api.get("/backups/", params={"server_id": "5"}).mock(side_effect=httpx.ReadTimeout("t"))
+    api.get("/backups/").mock(return_value=httpx.Response(401, json={"detail": "Invalid token."}))
+    api.post("/backups/").mock(side_effect=httpx.RemoteProtocolError("reset"))
+    api.delete("/backups/1/").mock(return_value=httpx.Response(500, json={"detail": "boom"}))
+    seen: list[str] = [repr(client), repr(client.settings), repr(ApiToken(TOKEN, "x")), str(ApiToken(TOKEN, "x"))]
+    with structlog.testing.capture_logs() as logs:
+        for call in (
+            client.list_backups(),
+            client.list_backups(server_id=5),
+            client.create_backup(1, "d"),
+            client.delete_backup(1),
+        ):
+            with pytest.raises(errors.ApiError) as caught:
+                await call
+            seen += [str(caught.value), repr(caught.value), repr(caught.value.__cause__)]
+    seen += [json.dumps(entry, default=repr) for entry in logs]
+    assert logs, "the failures were logged"
+    assert not [text for text in seen if TOKEN in text]
+
+
+async def test_token_is_not_sent_with_a_foreign_request(client: BackupsClient) -> None:
+    """The auth flow adds the header only for the API's origin."""
+    with respx.mock() as router:
+        route = router.get("https://elsewhere.test/x").mock(return_value=httpx.Response(200))
+        await client._http.get("https://elsewhere.test/x")
+    assert "authorization" not in route.calls.last.request.headers
+
+
+async def test_concurrency_cap_is_shared(make_client: Callable[..., BackupsClient], api: respx.MockRouter) -> None:
+    """No more than max_concurrency requests are on the wire at once, whoever sends them."""
+    client = make_client(max_concurrency=2, requests_per_second=1000, burst=1000)
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return page([])
+
+    api.get("/backups/").mock(side_effect=slow)
+    await asyncio.gather(*(client.list_backups(server_id=i) for i in range(1, 9)))
+    assert peak == 2
+
+
+def test_backup_model_round_trips_the_api_shape() -> None:
+    """to_api() writes the API's own shape back (timestamps with Z)."""
+    backup = Backup.model_validate(DOC_EXAMPLE[1])
+    assert backup.to_api() == DOC_EXAMPLE[1]
