@@ -6,6 +6,7 @@ Every error that leaves a rotator module is one of these; foreign exceptions
 
     RotatorError                      (exit 1 unless said otherwise)
     ├── ConfigError                   bad configuration or missing token (exit 78)
+    ├── UsageError                    a command that cannot go on as given (exit 2)
     └── ApiError                      anything that went wrong talking to the API
         ├── TransportError            no HTTP answer: connect error, timeout, lost connection
         ├── HTTPStatusError           the API answered with an error status
@@ -43,6 +44,12 @@ class ConfigError(RotatorError):
     """The configuration (file, environment, token source, CLI values) is invalid."""
 
     exit_code = EXIT_CONFIG
+
+
+class UsageError(RotatorError):
+    """The command cannot go on as given (e.g. a confirmation without a terminal)."""
+
+    exit_code = EXIT_USAGE
 
 
 class ApiError(RotatorError):
