@@ -332,9 +332,7 @@ class BackupsClient:
 
     # -- operations --------------------------------------------------------
 
-    async def list_backups(
-        self, *, server_id: int | None = None, backup_type: str | None = None
-    ) -> Listing:
+    async def list_backups(self, *, server_id: int | None = None, backup_type: str | None = None) -> Listing:
         """Every backup matching the filters, read to the last page, or an error: never a partial view."""
         params: dict[str, Any] = {}
         if server_id is not None:
@@ -491,8 +489,7 @@ class BackupsClient:
             listing = await self.list_backups(server_id=server_id, backup_type=MANUAL)
         except ApiError as exc:
             raise CreateOutcomeUnknown(
-                f"the create's answer was lost and the server's backups could not be listed to "
-                f"check ({exc})",
+                f"the create's answer was lost and the server's backups could not be listed to check ({exc})",
                 path=path,
             ) from exc
         matches = [
@@ -545,4 +542,3 @@ def _parse(model: type[_M], body: Any, method: str, path: str) -> _M:
             method=method,
             path=path,
         ) from None
-

@@ -382,4 +382,3 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _sandbox_missing(args: argparse.Namespace) -> int:
     raise errors.ConfigError("the sandbox needs the 'sandbox' extra: pip install 'rotator[sandbox]'")
-

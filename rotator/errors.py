@@ -59,9 +59,7 @@ class ApiError(RotatorError):
     secrets: rotator never puts a secret in a URL).
     """
 
-    def __init__(
-        self, message: str, *, method: str = "", path: str = "", status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, method: str = "", path: str = "", status: int | None = None) -> None:
         self.message = message
         self.method = method
         self.path = path
@@ -81,9 +79,7 @@ class TransportError(ApiError):
     API (the connection could not be made), so it cannot have had an effect.
     """
 
-    def __init__(
-        self, message: str, *, method: str = "", path: str = "", request_sent: bool = True
-    ) -> None:
+    def __init__(self, message: str, *, method: str = "", path: str = "", request_sent: bool = True) -> None:
         self.request_sent = request_sent
         super().__init__(message, method=method, path=path)
 

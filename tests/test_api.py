@@ -55,7 +55,9 @@ DOC_EXAMPLE = [
 ]
 
 
-def page(results: list[dict[str, Any]], count: int | None = None, next_url: str | None = None) -> httpx.Response:
+def page(
+    results: list[dict[str, Any]], count: int | None = None, next_url: str | None = None
+) -> httpx.Response:
     body = {"count": len(results) if count is None else count, "next": next_url, "previous": None}
     body["results"] = results
     return httpx.Response(200, json=body)
@@ -112,7 +114,9 @@ def fixture_api() -> respx.MockRouter:
 # -- listing -----------------------------------------------------------------
 
 
-async def test_list_documented_example_keeps_order_and_types(client: BackupsClient, api: respx.MockRouter) -> None:
+async def test_list_documented_example_keeps_order_and_types(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
     """The documented example parses; the client keeps the API's order and sorts nothing."""
     route = api.get("/backups/", params={"server_id": "12345"}).mock(return_value=page(DOC_EXAMPLE))
     listing = await client.list_backups(server_id=12345)
@@ -191,7 +195,9 @@ async def test_list_endless_next_loop_raises(client: BackupsClient, api: respx.M
         await client.list_backups()
 
 
-async def test_unknown_fields_ignored_and_unknown_status_kept(client: BackupsClient, api: respx.MockRouter) -> None:
+async def test_unknown_fields_ignored_and_unknown_status_kept(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
     """Fields may grow; a status we do not know stays as it came and is never completed."""
     item = backup_json(7, "2025-01-14T10:30:00+02:00", status="verifying", region="fra1", tags=["x"])
     api.get("/backups/").mock(return_value=page([item]))
@@ -204,7 +210,10 @@ async def test_unknown_fields_ignored_and_unknown_status_kept(client: BackupsCli
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (httpx.Response(200, text="<html>Bad gateway</html>", headers={"content-type": "text/html"}), "not JSON"),
+        (
+            httpx.Response(200, text="<html>Bad gateway</html>", headers={"content-type": "text/html"}),
+            "not JSON",
+        ),
         (httpx.Response(200, json={"results": []}), "count"),
         (httpx.Response(200, json={"count": 1, "results": [{"id": 1}]}), "results.0"),
         (httpx.Response(200, json=page([backup_json(-4, "2025-01-01T00:00:00Z")]).json()), "results.0.id"),
@@ -231,7 +240,12 @@ async def test_malformed_listing_raises_invalid_response(
     [
         (401, {"detail": "Invalid token."}, errors.Unauthorized, "Invalid token."),
         (403, {"detail": "Forbidden."}, errors.Unauthorized, "Forbidden."),
-        (400, {"server_id": ["This field is required."]}, errors.BadRequest, "server_id: This field is required."),
+        (
+            400,
+            {"server_id": ["This field is required."]},
+            errors.BadRequest,
+            "server_id: This field is required.",
+        ),
         (404, {"detail": "Not found."}, errors.NotFound, "Not found."),
         (500, {"detail": "Oops"}, errors.ServerError, "Oops"),
         (418, None, errors.UnexpectedStatus, "I'm a teapot"),
@@ -257,7 +271,9 @@ async def test_error_statuses_map_to_the_error_tree(
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
-async def test_transient_statuses_are_retried(client: BackupsClient, api: respx.MockRouter, status: int) -> None:
+async def test_transient_statuses_are_retried(
+    client: BackupsClient, api: respx.MockRouter, status: int
+) -> None:
     """502/503/504 are retried, and the retry's answer is used."""
     route = api.get("/backups/").mock(side_effect=[httpx.Response(status), page(DOC_EXAMPLE)])
     listing = await client.list_backups()
@@ -307,7 +323,10 @@ async def test_429_honours_retry_after_in_both_forms(
     """The client waits what Retry-After says (delta seconds or an HTTP date), then retries."""
     value = "7" if form == "seconds" else format_datetime(clock.now() + timedelta(seconds=7), usegmt=True)
     route = api.get("/backups/").mock(
-        side_effect=[httpx.Response(429, headers={"Retry-After": value}, json={"detail": "slow down"}), page([])]
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": value}, json={"detail": "slow down"}),
+            page([]),
+        ]
     )
     before = clock.monotonic()
     assert (await client.list_backups()).count == 0
@@ -355,7 +374,9 @@ async def test_ratelimit_headers_slow_down_before_a_429(
     """RateLimit-Remaining: 0 holds the next request until RateLimit-Reset."""
     client = make_client(requests_per_second=100, burst=100)
     headers = {"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "4"}
-    api.get("/backups/").mock(side_effect=[httpx.Response(200, json=page([]).json(), headers=headers), page([])])
+    api.get("/backups/").mock(
+        side_effect=[httpx.Response(200, json=page([]).json(), headers=headers), page([])]
+    )
     await client.list_backups()
     before = clock.monotonic()
     await client.list_backups()
@@ -388,7 +409,9 @@ async def test_delete_404_after_an_uncertain_attempt_counts_as_deleted(
     assert await client.delete_backup(480) is DeleteOutcome.ALREADY_GONE
 
 
-async def test_delete_404_after_a_429_is_still_not_found(client: BackupsClient, api: respx.MockRouter) -> None:
+async def test_delete_404_after_a_429_is_still_not_found(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
     """A 429 was not processed, so a 404 after it is a real NotFound."""
     api.delete("/backups/480/").mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(404)]
@@ -441,7 +464,9 @@ def fixture_server_backups(api: respx.MockRouter, clock: FakeTime) -> FakeServer
     return fake
 
 
-async def test_create_returns_the_in_progress_backup(client: BackupsClient, server_backups: FakeServerBackups) -> None:
+async def test_create_returns_the_in_progress_backup(
+    client: BackupsClient, server_backups: FakeServerBackups
+) -> None:
     """201 parses into the created backup with its message."""
     created = await client.create_backup(12345, "Pre-deployment backup")
     assert created.status == "in_progress"
@@ -511,7 +536,9 @@ async def test_create_lost_with_ambiguous_description_reports_unknown(
 ) -> None:
     """An older backup in the window carries the same description: not guessing which is new."""
     server_backups.items.append(
-        backup_json(42, (clock.now() - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"), description="same")
+        backup_json(
+            42, (clock.now() - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"), description="same"
+        )
     )
     server_backups.lose = 1
     with pytest.raises(errors.CreateOutcomeUnknown, match="same description") as caught:
@@ -525,7 +552,9 @@ async def test_create_ignores_same_description_outside_the_window(
 ) -> None:
     """Yesterday's backup with the same description is not today's answer."""
     server_backups.items.append(
-        backup_json(42, (clock.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z"), description="same")
+        backup_json(
+            42, (clock.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z"), description="same"
+        )
     )
     server_backups.lose = 1
     assert (await client.create_backup(12345, "same")).id == 900
@@ -534,7 +563,10 @@ async def test_create_ignores_same_description_outside_the_window(
 async def test_create_400_and_404_are_not_retried(client: BackupsClient, api: respx.MockRouter) -> None:
     """A rejected create is final."""
     route = api.post("/backups/").mock(
-        side_effect=[httpx.Response(404, json={"detail": "Not found."}), httpx.Response(400, json={"server_id": ["bad"]})]
+        side_effect=[
+            httpx.Response(404, json={"detail": "Not found."}),
+            httpx.Response(400, json={"server_id": ["bad"]}),
+        ]
     )
     with pytest.raises(errors.NotFound):
         await client.create_backup(999, "x")
@@ -583,7 +615,12 @@ async def test_token_never_in_logs_errors_or_reprs(
     api.get("/backups/").mock(return_value=httpx.Response(401, json={"detail": "Invalid token."}))
     api.post("/backups/").mock(side_effect=httpx.RemoteProtocolError("reset"))
     api.delete("/backups/1/").mock(return_value=httpx.Response(500, json={"detail": "boom"}))
-    seen: list[str] = [repr(client), repr(client.settings), repr(ApiToken(TOKEN, "x")), str(ApiToken(TOKEN, "x"))]
+    seen: list[str] = [
+        repr(client),
+        repr(client.settings),
+        repr(ApiToken(TOKEN, "x")),
+        str(ApiToken(TOKEN, "x")),
+    ]
     with structlog.testing.capture_logs() as logs:
         for call in (
             client.list_backups(),
@@ -607,7 +644,9 @@ async def test_token_is_not_sent_with_a_foreign_request(client: BackupsClient) -
     assert "authorization" not in route.calls.last.request.headers
 
 
-async def test_concurrency_cap_is_shared(make_client: Callable[..., BackupsClient], api: respx.MockRouter) -> None:
+async def test_concurrency_cap_is_shared(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
     """No more than max_concurrency requests are on the wire at once, whoever sends them."""
     client = make_client(max_concurrency=2, requests_per_second=1000, burst=1000)
     in_flight = 0

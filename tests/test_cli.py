@@ -225,7 +225,9 @@ def test_restore_refuses_a_backup_of_another_server(
     assert not restore.called
 
 
-def test_restore_refuses_an_unfinished_backup(api: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
+def test_restore_refuses_an_unfinished_backup(
+    api: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An in-progress backup cannot be restored from."""
     item = backup_json(600, "2025-01-16T15:45:00Z", status="in_progress")
     api.get("/backups/", params={"server_id": "12345"}).mock(return_value=page([item]))
@@ -250,10 +252,14 @@ def test_restore_with_yes(api: respx.MockRouter, capsys: pytest.CaptureFixture[s
 
 def test_create_json(api: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
     """create prints the new backup; without --wait it does not poll."""
-    created = backup_json(502, "2025-01-16T15:45:00Z", status="in_progress", description="Pre-deployment backup")
+    created = backup_json(
+        502, "2025-01-16T15:45:00Z", status="in_progress", description="Pre-deployment backup"
+    )
     api.post("/backups/").mock(return_value=httpx.Response(201, json={**created, "message": "started"}))
     listing = api.get("/backups/").mock(return_value=page([]))
-    code, out, _ = run(capsys, "backups", "create", "12345", "--description", "Pre-deployment backup", "--json")
+    code, out, _ = run(
+        capsys, "backups", "create", "12345", "--description", "Pre-deployment backup", "--json"
+    )
     assert code == 0
     assert json.loads(out)["id"] == 502
     assert not listing.called
