@@ -12,6 +12,10 @@ LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
 
+def _stderr_logger(*args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
     """Route structlog (and the stdlib loggers of our libraries) to ``stream`` at ``level``."""
     out = stream or sys.stderr
@@ -29,7 +33,8 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # stderr is looked up at each write, so a replaced sys.stderr (tests, daemons) is honoured
+        logger_factory=structlog.PrintLoggerFactory(stream) if stream else _stderr_logger,
         cache_logger_on_first_use=False,
     )
     # httpx logs every request URL at INFO; ours says the same without noise

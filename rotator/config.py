@@ -1,0 +1,295 @@
+"""rotator's configuration: one YAML file, overridable by ``ROTATOR_*`` environment variables.
+
+Sources, highest priority first (see :meth:`RotatorConfig.settings_customise_sources`):
+
+1. values passed to ``RotatorConfig(...)`` (tests, the CLI);
+2. the environment: ``ROTATOR_API__URL``, ``ROTATOR_API__TIMEOUT``, ``ROTATOR_POLICIES``
+   (JSON) ... (``__`` separates nesting levels);
+3. the YAML file given by ``--config`` or ``ROTATOR_CONFIG``.
+
+Unknown keys are errors. :func:`load_config` turns every problem into one
+:class:`~rotator.errors.ConfigError` whose message has one line per error,
+each naming the field's dotted path and the bad value::
+
+    policies[0].retention.keep_dayz: unknown key (got 3)
+
+The API token is not configured here (it comes from ``ROTATOR_API_TOKEN``, the
+``api.token_file`` or systemd credentials, see :mod:`rotator.secrets`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from rotator.durations import format_duration, parse_duration
+from rotator.errors import ConfigError
+from rotator.markers import POLICY_NAME_PATTERN
+from rotator.retention import RULE_NAMES, Policy, Retention, load_zone
+
+CONFIG_ENV: Final = "ROTATOR_CONFIG"
+DEFAULT_API_URL: Final = "https://admin.vps.org/api/v1"
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("write a duration as a string such as 30s, 10m, 6h")  # noqa: TRY004
+    duration = parse_duration(value)
+    if duration <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return duration
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""A positive duration, written ``"30s"``, ``"10m"``, ``"1h30m"``, ``"7d"``."""
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """A part of the configuration: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetentionConfig(Section):
+    """``policies[].retention``: counts >= 0 (0 or absent: off), rules OR-ed."""
+
+    keep_last: Count = 0
+    keep_days: Count = 0
+    keep_hourly: Count = 0
+    keep_daily: Count = 0
+    keep_weekly: Count = 0
+    keep_monthly: Count = 0
+    keep_yearly: Count = 0
+    min_keep: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _some_rule_is_on(self) -> RetentionConfig:
+        if not any(getattr(self, name) for name in RULE_NAMES):
+            raise ValueError("no retention rule is on: set at least one of " + ", ".join(RULE_NAMES))
+        return self
+
+    def to_retention(self) -> Retention:
+        return Retention(**self.model_dump())
+
+
+class PolicyConfig(Section):
+    """One entry of ``policies``."""
+
+    name: Annotated[str, Field(pattern=f"^{POLICY_NAME_PATTERN}$")]
+    servers: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    timezone: str = "UTC"
+    retention: RetentionConfig
+    prune_unmanaged: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        load_zone(value)
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _distinct_servers(cls, value: list[int]) -> list[int]:
+        repeated = sorted({server for server in value if value.count(server) > 1})
+        if repeated:
+            raise ValueError(f"server listed twice: {', '.join(map(str, repeated))}")
+        return value
+
+    def to_policy(self) -> Policy:
+        """The engine's view of this policy."""
+        return Policy(
+            name=self.name,
+            retention=self.retention.to_retention(),
+            servers=tuple(self.servers),
+            timezone=self.timezone,
+            prune_unmanaged=self.prune_unmanaged,
+        )
+
+
+class ApiConfig(Section):
+    """``api``: where the provider's API is and how hard rotator may press it."""
+
+    url: str = DEFAULT_API_URL
+    token_file: Path | None = None
+    timeout: Duration = timedelta(seconds=30)
+    requests_per_second: Annotated[float, Field(gt=0)] = 5.0
+    burst: Annotated[int, Field(ge=1)] = 10
+    max_concurrency: Annotated[int, Field(ge=1)] = 8
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://admin.vps.org/api/v1")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+
+_yaml_file: ContextVar[Path | None] = ContextVar("rotator_config_yaml_file", default=None)
+
+
+class _YamlFile(YamlConfigSettingsSource):
+    """The YAML file, with its own problems (syntax, not a mapping) as ConfigErrors."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            with open(file_path, encoding="utf-8") as stream:
+                data = yaml.safe_load(stream)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{file_path}: not valid YAML{where}: {problem}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file_path}: cannot read: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file_path}: the top level must be a mapping, got {type(data).__name__}")
+        return data
+
+
+class RotatorConfig(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROTATOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    policies: Annotated[list[PolicyConfig], Field(min_length=1)]
+    api: ApiConfig = ApiConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_names(cls, value: list[PolicyConfig]) -> list[PolicyConfig]:
+        seen: dict[str, int] = {}
+        for index, policy in enumerate(value):
+            if policy.name in seen:
+                raise ValueError(
+                    f"policy name {policy.name!r} is used twice "
+                    f"(policies[{seen[policy.name]}] and policies[{index}])"
+                )
+            seen[policy.name] = index
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: explicit values, then ROTATOR_* variables, then the YAML file.
+        # No .env file and no secrets directory: the token has its own module.
+        return (init_settings, env_settings, _YamlFile(settings_cls, yaml_file=_yaml_file.get()))
+
+    def engine_policies(self) -> tuple[Policy, ...]:
+        """Every policy as the retention engine takes it, in file order."""
+        return tuple(policy.to_policy() for policy in self.policies)
+
+    def policy(self, name: str) -> PolicyConfig:
+        """The policy called ``name``; ``ConfigError`` listing the known names otherwise."""
+        for policy in self.policies:
+            if policy.name == name:
+                return policy
+        known = ", ".join(policy.name for policy in self.policies)
+        raise ConfigError(f"no policy named {name!r} (known: {known})")
+
+
+def config_path(cli_value: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """The configuration file: ``--config`` if given, else ``ROTATOR_CONFIG``."""
+    chosen = cli_value if cli_value not in (None, "") else environ.get(CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(f"no configuration file: pass --config PATH or set {CONFIG_ENV}")
+    return Path(chosen)
+
+
+def load_config(path: str | os.PathLike[str]) -> RotatorConfig:
+    """Read and validate the configuration at ``path`` (with ``ROTATOR_*`` overrides).
+
+    Raises :class:`ConfigError` with one line per problem.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such configuration file")
+    token = _yaml_file.set(file)
+    try:
+        return RotatorConfig()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source=str(file))) from exc
+    finally:
+        _yaml_file.reset(token)
+
+
+def describe_errors(error: ValidationError, *, source: str = "") -> str:
+    """One line per error: ``dotted.path[0].key: what is wrong (got VALUE)``, no URLs."""
+    lines = [_describe(detail) for detail in error.errors(include_url=False)]
+    count = len(lines)
+    head = f"{source}: " if source else ""
+    head += f"invalid configuration ({count} error{'s' if count != 1 else ''}):"
+    return "\n".join([head, *(f"  {line}" for line in lines)])
+
+
+def _describe(detail: Any) -> str:
+    path = dotted_path(detail["loc"])
+    kind = detail["type"]
+    if kind == "missing":
+        return f"{path}: required"
+    message = "unknown key" if kind == "extra_forbidden" else str(detail["msg"])
+    message = message.removeprefix("Value error, ")
+    return f"{path}: {message} (got {_shorten(detail.get('input'))})"
+
+
+def dotted_path(loc: tuple[int | str, ...]) -> str:
+    """``("policies", 0, "retention", "keep_dayz")`` -> ``policies[0].retention.keep_dayz``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

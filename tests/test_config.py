@@ -1,0 +1,250 @@
+"""The configuration file: the example validates, mistakes name their key's path."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rotator.config import RotatorConfig, config_path, dotted_path, load_config
+from rotator.errors import EXIT_CONFIG, ConfigError
+from rotator.retention import Policy, Retention
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+MINIMAL = """\
+policies:
+  - name: nightly
+    servers: [101]
+    retention: {keep_daily: 7}
+"""
+
+
+@pytest.fixture(name="clean_env", autouse=True)
+def fixture_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ROTATOR_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith("ROTATOR_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rotator.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_lines(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.exit_code == EXIT_CONFIG
+    message = str(caught.value)
+    assert "pydantic" not in message
+    assert "http" not in message.split("\n", 1)[-1] or "must be an http" in message
+    assert "Traceback" not in message
+    return [line.strip() for line in message.splitlines()[1:]]
+
+
+def test_the_example_validates() -> None:
+    """config.example.yaml loads, with the sandbox's demo fleet and a GFS retention."""
+    config = load_config(EXAMPLE)
+    (nightly,) = config.policies
+    assert nightly.name == "nightly"
+    assert nightly.servers == [101, 102, 103]
+    assert nightly.retention.keep_daily == 7
+    assert nightly.retention.keep_weekly == 4
+    assert nightly.retention.keep_monthly == 6
+    assert config.api.url == "https://admin.vps.org/api/v1"
+    assert config.api.timeout == timedelta(seconds=30)
+    assert config.engine_policies() == (
+        Policy(
+            name="nightly",
+            servers=(101, 102, 103),
+            timezone="Europe/Berlin",
+            retention=Retention(keep_daily=7, keep_weekly=4, keep_monthly=6, min_keep=3),
+        ),
+    )
+
+
+def test_a_mistyped_example_names_the_key_path(tmp_path: Path) -> None:
+    """A typo in a copy of the example fails with the key's dotted path and its value."""
+    text = EXAMPLE.read_text().replace("keep_daily: 7", "keep_dayz: 7")
+    assert text != EXAMPLE.read_text()
+    lines = error_lines(write(tmp_path, text))
+    assert "policies[0].retention.keep_dayz: unknown key (got 7)" in lines
+
+
+def test_defaults(tmp_path: Path) -> None:
+    """A minimal file gets the documented defaults."""
+    config = load_config(write(tmp_path, MINIMAL))
+    policy = config.policies[0]
+    assert (policy.timezone, policy.prune_unmanaged, policy.retention.min_keep) == ("UTC", False, 1)
+    assert config.api.model_dump() == {
+        "url": "https://admin.vps.org/api/v1",
+        "token_file": None,
+        "timeout": timedelta(seconds=30),
+        "requests_per_second": 5.0,
+        "burst": 10,
+        "max_concurrency": 8,
+    }
+
+
+BAD = [
+    pytest.param({"policies": [{"name": "a b"}]}, "policies[0].name: String should match pattern", id="name"),
+    pytest.param(
+        {"policies": [{"servers": []}]}, "policies[0].servers: List should have at least 1", id="no-server"
+    ),
+    pytest.param(
+        {"policies": [{"servers": [0]}]}, "policies[0].servers[0]: Input should be greater", id="server-0"
+    ),
+    pytest.param(
+        {"policies": [{"servers": [5, 5]}]}, "policies[0].servers: server listed twice: 5", id="dup-server"
+    ),
+    pytest.param(
+        {"policies": [{"timezone": "Mars/Base"}]}, "policies[0].timezone: unknown time zone", id="zone"
+    ),
+    pytest.param(
+        {"policies": [{"retention": {"keep_daily": 0}}]},
+        "policies[0].retention: no retention rule is on",
+        id="all-rules-off",
+    ),
+    pytest.param(
+        {"policies": [{"retention": {"keep_daily": -1}}]},
+        "policies[0].retention.keep_daily: Input should be greater than or equal to 0 (got -1)",
+        id="negative",
+    ),
+    pytest.param(
+        {"policies": [{"retention": {"keep_daily": 1, "min_keep": 0}}]},
+        "policies[0].retention.min_keep: Input should be greater than or equal to 1 (got 0)",
+        id="min-keep-0",
+    ),
+    pytest.param({"policies": [{"prune_unmanaged": "maybe"}]}, "policies[0].prune_unmanaged:", id="bool"),
+    pytest.param(
+        {"policies": [{"schedule": "daily"}]}, "policies[0].schedule: unknown key", id="unknown-key"
+    ),
+    pytest.param({"api": {"timeout": "soon"}}, "api.timeout: not a duration: 'soon'", id="timeout"),
+    pytest.param({"api": {"timeout": 30}}, "api.timeout: write a duration as a string", id="timeout-number"),
+    pytest.param({"api": {"timeout": "0s"}}, "api.timeout: must be longer than 0s", id="timeout-zero"),
+    pytest.param(
+        {"api": {"requests_per_second": 0}},
+        "api.requests_per_second: Input should be greater than 0",
+        id="rps",
+    ),
+    pytest.param({"api": {"burst": 0}}, "api.burst: Input should be greater than or equal to 1", id="burst"),
+    pytest.param({"api": {"max_concurrency": 0}}, "api.max_concurrency:", id="concurrency"),
+    pytest.param({"api": {"url": "ftp://x"}}, "api.url: must be an http(s) URL", id="url"),
+    pytest.param({"api": {"token": "secret"}}, "api.token: unknown key", id="token-is-not-config"),
+    pytest.param({"log": {"level": "info"}}, "log: unknown key", id="unknown-section"),
+    pytest.param({"policies": []}, "policies: List should have at least 1 item", id="no-policies"),
+]
+
+
+def merged(change: dict[str, object]) -> dict[str, object]:
+    document = yaml.safe_load(MINIMAL)
+    for key, value in change.items():
+        if key == "policies" and isinstance(value, list) and value:
+            document["policies"][0].update(value[0])
+        else:
+            document[key] = value
+    return document
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD)
+def test_each_mistake_is_one_line_naming_its_path(
+    tmp_path: Path, change: dict[str, object], expected: str
+) -> None:
+    """Every error is one line: the field's dotted path, what is wrong, the bad value."""
+    lines = error_lines(write(tmp_path, yaml.safe_dump(merged(change))))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected), lines
+
+
+def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
+    """Several mistakes give several lines, one each, under one heading naming the file."""
+    path = write(tmp_path, yaml.safe_dump(merged({"api": {"burst": 0, "timeout": "x"}, "extra": 1})))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    heading, *lines = str(caught.value).splitlines()
+    assert heading == f"{path}: invalid configuration (3 errors):"
+    assert [line.split(":")[0].strip() for line in lines] == ["api.timeout", "api.burst", "extra"]
+
+
+def test_duplicate_policy_names(tmp_path: Path) -> None:
+    """Two policies cannot share a name (it is their ownership marker)."""
+    document = yaml.safe_load(MINIMAL)
+    document["policies"].append(dict(document["policies"][0], servers=[102]))
+    lines = error_lines(write(tmp_path, yaml.safe_dump(document)))
+    assert lines == [
+        "policies: policy name 'nightly' is used twice (policies[0] and policies[1]) (got "
+        + lines[0].split("(got ", 1)[1]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("policies: [", "not valid YAML (line 1, column 12)"),
+        ("- a\n- b\n", "the top level must be a mapping, got list"),
+        ("", "policies: required"),
+    ],
+    ids=["syntax", "not-a-mapping", "empty"],
+)
+def test_file_level_problems(tmp_path: Path, text: str, expected: str) -> None:
+    """Broken YAML, a list at the top, an empty file: clean one-line errors."""
+    with pytest.raises(ConfigError, match=r"rotator\.yaml") as caught:
+        load_config(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A path that is not a file is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ROTATOR_API__* variables win over the file, key by key; unrelated ROTATOR_* are ignored."""
+    path = write(tmp_path, MINIMAL + "api:\n  url: https://file.example/api/v1\n  burst: 3\n")
+    monkeypatch.setenv("ROTATOR_API__TIMEOUT", "10s")
+    monkeypatch.setenv("ROTATOR_API__URL", "http://127.0.0.1:8080/api/v1/")
+    monkeypatch.setenv("ROTATOR_API_TOKEN", "not-config")
+    monkeypatch.setenv("ROTATOR_CONFIG", str(path))
+    config = load_config(path)
+    assert config.api.url == "http://127.0.0.1:8080/api/v1"
+    assert config.api.timeout == timedelta(seconds=10)
+    assert config.api.burst == 3
+
+
+def test_environment_errors_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad override is reported like a bad key in the file."""
+    monkeypatch.setenv("ROTATOR_API__MAX_CONCURRENCY", "zero")
+    lines = error_lines(write(tmp_path, MINIMAL))
+    assert lines == [
+        "api.max_concurrency: Input should be a valid integer, "
+        "unable to parse string as an integer (got 'zero')"
+    ]
+
+
+def test_init_values_win(tmp_path: Path) -> None:
+    """Values given to RotatorConfig(...) take precedence (the CLI's overrides)."""
+    config = RotatorConfig(policies=[{"name": "x", "servers": [1], "retention": {"keep_last": 2}}])
+    assert config.engine_policies()[0].retention == Retention(keep_last=2)
+    with pytest.raises(ConfigError, match="no policy named 'y'"):
+        config.policy("y")
+
+
+def test_config_path_resolution() -> None:
+    """--config wins over ROTATOR_CONFIG; neither is a ConfigError."""
+    assert config_path("a.yaml", {"ROTATOR_CONFIG": "b.yaml"}) == Path("a.yaml")
+    assert config_path(None, {"ROTATOR_CONFIG": "b.yaml"}) == Path("b.yaml")
+    with pytest.raises(ConfigError, match="--config"):
+        config_path(None, {})
+
+
+def test_dotted_path() -> None:
+    """Locations read like the YAML they point at."""
+    assert dotted_path(("policies", 0, "retention", "keep_dayz")) == "policies[0].retention.keep_dayz"
+    assert dotted_path(()) == "(top level)"
