@@ -94,6 +94,14 @@ class DeleteOutcome(enum.Enum):
     ALREADY_GONE = "already_gone"
 
 
+@dataclass(frozen=True)
+class TooManyPages:
+    """A listing not read because it would take ``pages`` pages (``count`` items)."""
+
+    count: int
+    pages: int
+
+
 @dataclass
 class _Attempts:
     """What the attempts of one call have seen (for DELETE's 404 rule)."""
@@ -211,6 +219,7 @@ class BackupsClient:
             wall_clock=wall_clock,
         )
         self.stats = ClientStats()
+        self.page_size_seen: int | None = None  # the API's page size, once a listing had a next page
         base = httpx.URL(self.settings.base_url.rstrip("/") + "/")
         self._base = base
         verify: ssl.SSLContext | bool = True
@@ -334,21 +343,40 @@ class BackupsClient:
 
     async def list_backups(self, *, server_id: int | None = None, backup_type: str | None = None) -> Listing:
         """Every backup matching the filters, read to the last page, or an error: never a partial view."""
+        listing = await self._read_listing(server_id, backup_type, page_budget=None)
+        assert isinstance(listing, Listing)  # without a budget the listing is always read
+        return listing
+
+    async def list_backups_within(
+        self, page_budget: int, *, server_id: int | None = None, backup_type: str | None = None
+    ) -> Listing | TooManyPages:
+        """Like :meth:`list_backups`, but it stops after the first page when more than ``page_budget``
+        pages would be needed (judged from ``count`` and the first page's length)."""
+        return await self._read_listing(server_id, backup_type, page_budget=page_budget)
+
+    async def _read_listing(
+        self, server_id: int | None, backup_type: str | None, *, page_budget: int | None
+    ) -> Listing | TooManyPages:
         params: dict[str, Any] = {}
         if server_id is not None:
             params["server_id"] = server_id
         if backup_type is not None:
             params["backup_type"] = backup_type
+        path = _path_of(self._url("backups/"))
         backups: list[Backup] = []
         count: int | None = None
         async for page in self._pages(params):
             if count is None:
                 count = page.count
+                if page.next and page.results:
+                    self.page_size_seen = len(page.results)
+                if page_budget is not None and self.pages_for(count) > page_budget:
+                    return TooManyPages(count, self.pages_for(count))
             elif page.count != count:
                 raise IncompleteListing(
                     f"the listing changed while it was read (count {count}, then {page.count})",
                     method="GET",
-                    path=_path_of(self._url("backups/")),
+                    path=path,
                 )
             backups.extend(page.results)
         assert count is not None
@@ -358,9 +386,15 @@ class BackupsClient:
                 f"the listing does not add up: count says {count}, the pages held {len(backups)}"
                 + (f" ({len(backups) - len(ids)} repeated)" if len(ids) != len(backups) else ""),
                 method="GET",
-                path=_path_of(self._url("backups/")),
+                path=path,
             )
         return Listing(count=count, backups=tuple(backups))
+
+    def pages_for(self, count: int) -> int:
+        """How many pages a listing of ``count`` items takes, from the page size seen so far."""
+        if self.page_size_seen is None:
+            return 1
+        return max(1, -(-count // self.page_size_seen))
 
     async def _pages(self, params: dict[str, Any]) -> AsyncIterator[BackupPage]:
         url: httpx.URL = self._url("backups/")

@@ -13,20 +13,30 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+from zoneinfo import ZoneInfo
+
+import pydantic
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, BackupsClient, ClientSettings
+from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
-from rotator.models import COMPLETED, IN_PROGRESS, Backup, format_timestamp
+from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.observability import LEVELS, configure_logging
+from rotator.planview import build_plans
+from rotator.planview import render_json as render_plan_json
+from rotator.planview import render_table as render_plan_table
+from rotator.runner import Runner, RunReport
+from rotator.schedule import next_slots
+from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token
 
 API_URL_ENV = "ROTATOR_API_URL"
-CONFIG_ENV = "ROTATOR_CONFIG"
 EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace], int]
@@ -56,6 +66,16 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z: {text!r}")
+    return value.astimezone(UTC)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Options accepted before or after the command (defaults only on the top parser)."""
 
@@ -79,7 +99,17 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--ca-bundle", metavar="PATH", type=Path, default=default(None), help="CA bundle to verify TLS with"
     )
     parser.add_argument(
-        "--log-level", choices=LEVELS, default=default("warning"), help="log events at this level and above"
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=default(None),
+        help=f"configuration file (env {CONFIG_ENV}); needed by plan, run, run-once, check-config",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=default(None),
+        help="log events at this level and above (default: warning; for run and run-once, log.level)",
     )
 
 
@@ -94,7 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_backup_commands(commands, common)
+    _add_rotation_commands(commands, common)
+    _add_sandbox_command(commands)
+    return parser
 
+
+Commands = Any  # argparse's _SubParsersAction is private
+
+
+def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) -> None:
     backups = commands.add_parser("backups", help="list, create and delete backups", parents=[common])
     backup_commands = backups.add_subparsers(dest="backups_command", required=True, metavar="ACTION")
 
@@ -131,6 +170,51 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     restore.set_defaults(handler=_cmd_restore)
 
+
+def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) -> None:
+    plan = commands.add_parser(
+        "plan", help="show what each policy would keep and delete, deleting nothing", parents=[common]
+    )
+    plan.add_argument("--policy", metavar="NAME", help="only this policy")
+    plan.add_argument("--server", type=_positive_int, metavar="ID", help="only this server")
+    plan.add_argument(
+        "--now", type=_instant, metavar="ISO8601", help="plan as of this instant (default: now)"
+    )
+    plan.add_argument(
+        "--from-file",
+        type=Path,
+        metavar="LISTING.json",
+        help="read the backups from a listing in the API's shape instead of the API (no token needed)",
+    )
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=_cmd_plan)
+
+    daemon = commands.add_parser(
+        "run", help="the daemon: run the policies on their schedules", parents=[common]
+    )
+    daemon.add_argument(
+        "--dry-run", action="store_true", help="log every decision, create and delete nothing"
+    )
+    daemon.set_defaults(handler=_cmd_run)
+
+    once = commands.add_parser(
+        "run-once", help="run the policies once now (for cron and Kubernetes CronJobs)", parents=[common]
+    )
+    once.add_argument("--policy", metavar="NAME", help="only this policy")
+    once.add_argument("--server", type=_positive_int, metavar="ID", help="only this server")
+    once.add_argument("--dry-run", action="store_true", help="log every decision, create and delete nothing")
+    once.add_argument(
+        "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
+    )
+    once.set_defaults(handler=_cmd_run_once)
+
+    check = commands.add_parser(
+        "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
+    )
+    check.set_defaults(handler=_cmd_check_config)
+
+
+def _add_sandbox_command(commands: Commands) -> None:
     sandbox = commands.add_parser(
         "sandbox", help="run an emulator of the provider's API on loopback, with a demo fleet"
     )
@@ -141,19 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(sandbox)
         sandbox.set_defaults(handler=run)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, "auto")
+    configure_logging(args.log_level or "warning", "auto")
     handler: Handler = args.handler
     try:
         return handler(args)
     except errors.RotatorError as exc:
         print(f"rotator: {describe_error(exc)}", file=sys.stderr)
         return exc.exit_code
+    except (OSError, RuntimeError) as exc:  # e.g. a port in use, a file that vanished
+        print(f"rotator: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return errors.EXIT_FAILURE
     except KeyboardInterrupt:
         print("rotator: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -170,22 +256,60 @@ def describe_error(exc: errors.RotatorError) -> str:
         return f"{exc}: is the API URL right and reachable?"
     if isinstance(exc, errors.IncompleteListing):
         return f"{exc}; nothing was changed"
+    if isinstance(exc, errors.ConfigError):
+        return str(exc)  # one line per problem, each naming its path
     return str(exc).replace("\n", " ")
 
 
 # -- shared plumbing -----------------------------------------------------------
 
 
-def _client(args: argparse.Namespace, environ: dict[str, str] | None = None) -> BackupsClient:
-    env = dict(os.environ) if environ is None else environ
-    url = args.api_url or env.get(API_URL_ENV) or DEFAULT_API_URL
+def _load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RotatorConfig:
+    env = os.environ if environ is None else environ
+    return load_config(config_path(args.config, env))
+
+
+def _optional_config(args: argparse.Namespace) -> RotatorConfig | None:
+    """The configuration when one is named (--config or ROTATOR_CONFIG); the backups commands need none."""
+    if args.config is None and not os.environ.get(CONFIG_ENV):
+        return None
+    return _load_config(args)
+
+
+def client_settings(
+    args: argparse.Namespace, config: RotatorConfig | None, environ: Mapping[str, str]
+) -> ClientSettings:
+    url = args.api_url or environ.get(API_URL_ENV) or (config.api.url if config else DEFAULT_API_URL)
+    api = config.api if config is not None else None
     try:
         settings = ClientSettings(base_url=url, ca_bundle=args.ca_bundle)
+        if api is not None:
+            timeout = api.timeout.total_seconds()
+            settings = replace(
+                settings,
+                connect_timeout=min(settings.connect_timeout, timeout),
+                read_timeout=timeout,
+                requests_per_second=api.requests_per_second,
+                burst=api.burst,
+                max_concurrency=api.max_concurrency,
+            )
     except ValueError as exc:
         raise errors.ConfigError(f"--api-url: {exc}") from None
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise errors.ConfigError(f"--ca-bundle: no such file: {settings.ca_bundle}")
-    token = load_token(cli_token_file=args.token_file, environ=env)
+    return settings
+
+
+def _client(args: argparse.Namespace, config: RotatorConfig | None = None) -> BackupsClient:
+    env = os.environ
+    if config is None:
+        config = _optional_config(args)
+    settings = client_settings(args, config, env)
+    token = load_token(
+        cli_token_file=args.token_file,
+        config_token_file=config.api.token_file if config is not None else None,
+        environ=env,
+    )
     return BackupsClient(token, settings)
 
 
@@ -378,6 +502,137 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return errors.EXIT_OK
 
     return _run(go())
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    now = args.now or datetime.now(UTC)
+    policies = [config.policy(args.policy)] if args.policy else list(config.policies)
+    servers = sorted({sid for p in policies for sid in p.servers if args.server in (None, sid)})
+    if args.server is not None and not servers:
+        raise errors.UsageError(f"server {args.server} is in none of the selected policies")
+    if args.from_file is not None:
+        backups = read_listing_file(args.from_file)
+    else:
+
+        async def fetch() -> list[Backup]:
+            async with _client(args, config) as client:
+                listings = await asyncio.gather(*(client.list_backups(server_id=sid) for sid in servers))
+            return [b for listing in listings for b in listing.backups]
+
+        backups = asyncio.run(fetch())
+    plans = build_plans(config, backups, now, policy=args.policy, server=args.server)
+    print(render_plan_json(plans) if args.json else render_plan_table(plans))
+    return errors.EXIT_OK
+
+
+def read_listing_file(path: Path) -> list[Backup]:
+    """A listing in the API's shape (``rotator backups list --json``), checked like the API's."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise errors.UsageError(f"--from-file: no such file: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.UsageError(f"--from-file {path}: not a readable JSON file ({exc})") from None
+    try:
+        page = BackupPage.model_validate(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the top level"
+        raise errors.UsageError(
+            f"--from-file {path}: not a listing in the API's shape: {where}: {first['msg']}"
+        ) from None
+    if page.count != len(page.results):
+        raise errors.UsageError(
+            f"--from-file {path}: count says {page.count} but the file holds {len(page.results)} backups"
+        )
+    return list(page.results)
+
+
+def _configure_run_logging(args: argparse.Namespace, config: RotatorConfig) -> None:
+    configure_logging(args.log_level or config.log.level, config.log.format)
+
+
+def _runner(client: BackupsClient, config: RotatorConfig) -> Runner:
+    return Runner(
+        client,
+        poll_initial=config.daemon.poll_interval.total_seconds(),
+        poll_max=config.daemon.poll_max_interval.total_seconds(),
+    )
+
+
+def _cmd_run_once(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    _configure_run_logging(args, config)
+    jobs = jobs_from_config(config)
+    if args.policy is not None:
+        config.policy(args.policy)  # names the known policies when it is not one
+        jobs = [job for job in jobs if job.name == args.policy]
+    if args.server is not None:
+        jobs = [job for job in jobs if args.server in job.spec.policy.servers]
+        if not jobs:
+            raise errors.UsageError(f"server {args.server} is in none of the selected policies")
+    servers = [args.server] if args.server is not None else None
+    now = args.now or datetime.now(UTC)
+
+    async def go() -> list[RunReport]:
+        async with _client(args, config) as client:
+            runner = _runner(client, config)
+            return list(
+                await asyncio.gather(
+                    *(
+                        runner.run(
+                            job.spec, job.slot_for(now), servers=servers, dry_run=args.dry_run, now=now
+                        )
+                        for job in jobs
+                    )
+                )
+            )
+
+    reports = asyncio.run(go())
+    for report in reports:
+        print(report.summary_line())
+    return errors.EXIT_OK if all(report.ok for report in reports) else errors.EXIT_FAILURE
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    _configure_run_logging(args, config)
+    path = config_path(args.config, os.environ)
+
+    def reload() -> list[ScheduledJob]:
+        return jobs_from_config(load_config(path))
+
+    async def go() -> int:
+        async with _client(args, config) as client:
+            daemon = Daemon(
+                jobs_from_config(config),
+                _runner(client, config),
+                reload=reload,
+                settings=daemon_settings(config),
+                dry_run=args.dry_run,
+            )
+            return await daemon.run()
+
+    return asyncio.run(go())
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    now = datetime.now(UTC)
+    print(f"configuration OK: {len(config.policies)} policies")
+    for job in jobs_from_config(config):
+        policy = job.spec.policy
+        flags = [f for f, on in (("dry run", job.spec.dry_run), ("prune only", not job.spec.create)) if on]
+        extra = f" ({', '.join(flags)})" if flags else ""
+        print(f"policy {job.name}: {len(policy.servers)} servers, time zone {policy.timezone}{extra}")
+        if job.trigger is None:
+            print("  no schedule: runs only with 'rotator run-once'")
+            continue
+        zone = ZoneInfo(policy.timezone)
+        for slot in next_slots(job.trigger, now, 3):
+            print(f"  next run {format_timestamp(slot)}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
+    return errors.EXIT_OK
 
 
 def _sandbox_missing(args: argparse.Namespace) -> int:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from apscheduler.triggers.base import BaseTrigger
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -49,6 +50,7 @@ from rotator.durations import format_duration, parse_duration
 from rotator.errors import ConfigError
 from rotator.markers import POLICY_NAME_PATTERN
 from rotator.retention import RULE_NAMES, Policy, Retention, load_zone
+from rotator.schedule import can_fire, cron_trigger, interval_trigger
 
 CONFIG_ENV: Final = "ROTATOR_CONFIG"
 DEFAULT_API_URL: Final = "https://admin.vps.org/api/v1"
@@ -103,6 +105,47 @@ class RetentionConfig(Section):
         return Retention(**self.model_dump())
 
 
+class ScheduleConfig(Section):
+    """``policies[].schedule``: ``cron`` (in the policy's zone) or ``interval``, with optional ``jitter``."""
+
+    cron: str | None = None
+    interval: Duration | None = None
+    jitter: Duration | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            trigger = cron_trigger(value, "UTC")
+            if not can_fire(trigger, datetime.now(UTC)):
+                raise ValueError(f"the cron expression {value!r} can never fire")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and (value.total_seconds() < 1 or value.microseconds):
+            raise ValueError("an interval is a whole number of seconds, at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("give exactly one of cron or interval")
+        if self.jitter is not None and self.interval is not None and self.jitter >= self.interval:
+            raise ValueError("jitter must be shorter than the interval")
+        return self
+
+    def trigger(self, timezone: str) -> BaseTrigger:
+        if self.cron is not None:
+            return cron_trigger(self.cron, timezone, self.jitter)
+        assert self.interval is not None
+        return interval_trigger(self.interval, timezone, self.jitter)
+
+
+DESCRIPTION_FIELDS: Final = ("policy", "date", "time", "slot")
+
+
 class PolicyConfig(Section):
     """One entry of ``policies``."""
 
@@ -111,6 +154,27 @@ class PolicyConfig(Section):
     timezone: str = "UTC"
     retention: RetentionConfig
     prune_unmanaged: bool = False
+    schedule: ScheduleConfig | None = None
+    description: Annotated[str, Field(max_length=200)] = "{policy} {date}"
+    create: bool = True
+    wait_timeout: Duration = timedelta(hours=2)
+    max_deletes_per_run: Annotated[int, Field(ge=0)] = 10
+    catch_up: bool = True
+    dry_run: bool = False
+
+    @field_validator("description")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        try:
+            value.format(**dict.fromkeys(DESCRIPTION_FIELDS, ""))
+        except KeyError as exc:
+            known = ", ".join("{" + name + "}" for name in DESCRIPTION_FIELDS)
+            raise ValueError(f"unknown placeholder {{{exc.args[0]}}} (known: {known})") from None
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        if "[rotator:" in value:
+            raise ValueError("the ownership marker is appended by rotator; leave it out")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -182,6 +246,22 @@ class _YamlFile(YamlConfigSettingsSource):
         return data
 
 
+class LogConfig(Section):
+    """``log``: how rotator writes its events (to stderr, for journald or the container runtime)."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DaemonConfig(Section):
+    """``daemon``: how runs wait for backups and how the daemon stops."""
+
+    poll_interval: Duration = timedelta(seconds=5)
+    poll_max_interval: Duration = timedelta(minutes=1)
+    shutdown_grace: Duration = timedelta(minutes=5)
+    misfire_grace: Duration = timedelta(hours=1)
+
+
 class RotatorConfig(BaseSettings):
     """The whole configuration file."""
 
@@ -195,6 +275,8 @@ class RotatorConfig(BaseSettings):
 
     policies: Annotated[list[PolicyConfig], Field(min_length=1)]
     api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
     @field_validator("policies")
     @classmethod

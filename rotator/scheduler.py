@@ -1,0 +1,273 @@
+"""The daemon: APScheduler wiring, catch-up after downtime, reload on SIGHUP, graceful stop.
+
+Each policy is one APScheduler job (explicit id, ``coalesce=True``,
+``max_instances=1``, a misfire grace), whose trigger fires at the policy's
+slots plus jitter. A run is always named by its slot (the un-jittered time),
+so its backup is the same one whichever instance or restart creates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from rotator import errors
+from rotator.config import RotatorConfig
+from rotator.markers import parse_marker
+from rotator.models import Backup
+from rotator.runner import JobSpec, Runner, RunReport
+from rotator.schedule import latest_slot, next_slots
+
+log = structlog.get_logger("rotator.daemon")
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """A policy as the daemon runs it: what a run does, when it runs, and whether it catches up."""
+
+    spec: JobSpec
+    trigger: BaseTrigger | None
+    catch_up: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def slot_for(self, now: datetime) -> datetime:
+        """The slot a run at ``now`` belongs to: the latest scheduled time, or now to the minute."""
+        if self.trigger is not None:
+            slot = latest_slot(self.trigger, now)
+            if slot is not None:
+                return slot
+        return now.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+@dataclass
+class DaemonSettings:
+    shutdown_grace: timedelta = timedelta(minutes=5)
+    misfire_grace: timedelta = timedelta(hours=1)
+
+
+@dataclass
+class _Health:
+    """What the daemon knows of itself, for status lines and (later) health endpoints."""
+
+    started: datetime | None = None
+    last_reports: dict[str, RunReport] = field(default_factory=dict)
+    job_errors: int = 0
+    missed: int = 0
+
+
+class Daemon:
+    """``rotator run``: policies on their schedules until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        jobs: Sequence[ScheduledJob],
+        runner: Runner,
+        *,
+        reload: Callable[[], Sequence[ScheduledJob]] | None = None,
+        settings: DaemonSettings | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        dry_run: bool = False,
+    ) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self.runner = runner
+        self._reload = reload
+        self.settings = settings or DaemonSettings()
+        self._wall_clock = wall_clock
+        self.dry_run = dry_run
+        self.health = _Health()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            self._install(self.jobs.values())
+            self.scheduler.start()
+            self.health.started = self._wall_clock()
+            log.info("daemon.started", policies=sorted(self.jobs), next_runs=self.next_runs())
+            self._spawn(self._catch_up_all(), "catch-up")
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return errors.EXIT_OK
+
+    def request_stop(self, why: str = "stop") -> None:
+        if not self._stopping:
+            log.info("daemon.stopping", signal=why, running=len(self._tasks))
+            self._stopping = True
+            self._stop.set()
+
+    def request_reload(self) -> None:
+        if self._reload is None or self._stopping:
+            return
+        try:
+            jobs = self._reload()
+        except errors.RotatorError as exc:
+            log.error("config.reload_failed", error=str(exc), kept="the running configuration")
+            return
+        self.jobs = {job.name: job for job in jobs}
+        for existing in self.scheduler.get_jobs():
+            if existing.id not in self.jobs:
+                existing.remove()
+        self._install(self.jobs.values())
+        log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
+
+    async def _shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        pending = {task for task in self._tasks if not task.done()}
+        if pending:
+            grace = self.settings.shutdown_grace.total_seconds()
+            _, still = await asyncio.wait(pending, timeout=grace)
+            if still:
+                log.warning("daemon.grace_expired", abandoning=len(still))
+                self.runner.abandon.set()  # stop waits; deletes on the wire finish, none start
+                await asyncio.wait(still)
+        log.info("daemon.stopped")
+
+    # -- jobs ------------------------------------------------------------------
+
+    def _install(self, jobs: Iterable[ScheduledJob]) -> None:
+        for job in jobs:
+            if job.trigger is None:
+                log.warning("policy.unscheduled", policy=job.name, hint="add a schedule, or use run-once")
+                continue
+            self.scheduler.add_job(
+                self._scheduled_run,
+                trigger=job.trigger,
+                args=[job.name],
+                id=job.name,
+                name=f"policy {job.name}",
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=int(self.settings.misfire_grace.total_seconds()),
+            )
+
+    def next_runs(self) -> dict[str, str]:
+        now = self._wall_clock()
+        result = {}
+        for name, job in sorted(self.jobs.items()):
+            if job.trigger is not None:
+                upcoming = next_slots(job.trigger, now, 1)
+                if upcoming:
+                    result[name] = upcoming[0].isoformat().replace("+00:00", "Z")
+        return result
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _scheduled_run(self, name: str) -> None:
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        job = self.jobs.get(name)
+        if job is not None:
+            await self._run(job, job.slot_for(self._wall_clock()))
+
+    async def _run(self, job: ScheduledJob, slot: datetime, servers: Sequence[int] | None = None) -> None:
+        lock = self._locks.setdefault(job.name, asyncio.Lock())
+        async with lock:
+            if self._stopping:
+                return
+            try:
+                report = await self.runner.run(job.spec, slot, servers=servers, dry_run=self.dry_run)
+            except Exception:  # one policy's bug must not stop the others
+                log.exception("run.crashed", policy=job.name)
+                return
+            self.health.last_reports[job.name] = report
+            (log.info if report.ok else log.error)("run.summary", summary=report.summary_line())
+
+    async def _catch_up_all(self) -> None:
+        await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
+
+    async def catch_up(self, job: ScheduledJob) -> None:
+        """Run the latest slot now for servers that missed it while rotator was down, once."""
+        if not job.catch_up or not job.spec.create or job.trigger is None:
+            return
+        now = self._wall_clock()
+        slot = latest_slot(job.trigger, now)
+        if slot is None:
+            return
+        try:
+            listings = await self.runner.listings.for_servers(job.spec.policy.servers)
+        except errors.ApiError as exc:
+            log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
+            return
+        due = [sid for sid, backups in listings.items() if missed_slot(backups, job.name, slot)]
+        if due:
+            log.info("catch_up.started", policy=job.name, slot=slot.isoformat(), servers=due)
+            await self._run(job, slot, servers=due)
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            self.health.missed += 1
+            log.warning("run.missed", policy=event.job_id, scheduled=str(event.scheduled_run_time))
+        else:
+            self.health.job_errors += 1
+            log.error("run.crashed", policy=event.job_id, error=repr(event.exception))
+
+
+def missed_slot(backups: Sequence[Backup], policy: str, slot: datetime) -> bool:
+    """Whether a server's newest backup owned by ``policy`` is older than ``slot`` (none is the slot's)."""
+    newest: datetime | None = None
+    for backup in backups:
+        marker = parse_marker(backup.description)
+        if marker is None or marker.policy != policy:
+            continue
+        if marker.slot == slot:
+            return False
+        if newest is None or backup.created_at > newest:
+            newest = backup.created_at
+    return newest is None or newest < slot
+
+
+def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
+    """Each configured policy as the daemon runs it."""
+    jobs = []
+    for policy in config.policies:
+        spec = JobSpec(
+            policy=policy.to_policy(),
+            create=policy.create,
+            description=policy.description,
+            wait_timeout=policy.wait_timeout,
+            max_deletes_per_run=policy.max_deletes_per_run,
+            dry_run=policy.dry_run,
+        )
+        trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
+        jobs.append(ScheduledJob(spec, trigger, catch_up=policy.catch_up))
+    return jobs
+
+
+def daemon_settings(config: RotatorConfig) -> DaemonSettings:
+    return DaemonSettings(
+        shutdown_grace=config.daemon.shutdown_grace, misfire_grace=config.daemon.misfire_grace
+    )
