@@ -25,12 +25,13 @@ POLICY_NAME_PATTERN: Final = r"[A-Za-z0-9._-]+"
 _POLICY_NAME = re.compile(POLICY_NAME_PATTERN)
 _MARKER_AT_END = re.compile(
     r"\[rotator:(?P<policy>" + POLICY_NAME_PATTERN + r")"
-    r"(?:@(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2})Z)?"
+    r"(?:@(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2}))?Z)?"
     r"\]\Z"
 )
 MARKER_PREFIX: Final = "[rotator:"
 # A slot that is a valid time whatever the month (day <= 28): matching it needs no datetime().
-_PLAIN_SLOT: Final = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\dZ"
+_PLAIN_SLOT: Final = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?Z"
 
 
 @functools.cache
@@ -62,8 +63,9 @@ def is_policy_name(name: str) -> bool:
 def make_marker(policy: str, slot: datetime | None = None) -> str:
     """``[rotator:POLICY]`` or ``[rotator:POLICY@YYYY-MM-DDTHH:MMZ]``.
 
-    ``slot`` must be aware; it is written in UTC to the minute (seconds are dropped,
-    as a schedule's slots are whole minutes).
+    ``slot`` must be aware; it is written in UTC to the minute, or to the second
+    when it has seconds (an interval schedule of less than a minute); fractions
+    of a second are dropped.
     """
     if not is_policy_name(policy):
         raise ValueError(f"not a policy name: {policy!r} (letters, digits, '-', '_', '.')")
@@ -72,7 +74,11 @@ def make_marker(policy: str, slot: datetime | None = None) -> str:
     if slot.tzinfo is None or slot.utcoffset() is None:
         raise ValueError(f"slot must be an aware datetime, got {slot!r}")
     utc = slot.astimezone(UTC)
-    return f"[rotator:{policy}@{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}Z]"
+    seconds = f":{utc.second:02d}" if utc.second else ""  # only sub-minute interval slots have seconds
+    return (
+        f"[rotator:{policy}@{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+        f"T{utc.hour:02d}:{utc.minute:02d}{seconds}Z]"
+    )
 
 
 def parse_marker(description: str | None) -> Marker | None:
@@ -82,11 +88,13 @@ def parse_marker(description: str | None) -> Marker | None:
     match = _MARKER_AT_END.search(description)
     if match is None:
         return None
-    policy, year, month, day, hour, minute = match.groups()
+    policy, year, month, day, hour, minute, second = match.groups()
     if year is None:
         return Marker(policy)
     try:  # datetime() rather than strptime(): ownership is checked for every backup listed
-        slot = datetime(int(year), int(month), int(day), int(hour), int(minute), tzinfo=UTC)
+        slot = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC
+        )
     except ValueError:  # e.g. month 13: not a marker any policy wrote
         return None
     return Marker(policy, slot)

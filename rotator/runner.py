@@ -57,7 +57,7 @@ class JobSpec:
             policy=self.name,
             date=local.strftime("%Y-%m-%d"),
             time=local.strftime("%H:%M"),
-            slot=slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"),
+            slot=_iso(slot.replace(microsecond=0)),
         )
         return mark_description(text.strip(), self.name, slot)
 
@@ -405,7 +405,7 @@ def _is_slot_backup(backup: Backup, policy: str, slot: datetime) -> bool:
         marker is not None
         and marker.policy == policy
         and marker.slot is not None
-        and marker.slot == slot.astimezone(UTC).replace(second=0, microsecond=0)
+        and marker.slot == slot.astimezone(UTC).replace(microsecond=0)
     )
 
 

@@ -53,7 +53,9 @@ def test_the_example_validates() -> None:
     config = load_config(EXAMPLE)
     (nightly,) = config.policies
     assert nightly.name == "nightly"
-    assert nightly.servers == [101, 102, 103]
+    assert nightly.servers == [12345, 12346, 12347]
+    assert nightly.schedule is not None
+    assert nightly.schedule.cron == "0 3 * * *"
     assert nightly.retention.keep_daily == 7
     assert nightly.retention.keep_weekly == 4
     assert nightly.retention.keep_monthly == 6
@@ -62,7 +64,7 @@ def test_the_example_validates() -> None:
     assert config.engine_policies() == (
         Policy(
             name="nightly",
-            servers=(101, 102, 103),
+            servers=(12345, 12346, 12347),
             timezone="Europe/Berlin",
             retention=Retention(keep_daily=7, keep_weekly=4, keep_monthly=6, min_keep=3),
         ),
@@ -123,8 +125,68 @@ BAD = [
     ),
     pytest.param({"policies": [{"prune_unmanaged": "maybe"}]}, "policies[0].prune_unmanaged:", id="bool"),
     pytest.param(
-        {"policies": [{"schedule": "daily"}]}, "policies[0].schedule: unknown key", id="unknown-key"
+        {"policies": [{"shedule": {"cron": "0 3 * * *"}}]},
+        "policies[0].shedule: unknown key",
+        id="unknown-key",
     ),
+    pytest.param(
+        {"policies": [{"schedule": "daily"}]},
+        "policies[0].schedule: Input should be",
+        id="schedule-not-a-map",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"cron": "61 3 * * *"}}]},
+        "policies[0].schedule.cron: not a cron expression: '61 3 * * *'",
+        id="bad-cron",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"cron": "0 3 * *"}}]},
+        "policies[0].schedule.cron: not a cron expression",
+        id="cron-four-fields",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"cron": "0 0 30 2 *"}}]},
+        "policies[0].schedule.cron: the cron expression '0 0 30 2 *' can never fire",
+        id="never-fires",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"cron": "0 3 * * *", "interval": "6h"}}]},
+        "policies[0].schedule: give exactly one of cron or interval",
+        id="cron-and-interval",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"interval": "1h", "jitter": "2h"}}]},
+        "policies[0].schedule: jitter must be shorter than the interval",
+        id="jitter-too-long",
+    ),
+    pytest.param(
+        {"policies": [{"schedule": {"interval": "0.5s"}}]},
+        "policies[0].schedule.interval: an interval is a whole number of seconds",
+        id="interval-fraction",
+    ),
+    pytest.param(
+        {"policies": [{"description": "{policy} {host}"}]},
+        "policies[0].description: unknown placeholder {host}",
+        id="description-placeholder",
+    ),
+    pytest.param(
+        {"policies": [{"description": "x [rotator:other]"}]},
+        "policies[0].description: the ownership marker is appended by rotator",
+        id="description-marker",
+    ),
+    pytest.param(
+        {"policies": [{"wait_timeout": "forever"}]}, "policies[0].wait_timeout: not a duration", id="wait"
+    ),
+    pytest.param(
+        {"policies": [{"max_deletes_per_run": -1}]},
+        "policies[0].max_deletes_per_run: Input should be greater than or equal to 0",
+        id="max-deletes",
+    ),
+    pytest.param({"policies": [{"dry_run": "sometimes"}]}, "policies[0].dry_run:", id="dry-run"),
+    pytest.param(
+        {"log": {"format": "xml"}}, "log.format: Input should be 'auto', 'json' or 'console'", id="log-format"
+    ),
+    pytest.param({"daemon": {"shutdown_grace": "-1s"}}, "daemon.shutdown_grace: not a duration", id="grace"),
     pytest.param({"api": {"timeout": "soon"}}, "api.timeout: not a duration: 'soon'", id="timeout"),
     pytest.param({"api": {"timeout": 30}}, "api.timeout: write a duration as a string", id="timeout-number"),
     pytest.param({"api": {"timeout": "0s"}}, "api.timeout: must be longer than 0s", id="timeout-zero"),
@@ -137,7 +199,7 @@ BAD = [
     pytest.param({"api": {"max_concurrency": 0}}, "api.max_concurrency:", id="concurrency"),
     pytest.param({"api": {"url": "ftp://x"}}, "api.url: must be an http(s) URL", id="url"),
     pytest.param({"api": {"token": "secret"}}, "api.token: unknown key", id="token-is-not-config"),
-    pytest.param({"log": {"level": "info"}}, "log: unknown key", id="unknown-section"),
+    pytest.param({"logging": {"level": "info"}}, "logging: unknown key", id="unknown-section"),
     pytest.param({"policies": []}, "policies: List should have at least 1 item", id="no-policies"),
 ]
 
