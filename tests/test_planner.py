@@ -1,0 +1,89 @@
+"""The safety rails between a retention plan and the deletes a run sends (pure, no mocks)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotator.planner import Rail, nothing_to_prune, prune_actions
+from rotator.retention import Policy, ServerPlan, plan_server
+from tests.test_retention import NOW, backup, policy, timeline
+
+DAYS = [f"2025-01-{day:02d}T03:00" for day in range(1, 16)]
+
+
+def plan_for(keep_last: int) -> tuple[ServerPlan, Policy]:
+    rules = policy(keep_last=keep_last)
+    return plan_server(timeline(*DAYS), rules, NOW), rules
+
+
+def test_deletes_go_oldest_first() -> None:
+    """The plan lists deletes newest first; the rails send the oldest first."""
+    plan, rules = plan_for(5)
+    actions = prune_actions(plan, rules, max_deletes=100, dry_run=False)
+    ids = [d.backup.id for d in actions.delete]
+    assert ids == list(range(1, 11))
+    assert actions.blocked == ()
+
+
+def test_the_cap_deletes_the_oldest_and_blocks_the_rest() -> None:
+    """max_deletes_per_run: 3 of 10 deletes are sent, the 7 newer ones reported."""
+    plan, rules = plan_for(5)
+    actions = prune_actions(plan, rules, max_deletes=3, dry_run=False)
+    assert [d.backup.id for d in actions.delete] == [1, 2, 3]
+    assert [(b.decision.backup.id, b.rail) for b in actions.blocked] == [
+        (i, Rail.MAX_DELETES) for i in range(4, 11)
+    ]
+
+
+def test_dry_run_sends_nothing() -> None:
+    """Every delete of a dry run is reported, none sent."""
+    plan, rules = plan_for(5)
+    actions = prune_actions(plan, rules, max_deletes=100, dry_run=True)
+    assert actions.delete == ()
+    assert {b.rail for b in actions.blocked} == {Rail.DRY_RUN}
+    assert len(actions.blocked) == 10
+
+
+def test_a_non_candidate_in_the_plan_is_refused() -> None:
+    """Belt and braces: were a plan ever to list an automatic backup for deletion, it is blocked."""
+    plan, rules = plan_for(5)
+    automatic = backup(99, "2024-12-01T03:00", backup_type="automatic")
+    other_policy = backup(98, "2024-12-02T03:00", policy="weekly")
+    forged = replace(plan, deleted=(*plan.deleted, automatic, other_policy))
+    actions = prune_actions(forged, rules, max_deletes=100, dry_run=False)
+    assert {b.decision.backup.id for b in actions.blocked if b.rail is Rail.NOT_CANDIDATE} == {98, 99}
+    assert 98 not in {d.backup.id for d in actions.delete}
+
+
+def test_the_new_backup_is_never_deleted() -> None:
+    """The backup this run made is refused even if a plan said delete."""
+    plan, rules = plan_for(5)
+    actions = prune_actions(plan, rules, max_deletes=100, dry_run=False, new_backup_id=1)
+    assert [(b.decision.backup.id, b.rail) for b in actions.blocked] == [(1, Rail.NEW_BACKUP)]
+
+
+def test_nothing_to_prune_blocks_every_delete_with_the_reason() -> None:
+    """A failed new backup or a partial listing turns every delete into a report."""
+    plan, _ = plan_for(5)
+    actions = nothing_to_prune(plan, Rail.BACKUP_NOT_COMPLETED)
+    assert actions.delete == ()
+    assert len(actions.blocked) == 10
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 15), st.integers(0, 20), st.booleans())
+def test_rails_partition_the_plans_deletes(keep_last: int, cap: int, dry: bool) -> None:
+    """Sent and blocked together are exactly the plan's deletes; never more than the cap is sent."""
+    if keep_last == 0:
+        keep_last = 1
+    plan, rules = plan_for(keep_last)
+    actions = prune_actions(plan, rules, max_deletes=cap, dry_run=dry)
+    sent = [d.backup.id for d in actions.delete]
+    blocked = [b.decision.backup.id for b in actions.blocked]
+    assert sorted(sent + blocked) == sorted(d.backup.id for d in plan.delete)
+    assert len(sent) <= (0 if dry else cap)
+    if sent:
+        assert max(sent) < min(blocked, default=max(sent) + 1)  # the oldest go first

@@ -1,0 +1,84 @@
+"""Slots from APScheduler triggers: the latest, the next ones, jitter left out, DST, and never-firing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator.schedule import can_fire, cron_trigger, interval_trigger, latest_slot, next_slots
+from rotator.scheduler import missed_slot
+from tests.test_retention import backup
+
+NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
+
+
+def test_cron_slots_are_in_the_policys_zone() -> None:
+    """03:00 in Berlin is 02:00 UTC in winter and 01:00 UTC in summer."""
+    trigger = cron_trigger("0 3 * * *", "Europe/Berlin")
+    assert latest_slot(trigger, NOW) == datetime(2025, 1, 16, 2, 0, tzinfo=UTC)
+    summer = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
+    assert latest_slot(trigger, summer) == datetime(2025, 7, 1, 1, 0, tzinfo=UTC)
+
+
+def test_cron_across_the_spring_dst_gap() -> None:
+    """02:30 does not exist in Berlin on 2025-03-30; the slots around it stay one a day."""
+    trigger = cron_trigger("30 2 * * *", "Europe/Berlin")
+    slots = next_slots(trigger, datetime(2025, 3, 28, 12, tzinfo=UTC), 4)
+    assert len(slots) == 4
+    assert len({slot.date() for slot in slots}) == 4
+
+
+def test_jitter_never_moves_the_slot() -> None:
+    """The slot names the run; jitter only delays when it fires."""
+    plain = cron_trigger("0 3 * * *", "UTC")
+    jittered = cron_trigger("0 3 * * *", "UTC", timedelta(minutes=10))
+    assert latest_slot(jittered, NOW) == latest_slot(plain, NOW)
+    assert next_slots(jittered, NOW, 3) == next_slots(plain, NOW, 3)
+
+
+def test_interval_slots_are_anchored_and_survive_restarts() -> None:
+    """Interval slots sit on a fixed grid, whenever rotator started."""
+    trigger = interval_trigger(timedelta(hours=6), "UTC")
+    assert latest_slot(trigger, NOW) == datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
+    assert latest_slot(trigger, NOW - timedelta(seconds=1)) == datetime(2025, 1, 16, 6, 0, tzinfo=UTC)
+    assert next_slots(trigger, NOW, 2) == [
+        datetime(2025, 1, 16, 18, 0, tzinfo=UTC),
+        datetime(2025, 1, 17, 0, 0, tzinfo=UTC),
+    ]
+
+
+def test_latest_slot_of_a_minutely_and_a_yearly_cron() -> None:
+    """The look-back widens as needed and stays cheap for frequent schedules."""
+    assert latest_slot(cron_trigger("* * * * *", "UTC"), NOW + timedelta(seconds=30)) == NOW
+    assert latest_slot(cron_trigger("0 0 1 1 *", "UTC"), NOW) == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_a_schedule_that_can_never_fire() -> None:
+    """February 30th never comes."""
+    assert not can_fire(cron_trigger("0 0 30 2 *", "UTC"), NOW)
+    assert can_fire(cron_trigger("0 0 29 2 *", "UTC"), NOW)
+
+
+@pytest.mark.parametrize("expression", ["61 * * * *", "0 3 * *", "every day", ""])
+def test_bad_cron_expressions_are_named(expression: str) -> None:
+    """A bad expression is a ValueError that quotes it."""
+    with pytest.raises(ValueError, match="not a cron expression"):
+        cron_trigger(expression, "UTC")
+
+
+SLOT = datetime(2025, 1, 16, 2, 0, tzinfo=UTC)
+
+
+def test_missed_slot() -> None:
+    """A server missed the slot when its newest owned backup is older and none carries the slot."""
+    yesterday = backup(1, SLOT - timedelta(days=1))
+    this_slot = backup(2, SLOT + timedelta(seconds=30))
+    other_policy = backup(3, SLOT + timedelta(hours=1), policy="weekly")
+    assert missed_slot([yesterday], "nightly", SLOT)
+    assert missed_slot([], "nightly", SLOT)
+    assert missed_slot([yesterday, other_policy], "nightly", SLOT)
+    assert not missed_slot([yesterday, this_slot], "nightly", SLOT)
+    # the API's clock ran behind: the slot's backup is stamped before the slot, still not missed
+    early = backup(4, SLOT - timedelta(seconds=20), description=f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]")
+    assert not missed_slot([yesterday, early], "nightly", SLOT)
