@@ -179,7 +179,7 @@ async def test_list_refuses_next_link_to_another_origin(
     """The token is never sent anywhere but the API's own origin."""
     api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:1], 2, link))
     with respx.mock(assert_all_mocked=True, assert_all_called=False) as other:
-        foreign = other.route(url__startswith=link.split("/api")[0]).mock(return_value=page([]))
+        foreign = other.route(url__startswith=link.split("/api", maxsplit=1)[0]).mock(return_value=page([]))
         with pytest.raises(errors.InvalidResponse, match="another origin"):
             await client.list_backups()
         assert not foreign.called

@@ -1,4 +1,4 @@
-"""The CLI's contract with people: output, one-line errors, exit codes, confirmations (API mocked by respx)."""
+"""The CLI's contract with people: output, one-line errors, exit codes, confirmations (respx)."""
 
 from __future__ import annotations
 
