@@ -309,7 +309,10 @@ class BackupsClient:
         raise error(message or response.reason_phrase or "error", **kwargs)
 
     def _retry_hook(self, exc: Exception) -> bool:
-        """stamina's predicate: which failures of a GET or DELETE are worth another attempt."""
+        """stamina's predicate: which failures of a GET or DELETE are worth another attempt.
+
+        Transport errors, 429, 502, 503 and 504; a GET also on 500 (reading again is always safe).
+        """
         if isinstance(exc, TransportError):
             retry = True
         elif isinstance(exc, RateLimited):
@@ -317,7 +320,9 @@ class BackupsClient:
             # a wait longer than all our attempts may take is not worth waiting for
             retry = exc.retry_after is None or exc.retry_after <= self.settings.retry_timeout
         else:
-            retry = isinstance(exc, HTTPStatusError) and exc.status in RETRYABLE_STATUSES
+            retry = isinstance(exc, HTTPStatusError) and (
+                exc.status in RETRYABLE_STATUSES or (exc.status == 500 and exc.method == "GET")
+            )
         if retry:
             self.stats.retries += 1
         return retry

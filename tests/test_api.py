@@ -247,7 +247,6 @@ async def test_malformed_listing_raises_invalid_response(
             "server_id: This field is required.",
         ),
         (404, {"detail": "Not found."}, errors.NotFound, "Not found."),
-        (500, {"detail": "Oops"}, errors.ServerError, "Oops"),
         (418, None, errors.UnexpectedStatus, "I'm a teapot"),
     ],
 )
@@ -268,6 +267,17 @@ async def test_error_statuses_map_to_the_error_tree(
     assert caught.value.path == "/api/v1/backups/"
     assert message in str(caught.value)
     assert route.call_count == 1  # none of these is retried
+
+
+async def test_500_is_retried_for_get_not_for_delete(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Reading again is safe; a DELETE that answered 500 is reported, not repeated."""
+    get = api.get("/backups/").mock(side_effect=[httpx.Response(500), page(DOC_EXAMPLE)])
+    delete = api.delete("/backups/7/").mock(return_value=httpx.Response(500, json={"detail": "Oops"}))
+    assert (await client.list_backups()).count == 3
+    assert get.call_count == 2
+    with pytest.raises(errors.ServerError, match="Oops"):
+        await client.delete_backup(7)
+    assert delete.call_count == 1
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
