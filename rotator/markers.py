@@ -92,9 +92,7 @@ def parse_marker(description: str | None) -> Marker | None:
     if year is None:
         return Marker(policy)
     try:  # datetime() rather than strptime(): ownership is checked for every backup listed
-        slot = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC
-        )
+        slot = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC)
     except ValueError:  # e.g. month 13: not a marker any policy wrote
         return None
     return Marker(policy, slot)
