@@ -1,0 +1,514 @@
+"""The sandbox as an ASGI app: the provider's Backups API under ``/api/v1``, plus ``/_sandbox``.
+
+Every API request goes through the same gate, in this order: added latency,
+the rate limit (a gateway-style token bucket that counts every request and
+sends ``RateLimit-*`` headers on every answer when configured), the bearer
+token, an injected 5xx, then the operation itself. ``/_sandbox/*`` (stats,
+events, clock, faults, reset) needs no token and is never faulted or counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from rotator.sandbox import fleet
+from rotator.sandbox.clock import Clock, parse_instant
+from rotator.sandbox.options import FaultOptions, SandboxOptions
+from rotator.sandbox.ratelimit import RateDecision, TokenBucket
+from rotator.sandbox.state import (
+    BACKUP_TYPES,
+    RestoreRefused,
+    SandboxState,
+    UnknownBackup,
+    UnknownServer,
+)
+
+API_PREFIX = "/api/v1"
+CREATE_MESSAGE = "Backup is being created. This may take several minutes depending on server size."
+DESCRIPTION_MAX_LENGTH = 255
+SERVER_ERROR_STATUSES = (500, 502, 503, 504)
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+Sleep = Callable[[float], Awaitable[None]]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class DroppedConnection(ConnectionError):
+    """Raised on purpose after a create was processed: the client never gets the answer.
+
+    Over a socket the server then closes the connection mid-response; in
+    process (``httpx.ASGITransport``) the exception reaches the caller.
+    """
+
+
+class _DroppedResponse(Response):
+    """Starts the response, then loses the connection before the body."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        raise DroppedConnection("sandbox dropped the connection after creating the backup")
+
+
+class Sandbox:
+    """One sandbox's parts: its options, clock, state, faults and request statistics.
+
+    ``sleep`` (for injected latency) and ``monotonic`` (for the rate limit's
+    budget) are injectable so tests never wait.
+    """
+
+    def __init__(
+        self,
+        options: SandboxOptions | None = None,
+        *,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options or SandboxOptions()
+        self.clock = clock or Clock(self.options.frozen_clock)
+        self.sleep = sleep
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self.state = self._build_state()
+        self._stats: dict[str, Counter[str]] = {}
+        self._fault_rng = _fault_rng(self.options.seed)
+        self._faults = self.options.faults
+        self._limiter = self._build_limiter(self._faults)
+
+    @property
+    def token(self) -> str:
+        """The bearer token the API accepts."""
+        return self.options.token
+
+    @property
+    def faults(self) -> FaultOptions:
+        """The faults in force now."""
+        return self._faults
+
+    def set_faults(self, faults: FaultOptions) -> None:
+        """Put ``faults`` in force (a new rate limit starts with a full bucket)."""
+        with self._lock:
+            if (faults.rate_limit, faults.bucket_size) != (
+                self._faults.rate_limit,
+                self._faults.bucket_size,
+            ):
+                self._limiter = self._build_limiter(faults)
+            self._faults = faults
+
+    def update_faults(self, **changes: Any) -> FaultOptions:
+        """Change some fault options by name; raise ``ValueError`` on a bad one."""
+        faults = self._faults.updated(changes)
+        self.set_faults(faults)
+        return faults
+
+    def reset(self) -> None:
+        """Back to the start: the fleet rebuilt as of the clock's now, no events, no stats."""
+        with self._lock:
+            self.state = self._build_state()
+            self._stats = {}
+            self._fault_rng = _fault_rng(self.options.seed)
+            self._faults = self.options.faults
+            self._limiter = self._build_limiter(self._faults)
+
+    def record(self, route: str, outcome: str) -> None:
+        """Count one answer of ``route`` (``"GET /api/v1/backups/"``) with ``outcome`` (``"200"``)."""
+        with self._lock:
+            self._stats.setdefault(route, Counter())[outcome] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """``{"requests": {route: {status: n}}, "total": n}``."""
+        with self._lock:
+            requests = {route: dict(sorted(counts.items())) for route, counts in self._stats.items()}
+        total = sum(sum(counts.values()) for counts in requests.values())
+        return {"requests": dict(sorted(requests.items())), "total": total}
+
+    def rate_decision(self) -> RateDecision | None:
+        """Spend one request of the rate limit, if one is configured."""
+        limiter = self._limiter
+        return limiter.take() if limiter is not None else None
+
+    def roll(self, rate: float) -> bool:
+        """A seeded coin that comes up true with probability ``rate``."""
+        return rate > 0 and self._fault_rng.random() < rate
+
+    def server_error_status(self) -> int:
+        """Which 5xx an injected error answers with."""
+        return self._fault_rng.choice(SERVER_ERROR_STATUSES)
+
+    def _build_state(self) -> SandboxState:
+        return SandboxState(
+            fleet.build(self.options, self.clock.now()),
+            clock=self.clock,
+            seed=self.options.seed,
+            create_seconds=self.options.create_seconds,
+        )
+
+    def _build_limiter(self, faults: FaultOptions) -> TokenBucket | None:
+        if faults.rate_limit is None:
+            return None
+        return TokenBucket(faults.rate_limit, faults.bucket_size, monotonic=self._monotonic)
+
+
+def _fault_rng(seed: int) -> random.Random:
+    return random.Random(f"{seed}:faults")  # noqa: S311 -- seeded simulation, not secrets
+
+
+def create_app(
+    options: SandboxOptions | None = None,
+    *,
+    clock: Clock | None = None,
+    sleep: Sleep = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """A new sandbox as an ASGI app; reach its parts with :func:`sandbox_of`."""
+    return build_app(Sandbox(options, clock=clock, sleep=sleep, monotonic=monotonic))
+
+
+def sandbox_of(app: Starlette) -> Sandbox:
+    """The :class:`Sandbox` behind an app made by :func:`create_app` or :func:`build_app`."""
+    sandbox = app.state.sandbox
+    if not isinstance(sandbox, Sandbox):
+        raise TypeError("not a sandbox app")
+    return sandbox
+
+
+def build_app(sandbox: Sandbox) -> Starlette:
+    """The ASGI app serving ``sandbox``."""
+    api = _Api(sandbox)
+    control = _Control(sandbox)
+    routes = [
+        api.route("/backups/", {"GET": api.list_backups, "POST": api.create_backup}),
+        api.route("/backups/{backup_id}/", {"DELETE": api.delete_backup}),
+        api.route("/servers/{server_id}/restore/", {"POST": api.restore_server}),
+        api.route("/{rest:path}", {}),
+        Route("/_sandbox/stats", control.stats, methods=["GET"]),
+        Route("/_sandbox/events", control.events, methods=["GET"]),
+        Route("/_sandbox/clock", control.clock, methods=["GET", "POST"]),
+        Route("/_sandbox/faults", control.faults, methods=["GET", "POST"]),
+        Route("/_sandbox/reset", control.reset, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sandbox = sandbox
+    return app
+
+
+def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _not_found() -> JSONResponse:
+    return _detail(404, "Not found.")
+
+
+def _server_error(status: int) -> Response:
+    titles = {
+        500: "Server Error (500)",
+        502: "502 Bad Gateway",
+        503: "503 Service Temporarily Unavailable",
+        504: "504 Gateway Time-out",
+    }
+    title = titles[status]
+    return HTMLResponse(
+        f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n", status
+    )
+
+
+def _parse_id(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+async def _json_body(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
+    """The request's JSON object, or the DRF-style error answer for it."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type and media_type != "application/json":
+        return None, _detail(415, f'Unsupported media type "{content_type}" in request.')
+    raw = await request.body()
+    if not raw.strip():
+        return {}, None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, _detail(400, f"JSON parse error - {exc}")
+    if not isinstance(data, dict):
+        kind = {list: "list", str: "str", int: "int", float: "float", bool: "bool"}.get(
+            type(data), "NoneType" if data is None else type(data).__name__
+        )
+        return None, JSONResponse(
+            {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]},
+            status_code=400,
+        )
+    return data, None
+
+
+def _integer_field(data: dict[str, Any], name: str, errors: dict[str, list[str]]) -> int:
+    if name not in data:
+        errors[name] = ["This field is required."]
+        return 0
+    value = data[name]
+    if value is None:
+        errors[name] = ["This field may not be null."]
+        return 0
+    if not _is_integer(value):
+        errors[name] = ["A valid integer is required."]
+        return 0
+    return int(value)
+
+
+class _Api:
+    """The provider's four operations behind one gate (latency, rate limit, token, 5xx)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def route(self, template: str, handlers: dict[str, Handler]) -> Route:
+        """A route for ``template`` under the API prefix that answers ``handlers`` by method."""
+        path = API_PREFIX + template
+        label = API_PREFIX + ("/{unknown}" if template == "/{rest:path}" else template)
+
+        async def endpoint(request: Request) -> Response:
+            response = await self._gate(request, handlers)
+            outcome = "dropped" if isinstance(response, _DroppedResponse) else str(response.status_code)
+            self.sandbox.record(f"{request.method} {label}", outcome)
+            return response
+
+        return Route(path, endpoint, methods=ALL_METHODS)
+
+    async def _gate(self, request: Request, handlers: dict[str, Handler]) -> Response:
+        sandbox = self.sandbox
+        faults = sandbox.faults
+        if faults.latency > 0:
+            await sandbox.sleep(faults.latency)
+        decision = sandbox.rate_decision()
+        rate_headers = decision.headers() if decision is not None else {}
+        if decision is not None and not decision.allowed:
+            unit = "second" if decision.retry_after == 1 else "seconds"
+            return _detail(
+                429,
+                f"Request was throttled. Expected available in {decision.retry_after} {unit}.",
+                rate_headers,
+            )
+        response = self._authenticate(request)
+        if response is None and sandbox.roll(faults.error_rate):
+            response = _server_error(sandbox.server_error_status())
+        if response is None:
+            handler = handlers.get(request.method)
+            if handler is not None:
+                response = await handler(request)
+            elif handlers:
+                response = _detail(
+                    405,
+                    f'Method "{request.method}" not allowed.',
+                    {"Allow": ", ".join(sorted(handlers))},
+                )
+            else:
+                response = _not_found()
+        response.headers.update(rate_headers)
+        return response
+
+    def _authenticate(self, request: Request) -> Response | None:
+        challenge = {"WWW-Authenticate": 'Bearer realm="api"'}
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return _detail(401, "Authentication credentials were not provided.", challenge)
+        if not hmac.compare_digest(credentials.strip().encode(), self.sandbox.token.encode()):
+            return _detail(401, "Invalid token.", challenge)
+        return None
+
+    async def list_backups(self, request: Request) -> Response:
+        """``GET /backups/``: filtered, by id, DRF page-number pages with absolute links."""
+        params = request.query_params
+        errors: dict[str, list[str]] = {}
+        server_id: int | None = None
+        raw_server = params.get("server_id", "")
+        if raw_server:
+            server_id = _parse_id(raw_server.strip())
+            if server_id is None:
+                errors["server_id"] = ["Enter a whole number."]
+        backup_type = params.get("backup_type") or None
+        if backup_type is not None and backup_type not in BACKUP_TYPES:
+            errors["backup_type"] = [
+                f"Select a valid choice. {backup_type} is not one of the available choices."
+            ]
+        if errors:
+            return JSONResponse(errors, status_code=400)
+        matching = self.sandbox.state.backups(server_id=server_id, backup_type=backup_type)
+        page_size = self.sandbox.options.page_size
+        pages = max(1, math.ceil(len(matching) / page_size))
+        raw_page = params.get("page", "1")
+        page = pages if raw_page == "last" else _parse_id(raw_page)
+        if page is None or not 1 <= page <= pages:
+            return _detail(404, "Invalid page.")
+        url = request.url
+        next_url = str(url.include_query_params(page=page + 1)) if page < pages else None
+        previous_url: str | None = None
+        if page == 2:
+            previous_url = str(url.remove_query_params("page"))
+        elif page > 2:
+            previous_url = str(url.include_query_params(page=page - 1))
+        state = self.sandbox.state
+        window = matching[(page - 1) * page_size : page * page_size]
+        return JSONResponse(
+            {
+                "count": len(matching),
+                "next": next_url,
+                "previous": previous_url,
+                "results": [state.to_json(record) for record in window],
+            }
+        )
+
+    async def create_backup(self, request: Request) -> Response:
+        """``POST /backups/``: start a manual backup (maybe losing the answer on purpose)."""
+        data, problem = await _json_body(request)
+        if problem is not None or data is None:
+            return problem or _detail(400, "Malformed request.")
+        errors: dict[str, list[str]] = {}
+        server_id = _integer_field(data, "server_id", errors)
+        description = data.get("description")
+        if description is not None:
+            if not isinstance(description, str):
+                errors["description"] = ["Not a valid string."]
+            elif len(description) > DESCRIPTION_MAX_LENGTH:
+                errors["description"] = [
+                    f"Ensure this field has no more than {DESCRIPTION_MAX_LENGTH} characters."
+                ]
+        if errors:
+            return JSONResponse(errors, status_code=400)
+        sandbox = self.sandbox
+        try:
+            record = sandbox.state.create_backup(server_id, description, fail_rate=sandbox.faults.fail_rate)
+        except UnknownServer:
+            return _not_found()
+        body = {**sandbox.state.to_json(record), "message": CREATE_MESSAGE}
+        if sandbox.roll(sandbox.faults.drop_rate):
+            return _DroppedResponse(json.dumps(body).encode(), status_code=201, media_type="application/json")
+        return JSONResponse(body, status_code=201)
+
+    async def delete_backup(self, request: Request) -> Response:
+        """``DELETE /backups/{id}/``: 204, or 404 for an unknown (or vanished) backup."""
+        backup_id = _parse_id(request.path_params["backup_id"])
+        if backup_id is None:
+            return _not_found()
+        try:
+            self.sandbox.state.delete_backup(backup_id)
+        except UnknownBackup:
+            return _not_found()
+        return Response(status_code=204)
+
+    async def restore_server(self, request: Request) -> Response:
+        """``POST /servers/{id}/restore/``: 202 when the backup is this server's and completed."""
+        server_id = _parse_id(request.path_params["server_id"])
+        state = self.sandbox.state
+        if server_id is None or server_id not in {server.id for server in state.servers()}:
+            return _not_found()
+        data, problem = await _json_body(request)
+        if problem is not None or data is None:
+            return problem or _detail(400, "Malformed request.")
+        errors: dict[str, list[str]] = {}
+        backup_id = _integer_field(data, "backup_id", errors)
+        if errors:
+            return JSONResponse(errors, status_code=400)
+        try:
+            state.restore(server_id, backup_id)
+        except (UnknownServer, UnknownBackup):
+            return _not_found()
+        except RestoreRefused as exc:
+            return JSONResponse({"backup_id": [str(exc)]}, status_code=400)
+        return JSONResponse(
+            {
+                "message": f"Restore of server {server_id} from backup {backup_id} has started.",
+                "server_id": server_id,
+                "backup_id": backup_id,
+            },
+            status_code=202,
+        )
+
+
+class _Control:
+    """``/_sandbox/*``: what tests and demos use to look inside and steer."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    async def stats(self, request: Request) -> Response:
+        """Request counts by route template and outcome."""
+        return JSONResponse(self.sandbox.stats())
+
+    async def events(self, request: Request) -> Response:
+        """The event log (``?kind=deleted`` to keep one kind)."""
+        events = self.sandbox.state.events(request.query_params.get("kind") or None)
+        return JSONResponse({"count": len(events), "events": [event.to_json() for event in events]})
+
+    async def clock(self, request: Request) -> Response:
+        """Read the clock, or ``{"freeze": bool, "set": iso, "advance": seconds}`` (in that order)."""
+        clock = self.sandbox.clock
+        if request.method == "POST":
+            data, problem = await _json_body(request)
+            if problem is not None or data is None:
+                return problem or _detail(400, "Malformed request.")
+            try:
+                freeze, target, advance = _clock_changes(data)
+            except ValueError as exc:
+                return _detail(400, str(exc))
+            if freeze is not None:
+                clock.freeze(freeze)
+            if target is not None:
+                clock.set(target)
+            if advance is not None:
+                clock.advance(advance)
+            self.sandbox.state.settle()
+        return JSONResponse(clock.to_json())
+
+    async def faults(self, request: Request) -> Response:
+        """Read the faults in force, or change some by name."""
+        if request.method == "POST":
+            data, problem = await _json_body(request)
+            if problem is not None or data is None:
+                return problem or _detail(400, "Malformed request.")
+            try:
+                self.sandbox.update_faults(**data)
+            except (TypeError, ValueError) as exc:
+                return _detail(400, str(exc))
+        return JSONResponse(self.sandbox.faults.to_json())
+
+    async def reset(self, request: Request) -> Response:
+        """Rebuild the fleet and forget events, stats and changed faults."""
+        self.sandbox.reset()
+        return JSONResponse({"detail": "Sandbox reset.", "clock": self.sandbox.clock.to_json()})
+
+
+def _clock_changes(data: dict[str, Any]) -> tuple[bool | None, datetime | None, timedelta | None]:
+    """Check a ``POST /_sandbox/clock`` body; raise ``ValueError`` saying what is wrong."""
+    unknown = sorted(set(data) - {"freeze", "set", "advance"})
+    if unknown:
+        raise ValueError(f"Unknown clock field(s): {', '.join(unknown)}.")
+    freeze, instant, advance = data.get("freeze"), data.get("set"), data.get("advance")
+    if freeze is not None and not isinstance(freeze, bool):
+        raise ValueError("freeze must be true or false.")
+    if advance is not None and (isinstance(advance, bool) or not isinstance(advance, int | float)):
+        raise ValueError("advance must be a number of seconds.")
+    if instant is not None and not isinstance(instant, str):
+        raise ValueError("set must be an ISO 8601 instant.")
+    target = parse_instant(instant) if instant is not None else None
+    step = timedelta(seconds=advance) if advance is not None else None
+    return freeze, target, step

@@ -1,0 +1,130 @@
+"""``rotator sandbox``: serve the emulated Backups API on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+import threading
+
+from rotator.sandbox.clock import parse_instant
+from rotator.sandbox.options import (
+    DEFAULT_CREATE_SECONDS,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TOKEN,
+    FLEET_KINDS,
+    FaultOptions,
+    SandboxOptions,
+)
+from rotator.sandbox.server import RunningSandbox, serve
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+DEFAULT_PORT = 8765
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``rotator sandbox`` options to ``parser``."""
+    where = parser.add_argument_group("where")
+    where.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    where.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0: any)")
+    where.add_argument(
+        "--allow-remote", action="store_true", help="allow a --host that is not a loopback address"
+    )
+    world = parser.add_argument_group("the emulated provider")
+    world.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token to accept")
+    world.add_argument(
+        "--page-size", type=int, default=DEFAULT_PAGE_SIZE, help="backups per page (default: %(default)s)"
+    )
+    world.add_argument("--seed", type=int, default=0, help="seed of the fleet and of the faults")
+    world.add_argument("--fleet", choices=FLEET_KINDS, default="demo", help="starting fleet")
+    world.add_argument("--servers", type=int, default=4, help="servers of a uniform or empty fleet")
+    world.add_argument(
+        "--backups-per-server", type=int, default=14, help="backups per server of a uniform fleet"
+    )
+    world.add_argument("--owner", default="nightly", help="policy name in the seeded ownership markers")
+    world.add_argument(
+        "--create-seconds",
+        type=float,
+        default=DEFAULT_CREATE_SECONDS,
+        help="sandbox-clock seconds a create takes (default: %(default)s)",
+    )
+    world.add_argument(
+        "--frozen-clock",
+        metavar="ISO",
+        help="freeze the sandbox clock at this instant (e.g. 2025-01-16T15:45:00Z)",
+    )
+    faults = parser.add_argument_group("faults (all off by default)")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+    faults.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 5xx")
+    faults.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second before 429")
+    faults.add_argument("--burst", type=int, help="requests allowed at once (default: one second's worth)")
+    faults.add_argument(
+        "--drop-rate", type=float, default=0.0, help="share of creates whose answer is lost after the create"
+    )
+    faults.add_argument("--fail-rate", type=float, default=0.0, help="share of created backups that fail")
+
+
+def options_from_args(args: argparse.Namespace) -> SandboxOptions:
+    """The sandbox options the parsed arguments ask for; raise ``ValueError`` on a bad value."""
+    frozen = parse_instant(args.frozen_clock) if args.frozen_clock else None
+    return SandboxOptions(
+        token=args.token,
+        page_size=args.page_size,
+        seed=args.seed,
+        fleet=args.fleet,
+        servers=args.servers,
+        backups_per_server=args.backups_per_server,
+        owner=args.owner,
+        create_seconds=args.create_seconds,
+        frozen_clock=frozen,
+        faults=FaultOptions(
+            latency=args.latency,
+            error_rate=args.error_rate,
+            rate_limit=args.rate_limit,
+            burst=args.burst,
+            drop_rate=args.drop_rate,
+            fail_rate=args.fail_rate,
+        ),
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace, *, stop: threading.Event | None = None) -> int:
+    """Serve the sandbox until Ctrl-C or SIGTERM (or ``stop`` is set); return the exit code."""
+    if not is_loopback(args.host) and not args.allow_remote:
+        print(
+            f"rotator sandbox: refusing to listen on {args.host}, which is not a loopback address "
+            "(the sandbox has a well-known token); pass --allow-remote to do it anyway",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        options = options_from_args(args)
+    except (TypeError, ValueError) as exc:
+        print(f"rotator sandbox: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def announce(running: RunningSandbox) -> None:
+        print(
+            f"rotator sandbox: API at {running.api_url} with token {running.token} "
+            f"(fleet {options.fleet}, seed {options.seed}; Ctrl-C stops)",
+            flush=True,
+        )
+
+    try:
+        serve(options, args.host, args.port, stop=stop, on_ready=announce)
+    except OSError as exc:
+        print(f"rotator sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

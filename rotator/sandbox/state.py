@@ -1,0 +1,363 @@
+"""The sandbox's world: servers, their backups, and the log of what happened to them.
+
+Nothing runs in the background. Every read or write first *settles* the state
+against the clock: creates whose time has come end ``completed`` or
+``failed``, automatic backups past ``expires_at`` vanish, and servers with a
+daily automatic schedule get the backups they were due. Each of those lands in
+the event log with the sandbox-clock instant at which it happened.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
+
+from rotator.sandbox.clock import Clock, format_instant
+
+BackupType = Literal["manual", "automatic"]
+BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")
+EventKind = Literal["created", "completed", "failed", "deleted", "expired", "restored"]
+
+AUTOMATIC_LIFETIME = timedelta(days=30)
+AUTOMATIC_DESCRIPTION = "Automatic daily backup"
+_DUE_FINISH = 0
+_DUE_EXPIRE = 1
+_DUE_SCHEDULE = 2
+
+
+class SandboxError(Exception):
+    """Base of the state's refusals; the app turns each into an HTTP answer."""
+
+
+class UnknownServer(SandboxError):
+    """No server has this id."""
+
+
+class UnknownBackup(SandboxError):
+    """No (visible) backup has this id."""
+
+
+class RestoreRefused(SandboxError):
+    """The backup exists but cannot restore this server (another server's, or not completed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server of the fleet; ``size_mb`` is about how large its backups are.
+
+    ``automatic_at`` is the UTC time of day of its daily automatic backup, or
+    ``None`` when the provider's automatic backups are off for it.
+    """
+
+    id: int
+    name: str
+    size_mb: int = 4096
+    automatic_at: time | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``server`` object of a backup: ``{"id", "name"}``."""
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(slots=True)
+class BackupRecord:
+    """One backup as the sandbox stores it (mutable: its status moves on)."""
+
+    id: int
+    server_id: int
+    backup_type: BackupType
+    status: str
+    created_at: datetime
+    size_mb: int | None = None
+    expires_at: datetime | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a backup, at a sandbox-clock instant, with its snapshot."""
+
+    seq: int
+    kind: EventKind
+    at: datetime
+    backup: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"seq", "kind", "at", "backup"}``."""
+        return {"seq": self.seq, "kind": self.kind, "at": format_instant(self.at), "backup": self.backup}
+
+
+@dataclass(slots=True)
+class Fleet:
+    """The seeded starting point: servers, their existing backups, and the id the next create gets."""
+
+    servers: list[Server]
+    backups: list[BackupRecord] = field(default_factory=list)
+    next_id: int = 1
+
+
+def whole_seconds(instant: datetime) -> datetime:
+    """``instant`` in UTC without its fraction of a second (the API shows whole seconds)."""
+    return instant.astimezone(UTC).replace(microsecond=0)
+
+
+class SandboxState:
+    """Servers and backups, evaluated lazily against ``clock``; safe to share between threads."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        clock: Clock,
+        seed: int = 0,
+        create_seconds: float = 30.0,
+    ) -> None:
+        self.clock = clock
+        self.create_seconds = create_seconds
+        self._lock = threading.RLock()
+        self._rng = random.Random(f"{seed}:backups")  # noqa: S311 -- seeded simulation, not secrets
+        self._servers: dict[int, Server] = {server.id: server for server in fleet.servers}
+        self._backups: dict[int, BackupRecord] = {}
+        self._by_server: dict[int, dict[int, BackupRecord]] = {sid: {} for sid in self._servers}
+        self._sorted: list[BackupRecord] | None = None
+        self._next_id = max([fleet.next_id, *(b.id + 1 for b in fleet.backups)])
+        self._due: list[tuple[datetime, int, int, int]] = []
+        self._due_seq = 0
+        self._outcomes: dict[int, tuple[str, int | None]] = {}
+        self._events: list[Event] = []
+        for record in fleet.backups:
+            self._insert(record)
+        now = clock.now()
+        for server in fleet.servers:
+            if server.automatic_at is not None:
+                self._push(_next_daily(now, server.automatic_at), _DUE_SCHEDULE, server.id)
+
+    # -- reading -----------------------------------------------------------------
+
+    def servers(self) -> list[Server]:
+        """All servers, by id."""
+        with self._lock:
+            return sorted(self._servers.values(), key=lambda server: server.id)
+
+    def server(self, server_id: int) -> Server:
+        """The server with this id; raise :class:`UnknownServer` otherwise."""
+        with self._lock:
+            try:
+                return self._servers[server_id]
+            except KeyError:
+                raise UnknownServer(f"server {server_id} does not exist") from None
+
+    def backups(self, *, server_id: int | None = None, backup_type: str | None = None) -> list[BackupRecord]:
+        """Visible backups matching the filters, ordered by id (not by time: ids are not a clock)."""
+        with self._lock:
+            self.settle()
+            if server_id is not None:
+                candidates = sorted(self._by_server.get(server_id, {}).values(), key=lambda b: b.id)
+            else:
+                if self._sorted is None:
+                    self._sorted = sorted(self._backups.values(), key=lambda b: b.id)
+                candidates = self._sorted
+            if backup_type is None:
+                return list(candidates)
+            return [record for record in candidates if record.backup_type == backup_type]
+
+    def backup(self, backup_id: int) -> BackupRecord:
+        """The visible backup with this id; raise :class:`UnknownBackup` otherwise."""
+        with self._lock:
+            self.settle()
+            try:
+                return self._backups[backup_id]
+            except KeyError:
+                raise UnknownBackup(f"backup {backup_id} does not exist") from None
+
+    def to_json(self, record: BackupRecord) -> dict[str, Any]:
+        """The API's backup object for ``record``."""
+        server = self._servers[record.server_id]
+        return {
+            "id": record.id,
+            "server": server.to_json(),
+            "backup_type": record.backup_type,
+            "status": record.status,
+            "size_mb": record.size_mb,
+            "created_at": format_instant(record.created_at),
+            "expires_at": format_instant(record.expires_at) if record.expires_at else None,
+            "description": record.description,
+        }
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        """The event log so far (settled first), oldest first, optionally of one kind."""
+        with self._lock:
+            self.settle()
+            if kind is None:
+                return list(self._events)
+            return [event for event in self._events if event.kind == kind]
+
+    # -- writing -----------------------------------------------------------------
+
+    def create_backup(
+        self, server_id: int, description: str | None = None, *, fail_rate: float = 0.0
+    ) -> BackupRecord:
+        """Start a manual backup; it ends ``failed`` with probability ``fail_rate``."""
+        with self._lock:
+            self.settle()
+            server = self.server(server_id)
+            now = self.clock.now()
+            record = BackupRecord(
+                id=self._take_id(),
+                server_id=server.id,
+                backup_type="manual",
+                status="in_progress",
+                created_at=whole_seconds(now),
+                description=description,
+            )
+            failed = self._rng.random() < fail_rate
+            self._outcomes[record.id] = ("failed", None) if failed else ("completed", self._size(server))
+            self._insert(record)
+            self._log("created", now, record)
+            self._push(now + timedelta(seconds=self.create_seconds), _DUE_FINISH, record.id)
+            return record
+
+    def add_backup(
+        self,
+        server_id: int,
+        *,
+        backup_type: BackupType = "manual",
+        status: str = "completed",
+        created_at: datetime | None = None,
+        size_mb: int | None = None,
+        expires_at: datetime | None = None,
+        description: str | None = None,
+    ) -> BackupRecord:
+        """Put a backup in place as if it had always been there (for tests; no event is logged).
+
+        An ``in_progress`` backup added this way stays in progress until deleted.
+        """
+        with self._lock:
+            server = self.server(server_id)
+            created = whole_seconds(created_at or self.clock.now())
+            if backup_type == "automatic" and expires_at is None:
+                expires_at = created + AUTOMATIC_LIFETIME
+            if size_mb is None and status == "completed":
+                size_mb = self._size(server)
+            record = BackupRecord(
+                id=self._take_id(),
+                server_id=server.id,
+                backup_type=backup_type,
+                status=status,
+                created_at=created,
+                size_mb=size_mb,
+                expires_at=whole_seconds(expires_at) if expires_at else None,
+                description=description,
+            )
+            self._insert(record)
+            return record
+
+    def delete_backup(self, backup_id: int) -> BackupRecord:
+        """Delete a visible backup for good; raise :class:`UnknownBackup` otherwise."""
+        with self._lock:
+            record = self.backup(backup_id)
+            self._remove(record)
+            self._log("deleted", self.clock.now(), record)
+            return record
+
+    def restore(self, server_id: int, backup_id: int) -> BackupRecord:
+        """Restore ``server_id`` from ``backup_id``: it must be this server's and completed."""
+        with self._lock:
+            self.settle()
+            self.server(server_id)
+            record = self.backup(backup_id)
+            if record.server_id != server_id:
+                raise RestoreRefused(f"Backup {backup_id} does not belong to server {server_id}.")
+            if record.status != "completed":
+                raise RestoreRefused(f"Backup {backup_id} is not completed (status: {record.status}).")
+            self._log("restored", self.clock.now(), record)
+            return record
+
+    def settle(self) -> None:
+        """Apply every transition that is due at the clock's now, in time order."""
+        with self._lock:
+            now = self.clock.now()
+            while self._due and self._due[0][0] <= now:
+                due, _, what, subject = heapq.heappop(self._due)
+                if what == _DUE_FINISH:
+                    self._finish(subject, due)
+                elif what == _DUE_EXPIRE:
+                    self._expire(subject, due)
+                else:
+                    self._run_schedule(subject, due)
+
+    # -- inside ------------------------------------------------------------------
+
+    def _finish(self, backup_id: int, at: datetime) -> None:
+        record = self._backups.get(backup_id)
+        outcome = self._outcomes.pop(backup_id, None)
+        if record is None or outcome is None or record.status != "in_progress":
+            return
+        record.status, record.size_mb = outcome
+        self._log("completed" if record.status == "completed" else "failed", at, record)
+
+    def _expire(self, backup_id: int, at: datetime) -> None:
+        record = self._backups.get(backup_id)
+        if record is None or record.expires_at is None or record.expires_at > at:
+            return
+        self._remove(record)
+        self._log("expired", at, record)
+
+    def _run_schedule(self, server_id: int, at: datetime) -> None:
+        server = self._servers[server_id]
+        if server.automatic_at is None:
+            return
+        created = whole_seconds(at)
+        record = BackupRecord(
+            id=self._take_id(),
+            server_id=server_id,
+            backup_type="automatic",
+            status="completed",
+            created_at=created,
+            size_mb=self._size(server),
+            expires_at=created + AUTOMATIC_LIFETIME,
+            description=AUTOMATIC_DESCRIPTION,
+        )
+        self._insert(record)
+        self._log("created", at, record)
+        self._push(at + timedelta(days=1), _DUE_SCHEDULE, server_id)
+
+    def _insert(self, record: BackupRecord) -> None:
+        self._backups[record.id] = record
+        self._by_server.setdefault(record.server_id, {})[record.id] = record
+        self._sorted = None
+        if record.expires_at is not None:
+            self._push(record.expires_at, _DUE_EXPIRE, record.id)
+
+    def _remove(self, record: BackupRecord) -> None:
+        del self._backups[record.id]
+        del self._by_server[record.server_id][record.id]
+        self._outcomes.pop(record.id, None)
+        self._sorted = None
+
+    def _push(self, due: datetime, what: int, subject: int) -> None:
+        self._due_seq += 1
+        heapq.heappush(self._due, (due, self._due_seq, what, subject))
+
+    def _take_id(self) -> int:
+        backup_id = self._next_id
+        self._next_id += 1
+        return backup_id
+
+    def _size(self, server: Server) -> int:
+        return max(1, round(server.size_mb * self._rng.uniform(0.97, 1.03)))
+
+    def _log(self, kind: EventKind, at: datetime, record: BackupRecord) -> None:
+        self._events.append(Event(len(self._events) + 1, kind, at, self.to_json(record)))
+
+
+def _next_daily(now: datetime, at: time) -> datetime:
+    """The first instant strictly after ``now`` at time of day ``at`` (UTC)."""
+    candidate = datetime.combine(now.astimezone(UTC).date(), at, tzinfo=UTC)
+    if candidate <= now:
+        candidate += timedelta(days=1)
+    return candidate
