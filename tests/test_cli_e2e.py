@@ -1,0 +1,149 @@
+"""The CLI end to end against the sandbox served on a loopback port, faults included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import stamina
+
+from rotator.cli import main
+from rotator.sandbox import RunningSandbox, SandboxOptions
+
+
+@pytest.fixture(name="sandbox_options")
+def fixture_sandbox_options() -> SandboxOptions:
+    """The demo fleet on a clock that follows real time; backups complete in 0.3 s."""
+    return SandboxOptions(seed=5, create_seconds=0.3)
+
+
+@pytest.fixture(autouse=True)
+def _point_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI talks to the loopback sandbox with its token."""
+    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
+    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
+    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+@pytest.fixture(name="no_retry_waits")
+def fixture_no_retry_waits() -> Iterator[None]:
+    """Retries happen, their backoff does not (the budget's Retry-After pause still does)."""
+    stamina.set_testing(True, attempts=10)
+    yield
+    stamina.set_testing(False)
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json_reads_every_page(
+    sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """All pages of the sandbox (10 a page) merged, exactly the sandbox's backups."""
+    code, out, _ = cli(capsys, "backups", "list", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    expected = {b.id for b in sandbox_server.state.backups()}
+    assert len(expected) > 10 * 3  # several pages
+    assert listing["count"] == len(expected)
+    assert {b["id"] for b in listing["results"]} == expected
+
+
+def test_create_wait_then_delete(sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """create --wait returns once completed; delete --yes removes it."""
+    code, out, _ = cli(capsys, "backups", "create", "12348", "--description", "e2e", "--wait", "--json")
+    assert code == 0
+    created = json.loads(out)
+    assert created["status"] == "completed"
+    assert created["size_mb"] is not None
+    code, out, _ = cli(capsys, "backups", "delete", str(created["id"]), "--yes")
+    assert code == 0
+    assert created["id"] not in {b.id for b in sandbox_server.state.backups()}
+
+
+def test_create_wait_on_a_failing_backup_exits_1(
+    sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup that fails: the wait reports it and exits 1."""
+    sandbox_server.sandbox.update_faults(fail_rate=1.0)
+    code, out, _ = cli(capsys, "backups", "create", "12348", "--description", "doomed", "--wait")
+    assert code == 1
+    assert "failed" in out
+
+
+def test_restore_checks_then_restores(
+    sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another server's backup is refused; the server's own completed one is restored."""
+    own = next(b for b in sandbox_server.state.backups(server_id=12345) if b.status == "completed")
+    foreign = next(b for b in sandbox_server.state.backups(server_id=12346) if b.status == "completed")
+    code, _, err = cli(capsys, "restore", "12345", str(foreign.id), "--yes")
+    assert code == 1
+    assert "not a backup of server 12345" in err
+    assert sandbox_server.state.events("restored") == []
+    code, _, _ = cli(capsys, "restore", "12345", str(own.id), "--yes")
+    assert code == 0
+    assert len(sandbox_server.state.events("restored")) == 1
+
+
+@pytest.mark.usefixtures("no_retry_waits")
+def test_listing_survives_server_errors(
+    sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 30 % 5xx rate is retried away; the listing is still whole."""
+    sandbox_server.sandbox.update_faults(error_rate=0.3)
+    code, out, err = cli(capsys, "backups", "list", "--json")
+    assert code == 0, err
+    assert json.loads(out)["count"] == len(sandbox_server.state.backups())
+    statuses = sandbox_server.sandbox.stats()["requests"]["GET /api/v1/backups/"]
+    assert any(status.startswith("5") for status in statuses)
+
+
+@pytest.mark.usefixtures("no_retry_waits")
+def test_dropped_create_answer_adopts_one_backup(
+    sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The create went through, its answer was dropped: the CLI adopts it and never posts twice."""
+    sandbox_server.sandbox.update_faults(drop_rate=1.0)
+    code, out, _ = cli(capsys, "backups", "create", "12348", "--description", "lost answer", "--json")
+    assert code == 0
+    created = [e for e in sandbox_server.state.events("created") if e.backup["server"]["id"] == 12348]
+    assert len(created) == 1
+    assert json.loads(out)["id"] == created[0].backup["id"]
+
+
+def test_rate_limit_is_waited_out(sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """429 with Retry-After: the CLI pauses and finishes the listing."""
+    sandbox_server.sandbox.update_faults(rate_limit=4, burst=1)
+    code, out, _ = cli(capsys, "backups", "list", "--server", "12348", "--json")
+    assert code == 0
+    code, out, _ = cli(capsys, "backups", "list", "--server", "12348", "--json")
+    assert code == 0
+    assert json.loads(out)["count"] == len(sandbox_server.state.backups(server_id=12348))
+
+
+def test_wrong_token_as_a_real_process(sandbox_server: RunningSandbox) -> None:
+    """A real process with a rejected token: exit 1, one line, no traceback, no token."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ROTATOR_API_URL": sandbox_server.api_url,
+        "ROTATOR_API_TOKEN": "wrong-Tok3n",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator", "backups", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("rotator: the API rejected the token (401")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "wrong-Tok3n" not in done.stdout + done.stderr

@@ -1,0 +1,234 @@
+"""One run of a policy against the in-process sandbox: create -> wait -> prune, and every safety rail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from rotator.api import BackupsClient, ClientSettings
+from rotator.markers import parse_marker
+from rotator.planner import Rail
+from rotator.retention import Policy, Retention
+from rotator.runner import JobSpec, Outcome, Runner
+from rotator.sandbox import Sandbox, SandboxOptions
+from rotator.secrets import ApiToken
+
+NOW = datetime(2025, 1, 16, 3, 0, 30, tzinfo=UTC)
+SLOT = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
+SERVERS = (1, 2, 3, 4, 5)
+
+
+class SandboxTime:
+    """rotator's clocks tied to the sandbox clock: sleeping advances the sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.start = sandbox.clock.now()
+
+    def now(self) -> datetime:
+        return self.sandbox.clock.now()
+
+    def monotonic(self) -> float:
+        return (self.sandbox.clock.now() - self.start).total_seconds()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sandbox.clock.advance(timedelta(seconds=seconds))
+        await asyncio.sleep(0)
+
+
+@pytest.fixture(name="sandbox_options")
+def fixture_sandbox_options() -> SandboxOptions:
+    """5 servers with 10 owned nightly backups each, clock frozen just after the 03:00 slot."""
+    return SandboxOptions(
+        seed=3,
+        fleet="uniform",
+        servers=len(SERVERS),
+        backups_per_server=10,
+        owner="nightly",
+        frozen_clock=NOW,
+        create_seconds=90,
+        page_size=10,
+    )
+
+
+@pytest.fixture(name="time")
+def fixture_time(sandbox: Sandbox) -> SandboxTime:
+    """Clocks that follow the sandbox's."""
+    return SandboxTime(sandbox)
+
+
+@pytest.fixture(name="client")
+async def fixture_client(
+    sandbox_transport: httpx.ASGITransport, sandbox_api_url: str, sandbox: Sandbox, time: SandboxTime
+) -> AsyncIterator[BackupsClient]:
+    """A BackupsClient into the in-process sandbox, without retry waits."""
+    settings = ClientSettings(
+        base_url=sandbox_api_url,
+        requests_per_second=1000,
+        burst=1000,
+        retry_wait_initial=0,
+        retry_wait_max=0,
+        retry_wait_jitter=0,
+    )
+    async with BackupsClient(
+        ApiToken(sandbox.token, "test"),
+        settings,
+        transport=sandbox_transport,
+        wall_clock=time.now,
+        monotonic=time.monotonic,
+        sleep=time.sleep,
+    ) as client:
+        yield client
+
+
+@pytest.fixture(name="runner")
+def fixture_runner(client: BackupsClient, time: SandboxTime) -> Runner:
+    """A Runner on the sandbox clock, polling every 30 s."""
+    return Runner(
+        client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30, poll_max=60
+    )
+
+
+def job(**changes: Any) -> JobSpec:
+    retention = changes.pop("retention", Retention(keep_last=7))
+    policy = Policy("nightly", retention, servers=changes.pop("servers", SERVERS))
+    return replace(JobSpec(policy, description="nightly {date}"), **changes)
+
+
+def owned(sandbox: Sandbox, server_id: int) -> list[Any]:
+    return [
+        b
+        for b in sandbox.state.backups(server_id=server_id)
+        if (m := parse_marker(b.description)) is not None and m.policy == "nightly"
+    ]
+
+
+def deleted_ids(sandbox: Sandbox) -> list[int]:
+    return [event.backup["id"] for event in sandbox.state.events("deleted")]
+
+
+async def test_a_run_creates_waits_and_prunes_to_the_policy(runner: Runner, sandbox: Sandbox) -> None:
+    """Every server ends with exactly keep_last owned backups, the new one among them."""
+    report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    assert report.totals()["created"] == 5
+    assert report.totals()["deleted"] == 5 * 4  # 10 + 1 new, keep 7
+    for sid in SERVERS:
+        mine = owned(sandbox, sid)
+        assert len(mine) == 7
+        assert all(b.status == "completed" for b in mine)
+        assert any(b.description.endswith("@2025-01-16T03:00Z]") for b in mine)
+    assert "policy nightly ok" in report.summary_line()
+
+
+async def test_no_delete_before_the_servers_new_backup_completed(runner: Runner, sandbox: Sandbox) -> None:
+    """The sandbox's event log shows each server's deletes only after its new backup completed."""
+    await runner.run(job(), SLOT)
+    completed_at: dict[int, int] = {}
+    for event in sandbox.state.events():
+        sid = event.backup["server"]["id"]
+        if event.kind == "completed":
+            completed_at[sid] = event.seq
+        if event.kind == "deleted":
+            assert sid in completed_at
+            assert event.seq > completed_at[sid]
+
+
+async def test_a_second_run_of_the_same_slot_adopts_and_deletes_nothing(
+    runner: Runner, sandbox: Sandbox
+) -> None:
+    """Idempotent by slot: the slot's backup is adopted, never created twice."""
+    await runner.run(job(), SLOT)
+    before = len(sandbox.state.events("created"))
+    report = await runner.run(job(), SLOT)
+    assert report.ok
+    assert report.totals()["adopted"] == 5
+    assert report.totals()["created"] == 0
+    assert report.totals()["deleted"] == 0
+    assert len(sandbox.state.events("created")) == before
+
+
+async def test_failed_backups_prune_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """A server whose new backup failed keeps all its backups, and the run reports it."""
+    sandbox.update_faults(fail_rate=1.0)
+    report = await runner.run(job(), SLOT)
+    assert not report.ok
+    assert deleted_ids(sandbox) == []
+    assert all(r.outcome is Outcome.FAILED and "failed" in (r.error or "") for r in report.servers)
+
+
+async def test_wait_timeout_prunes_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """A backup still in progress after wait_timeout: the run fails for it, nothing deleted."""
+    report = await runner.run(job(wait_timeout=timedelta(seconds=60)), SLOT)
+    assert not report.ok
+    assert deleted_ids(sandbox) == []
+    assert all("wait_timeout" in (r.error or "") for r in report.servers)
+
+
+async def test_max_deletes_per_run_deletes_the_oldest_and_reports_the_rest(
+    runner: Runner, sandbox: Sandbox
+) -> None:
+    """keep_last 2 wants 9 deletes a server; the cap of 3 deletes the 3 oldest and blocks 6."""
+    before = {sid: sorted(owned(sandbox, sid), key=lambda b: b.created_at) for sid in SERVERS}
+    report = await runner.run(job(retention=Retention(keep_last=2), max_deletes_per_run=3), SLOT)
+    assert report.ok
+    for result in report.servers:
+        assert sorted(result.deleted) == sorted(b.id for b in before[result.server_id][:3])
+        assert [b.rail for b in result.blocked] == [Rail.MAX_DELETES] * 6
+
+
+async def test_dry_run_creates_and_deletes_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """Dry run reports what it would delete and sends no POST and no DELETE."""
+    report = await runner.run(job(), SLOT, dry_run=True)
+    assert report.ok
+    assert sandbox.state.events("created") == []
+    assert deleted_ids(sandbox) == []
+    assert all(len(r.blocked) == 3 and r.blocked[0].rail is Rail.DRY_RUN for r in report.servers)
+    assert "(dry run)" in report.summary_line()
+
+
+async def test_listing_failure_touches_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """When the listing cannot be read, nothing is created or deleted."""
+    sandbox.update_faults(error_rate=1.0)
+    report = await runner.run(job(), SLOT)
+    assert not report.ok
+    assert sandbox.state.events("created") == []
+    assert deleted_ids(sandbox) == []
+
+
+async def test_prune_only_policy(runner: Runner, sandbox: Sandbox) -> None:
+    """create: false prunes without creating."""
+    report = await runner.run(job(create=False), SLOT)
+    assert report.ok
+    assert sandbox.state.events("created") == []
+    assert report.totals()["deleted"] == 5 * 3
+
+
+async def test_abandon_stops_the_wait_and_deletes_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """Shutdown during the wait: the backups are left to finish, nothing is pruned."""
+    runner.abandon.set()
+    report = await runner.run(job(), SLOT)
+    assert all(r.outcome is Outcome.ABANDONED for r in report.servers)
+    assert deleted_ids(sandbox) == []
+    assert len(sandbox.state.events("created")) == 5
+
+
+async def test_request_cost_is_one_create_and_the_deletes_plus_listings(
+    runner: Runner, sandbox: Sandbox, client: BackupsClient
+) -> None:
+    """The run costs a create per server, its deletes, and few listing pages."""
+    await runner.run(job(), SLOT)
+    requests = sandbox.stats()["requests"]
+    posts = sum(requests["POST /api/v1/backups/"].values())
+    deletes = sum(requests["DELETE /api/v1/backups/{backup_id}/"].values())
+    gets = sum(requests["GET /api/v1/backups/"].values())
+    assert posts == 5
+    assert deletes == 20
+    # 55 manual backups in 10-item pages: 6 pages a listing; one before creating, one per poll round
+    assert gets <= 6 * 4
