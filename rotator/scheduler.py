@@ -136,7 +136,9 @@ class Daemon:
         log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
 
     async def _shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        # Pause, not shutdown: AsyncIOExecutor.shutdown() cancels running jobs, which would cut
+        # a run short without its grace (and a DELETE on the wire without its outcome logged).
+        self.scheduler.pause()
         pending = {task for task in self._tasks if not task.done()}
         if pending:
             grace = self.settings.shutdown_grace.total_seconds()
@@ -145,6 +147,7 @@ class Daemon:
                 log.warning("daemon.grace_expired", abandoning=len(still))
                 self.runner.abandon.set()  # stop waits; deletes on the wire finish, none start
                 await asyncio.wait(still)
+        self.scheduler.shutdown(wait=False)
         log.info("daemon.stopped")
 
     # -- jobs ------------------------------------------------------------------
