@@ -1,0 +1,111 @@
+"""Monitoring pings at the start, success and failure of each run (healthchecks.io, Uptime Kuma, ...).
+
+The convention: ``URL/start`` when a run starts, ``URL`` itself when it
+succeeded, ``URL/fail`` when it failed, each a POST whose body is a short
+summary of the run. A ping that fails (no answer, a refused connection, an
+error status) is logged as ``ping.failed`` and never fails the run: monitoring
+notices a missing ping by itself. Ping URLs embed their check's key, so logs
+name only the host.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Final, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import structlog
+
+from rotator.runner import Outcome, RunReport
+
+log = structlog.get_logger("rotator.pings")
+
+DEFAULT_TIMEOUT: Final = 10.0
+MAX_BODY: Final = 10_000  # bytes; healthchecks.io keeps up to 100 kB, a summary needs far less
+USER_AGENT: Final = "rotator-pings"
+
+
+def ping_url(url: str, suffix: str) -> str:
+    """``url`` with ``/suffix`` appended to its path (before any query): ``.../start``, ``.../fail``."""
+    if not suffix:
+        return url
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/") + "/" + suffix
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def ping_body(report: RunReport) -> str:
+    """The run in a few lines: the summary, then one line per server that did not succeed."""
+    lines = [report.summary_line().split(" — ")[0]]
+    lines += [
+        f"server {result.server_id}: {result.outcome.value}: {result.error}"
+        for result in report.servers
+        if result.outcome is not Outcome.OK
+    ]
+    return "\n".join(lines)
+
+
+def _target(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2] or "?"
+    except ValueError:
+        return "?"
+
+
+class Pinger:
+    """Sends the pings; never raises. Pass a client to share it, or let it own one (``aclose()``)."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._owned = client is None
+        self._client = client or httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._client.aclose()
+
+    async def start(self, policy_url: str | None, body: str = "") -> bool:
+        """``URL/start``: a run began (monitoring measures its duration from here)."""
+        return await self._ping(policy_url, "start", body, "start")
+
+    async def success(self, url: str | None, body: str = "") -> bool:
+        """``URL``: the run succeeded."""
+        return await self._ping(url, "", body, "success")
+
+    async def fail(self, url: str | None, body: str = "") -> bool:
+        """``URL/fail``: the run failed."""
+        return await self._ping(url, "fail", body, "fail")
+
+    async def finished(self, url: str | None, report: RunReport) -> bool:
+        """``success`` or ``fail`` as the report says, with :func:`ping_body` as the body."""
+        if report.ok:
+            return await self.success(url, ping_body(report))
+        return await self.fail(url, ping_body(report))
+
+    async def _ping(self, url: str | None, suffix: str, body: str, kind: str) -> bool:
+        """``True`` if answered 2xx; else ``False`` and ``ping.failed`` logged. No URL: a no-op."""
+        if not url:
+            return False
+        target = _target(url)
+        content = body.encode("utf-8")[:MAX_BODY]
+        try:
+            response = await self._client.post(ping_url(url, suffix), content=content, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - a ping must never fail the run, whatever went wrong
+            log.warning(
+                "ping.failed", kind=kind, target=target, error=f"{type(exc).__name__}: {exc}".rstrip(": ")
+            )
+            return False
+        if not response.is_success:
+            log.warning("ping.failed", kind=kind, target=target, status=response.status_code)
+            return False
+        log.debug("ping.sent", kind=kind, target=target, status=response.status_code)
+        return True

@@ -1,0 +1,257 @@
+"""The health listener on a real loopback port: liveness, readiness (also after a 401), metrics, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator import errors
+from rotator.api import BackupsClient, ClientSettings
+from rotator.health import HealthServer, HealthState, check_health, health_url, parse_listen
+from rotator.metrics import Metrics
+from rotator.sandbox import Sandbox
+from rotator.secrets import ApiToken
+
+DEADLINE = 5.0
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(name="clock")
+def fixture_clock() -> ManualClock:
+    """The monotonic clock the health state reads heartbeats with; moves only when told."""
+    return ManualClock()
+
+
+@pytest.fixture(name="state")
+def fixture_state(clock: ManualClock) -> HealthState:
+    """A daemon that loaded its configuration and runs its scheduler, no API call yet."""
+    return HealthState(config_ok=True, scheduler_running=True, stale_after=30, monotonic=clock)
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture(name="server")
+async def fixture_server(state: HealthState, metrics: Metrics) -> AsyncIterator[HealthServer]:
+    """The listener on 127.0.0.1 and a port the system chose."""
+    async with HealthServer("127.0.0.1:0", state, metrics) as server:
+        yield server
+
+
+@pytest.fixture(name="http")
+async def fixture_http(server: HealthServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the listener."""
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.bound_port}", timeout=DEADLINE
+    ) as client:
+        yield client
+
+
+async def test_liveness(http: httpx.AsyncClient) -> None:
+    """/healthz: 200 with the event loop's check."""
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"event_loop": "ok"}}
+    assert response.headers["content-type"] == "application/json"
+
+
+async def test_liveness_fails_on_a_stale_heartbeat(http: httpx.AsyncClient, clock: ManualClock) -> None:
+    """No heartbeat for longer than stale_after: /healthz answers 503."""
+    clock.now += 31
+    response = await http.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["event_loop"] == "last heartbeat 31.0s ago"
+
+
+async def test_ready(http: httpx.AsyncClient, state: HealthState) -> None:
+    """/readyz: 200 when configured and scheduling, before and after an accepted call."""
+    response = await http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"config": "ok", "scheduler": "ok", "api_auth": "no call yet"}
+    state.record_auth(200)
+    assert (await http.get("/readyz")).json()["checks"]["api_auth"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("changes", "check", "reason"),
+    [
+        ({"config_ok": False}, "config", "not loaded"),
+        ({"scheduler_running": False}, "scheduler", "not running"),
+    ],
+)
+async def test_not_ready(
+    http: httpx.AsyncClient, state: HealthState, changes: dict[str, bool], check: str, reason: str
+) -> None:
+    """/readyz: 503 naming the failing check."""
+    for name, flag in changes.items():
+        setattr(state, name, flag)
+    response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "fail"
+    assert response.json()["checks"][check] == reason
+
+
+async def test_not_ready_after_a_401_from_the_sandbox(
+    http: httpx.AsyncClient,
+    state: HealthState,
+    metrics: Metrics,
+    sandbox_transport: httpx.ASGITransport,
+    sandbox_api_url: str,
+    sandbox: Sandbox,
+) -> None:
+    """A revoked token: the sandbox answers 401, rotator is not ready until a call is accepted again."""
+    settings = ClientSettings(base_url=sandbox_api_url)
+    async with BackupsClient(ApiToken("revoked", "test"), settings, transport=sandbox_transport) as client:
+        with pytest.raises(errors.Unauthorized) as raised:
+            await client.list_backups(server_id=1)
+    assert raised.value.status is not None
+    state.record_auth(raised.value.status)  # what the daemon does on every answer
+    metrics.set_authenticated(state.last_auth_ok is True)
+    response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["api_auth"] == "token rejected"
+    assert (await http.get("/healthz")).status_code == 200  # alive all the same: restarting will not help
+    assert "rotator_api_authenticated 0.0" in (await http.get("/metrics")).text
+
+    async with BackupsClient(
+        ApiToken(sandbox.token, "test"), settings, transport=sandbox_transport
+    ) as client:
+        await client.list_backups(server_id=1)
+    state.record_auth(200)
+    assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_metrics_endpoint(http: httpx.AsyncClient, metrics: Metrics) -> None:
+    """/metrics: Prometheus' text format with its content type."""
+    metrics.observe_request("GET", "/api/v1/backups/", "200", 0.1)
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    names = {family.name for family in text_string_to_metric_families(response.text)}
+    assert {"rotator_runs", "rotator_api_requests", "rotator_api_authenticated"} <= names
+
+
+async def test_unknown_path_and_method(http: httpx.AsyncClient) -> None:
+    """404 off the three paths; 405 with Allow for anything but GET and HEAD; a query is ignored."""
+    assert (await http.get("/")).status_code == 404
+    response = await http.post("/healthz", content=b"x")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert (await http.get("/healthz?verbose=1")).status_code == 200
+
+
+async def test_head(http: httpx.AsyncClient) -> None:
+    """HEAD answers the status and length without a body."""
+    response = await http.head("/readyz")
+    assert response.status_code == 200
+    assert int(response.headers["content-length"]) > 0
+    assert response.content == b""
+
+
+async def test_garbage_gets_400(server: HealthServer) -> None:
+    """A request line that is not HTTP: 400, and the connection is closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    writer.write(b"HELLO\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), DEADLINE)
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+async def test_a_silent_client_does_not_block_others(server: HealthServer, http: httpx.AsyncClient) -> None:
+    """A connection that never sends its request does not stop others from being answered."""
+    _, silent = await asyncio.open_connection("127.0.0.1", server.bound_port)
+    try:
+        assert (await http.get("/healthz")).status_code == 200
+    finally:
+        silent.close()
+        await silent.wait_closed()
+
+
+async def test_heartbeat_from_the_listener(state: HealthState, metrics: Metrics, clock: ManualClock) -> None:
+    """The listener beats on its own: the heartbeat moves without anyone calling beat()."""
+    async with HealthServer("127.0.0.1:0", state, metrics, beat_interval=0.01):
+        first = state.heartbeat
+        clock.now += 5
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while state.heartbeat == first:
+            assert loop.time() < deadline, "no heartbeat"
+            await asyncio.sleep(0.01)
+        assert state.heartbeat == clock.now
+
+
+async def test_stop_closes_the_port(state: HealthState, metrics: Metrics) -> None:
+    """After stop() nothing listens on the port any more."""
+    server = HealthServer("127.0.0.1:0", state, metrics)
+    await server.start()
+    port = server.bound_port
+    await server.stop()
+    with pytest.raises(OSError):  # noqa: PT011 - the refusal's errno differs between platforms
+        await asyncio.open_connection("127.0.0.1", port)
+    with pytest.raises(RuntimeError):
+        _ = server.bound_port
+
+
+async def test_check_health_ok(server: HealthServer) -> None:
+    """rotator healthcheck's client: both endpoints 200 -> True, with what each check said."""
+    ok, message = await asyncio.to_thread(check_health, f"http://127.0.0.1:{server.bound_port}", DEADLINE)
+    assert ok, message
+    assert message.startswith("/healthz 200 event_loop: ok; /readyz 200 config: ok")
+
+
+async def test_check_health_not_ready(server: HealthServer, state: HealthState) -> None:
+    """A rejected token: healthcheck fails and says why."""
+    state.record_auth(401)
+    ok, message = await asyncio.to_thread(check_health, f"http://127.0.0.1:{server.bound_port}/", DEADLINE)
+    assert not ok
+    assert "/readyz 503" in message
+    assert "api_auth: token rejected" in message
+
+
+async def test_check_health_nothing_listening(state: HealthState, metrics: Metrics) -> None:
+    """No listener: False with the connection error, no exception."""
+    server = HealthServer("127.0.0.1:0", state, metrics)
+    await server.start()
+    port = server.bound_port
+    await server.stop()
+    ok, message = await asyncio.to_thread(check_health, f"http://127.0.0.1:{port}", DEADLINE)
+    assert not ok
+    assert message.startswith(f"cannot ask http://127.0.0.1:{port}: ConnectError")
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected", "url"),
+    [
+        ("127.0.0.1:9188", ("127.0.0.1", 9188), "http://127.0.0.1:9188"),
+        ("0.0.0.0:9188", ("0.0.0.0", 9188), "http://127.0.0.1:9188"),
+        ("[::1]:9188", ("::1", 9188), "http://[::1]:9188"),
+        ("[::]:0", ("::", 0), "http://[::1]:0"),
+        ("localhost:80", ("localhost", 80), "http://localhost:80"),
+    ],
+)
+def test_listen_addresses(listen: str, expected: tuple[str, int], url: str) -> None:
+    """HOST:PORT, IPv6 in brackets; wildcards are reached on loopback."""
+    assert parse_listen(listen) == expected
+    assert health_url(listen) == url
+
+
+@pytest.mark.parametrize("listen", ["9188", ":9188", "::1:9188", "host:http", "host:70000", "[::1:9188"])
+def test_bad_listen_addresses(listen: str) -> None:
+    """Anything else is refused."""
+    with pytest.raises(ValueError, match=r"HOST:PORT|brackets|range"):
+        parse_listen(listen)
