@@ -104,10 +104,12 @@ class RequestBudget:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.in_flight = 0  # requests that hold a token and have not finished
         self._tat = monotonic()  # GCRA "theoretical arrival time" of the next request
         self._paused_until = 0.0
         self._hint_interval = 0.0  # spacing asked for by RateLimit-* headers
         self._hint_until = 0.0
+        self._last_start = -math.inf  # when the last request took its token
         self.waited = 0.0  # total seconds callers spent waiting for the budget
         self.pauses = 0  # 429 pauses and exhausted-budget pauses taken
 
@@ -120,19 +122,26 @@ class RequestBudget:
         """Hold one of the concurrent places and one token of the rate for a request."""
         async with self._semaphore:
             await self._take_token()
-            yield
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     async def _take_token(self) -> None:
         while True:
             now = self._monotonic()
             interval, tolerance = self._interval, (self.burst - 1) * self._interval
-            if now < self._hint_until and self._hint_interval > interval:
-                interval, tolerance = self._hint_interval, 0.0
             start = max(now, self._paused_until)
             tat = max(self._tat, start)
             allowed_at = max(tat - tolerance, start)
+            if now < self._hint_until and self._hint_interval > interval:
+                # the headers' spacing counts from the last start, decided now rather than
+                # committed ahead, so that a fresh window's budget is used as soon as it is seen
+                allowed_at = max(allowed_at, self._last_start + self._hint_interval)
             if allowed_at <= now:
                 self._tat = tat + interval
+                self._last_start = now
                 return
             wait = allowed_at - now
             self.waited += wait
@@ -154,8 +163,9 @@ class RequestBudget:
         if hint.remaining <= 0:
             self.pause(hint.reset_in if hint.reset_in > 0 else self._interval)
             return
-        # Requests already on the wire spend budget the header does not show yet.
-        usable = max(1, hint.remaining - (self.max_concurrency - 1))
+        # Requests still on the wire spend budget that this response's header does not show yet
+        # (observe() runs after the response's own slot is released, so in_flight is the others).
+        usable = max(1, hint.remaining - self.in_flight)
         if usable >= hint.reset_in * self.requests_per_second:
             self._hint_until = 0.0  # the budget lasts at our own pace: no slowdown
             return

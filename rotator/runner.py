@@ -215,13 +215,19 @@ class Runner:
         with bound:
             log.info("run.started", servers=len(targets), dry_run=dry)
             prune_from: dict[int, list[Backup]] = {}
+            finished = False
             try:
                 if job.create:
                     prune_from = await self._create_and_wait(job, slot, results, dry)
                 else:
                     prune_from = await self._listings_or_fail(results.values())
                 await self._prune(job, results, prune_from, dry, now or self._wall_clock())
+                finished = True
             finally:
+                if not finished:  # cancelled or crashed: no server whose run was cut short counts as ok
+                    for result in results.values():
+                        if result.outcome is Outcome.OK:
+                            result.fail("the run was interrupted before it finished", Outcome.ABANDONED)
                 report = RunReport(job.name, slot, dry, list(results.values()))
                 report.duration = self._monotonic() - started
                 log.info(

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from rotator.api import BackupsClient, ClientSettings
 from rotator.markers import parse_marker
@@ -232,3 +233,24 @@ async def test_request_cost_is_one_create_and_the_deletes_plus_listings(
     assert deletes == 20
     # 55 manual backups in 10-item pages: 6 pages a listing; one before creating, one per poll round
     assert gets <= 6 * 4
+
+
+async def test_a_cancelled_run_is_reported_abandoned_not_ok(runner: Runner, sandbox: Sandbox) -> None:
+    """A run cancelled in its wait logs run.finished with ok=False and every server abandoned."""
+    assert len(sandbox.state.events("created")) == 0
+    poll_sleep = runner._sleep
+
+    async def cancel_at_the_first_poll(seconds: float) -> None:
+        task.cancel()
+        await poll_sleep(seconds)
+
+    runner._sleep = cancel_at_the_first_poll
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(runner.run(job(), SLOT))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finished = [entry for entry in logs if entry["event"] == "run.finished"]
+    assert len(finished) == 1
+    assert finished[0]["ok"] is False
+    assert finished[0]["failed"] == len(SERVERS)
+    assert deleted_ids(sandbox) == []
