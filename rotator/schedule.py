@@ -78,13 +78,14 @@ def latest_slot(trigger: BaseTrigger, now: datetime) -> datetime | None:
     """The most recent slot at or before ``now`` (UTC), or None if there was none in the lookback."""
     plain = _unjittered(trigger)
     if isinstance(plain, IntervalTrigger):
+        # absolute time, as APScheduler counts intervals (aware arithmetic would be wall-clock,
+        # an hour off across a DST change)
         step = plain.interval.total_seconds()
-        start = plain.start_date
-        elapsed = (now - start).total_seconds()
+        start = plain.start_date.timestamp()
+        elapsed = now.timestamp() - start
         if elapsed < 0:
             return None
-        slot: datetime = start + timedelta(seconds=step * int(elapsed // step))
-        return slot.astimezone(UTC)
+        return datetime.fromtimestamp(start + step * (elapsed // step), tz=UTC)
     # widen the window until it holds a slot: a minutely cron looks back an hour, a yearly one a year
     for lookback in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), _LOOKBACK):
         found: datetime | None = None

@@ -82,3 +82,15 @@ def test_missed_slot() -> None:
     # the API's clock ran behind: the slot's backup is stamped before the slot, still not missed
     early = backup(4, SLOT - timedelta(seconds=20), description=f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]")
     assert not missed_slot([yesterday, early], "nightly", SLOT)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("every", [timedelta(hours=6), timedelta(minutes=90), timedelta(days=1)])
+def test_latest_slot_of_an_interval_is_a_slot_the_trigger_fires(zone: str, every: timedelta) -> None:
+    """In summer and in winter, across DST changes: latest_slot agrees with APScheduler's own slots."""
+    trigger = interval_trigger(every, zone)
+    for start in (datetime(2025, 1, 10, tzinfo=UTC), datetime(2025, 7, 10, tzinfo=UTC)):
+        for slot in next_slots(trigger, start, 6):
+            assert latest_slot(trigger, slot) == slot
+            assert latest_slot(trigger, slot + every / 2) == slot
+            assert latest_slot(trigger, slot - timedelta(seconds=1)) == slot - every
