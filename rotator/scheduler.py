@@ -23,7 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from rotator import errors
 from rotator.config import RotatorConfig
 from rotator.markers import parse_marker
-from rotator.models import Backup
+from rotator.models import IN_PROGRESS, Backup
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.schedule import latest_slot, next_slots
 
@@ -41,6 +41,9 @@ class ScheduledJob:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def latest(self, now: datetime) -> datetime | None:
+        return latest_slot(self.trigger, now) if self.trigger is not None else None
 
     def slot_for(self, now: datetime) -> datetime:
         """The slot a run at ``now`` belongs to: the latest scheduled time, or now to the minute."""
@@ -196,10 +199,22 @@ class Daemon:
         if job is not None:
             await self._run(job, job.slot_for(self._wall_clock()))
 
-    async def _run(self, job: ScheduledJob, slot: datetime, servers: Sequence[int] | None = None) -> None:
+    async def _run(
+        self,
+        job: ScheduledJob,
+        slot: datetime,
+        servers: Sequence[int] | None = None,
+        *,
+        catching_up: bool = False,
+    ) -> None:
         lock = self._locks.setdefault(job.name, asyncio.Lock())
         async with lock:
             if self._stopping:
+                return
+            if catching_up and job.latest(self._wall_clock()) != slot:
+                # a newer slot came while this one waited for the lock: its own run covers it,
+                # and a backup for the older slot now would only be out of order
+                log.info("catch_up.superseded", policy=job.name, slot=slot.isoformat())
                 return
             try:
                 report = await self.runner.run(job.spec, slot, servers=servers, dry_run=self.dry_run)
@@ -228,7 +243,7 @@ class Daemon:
         due = [sid for sid, backups in listings.items() if missed_slot(backups, job.name, slot)]
         if due:
             log.info("catch_up.started", policy=job.name, slot=slot.isoformat(), servers=due)
-            await self._run(job, slot, servers=due)
+            await self._run(job, slot, servers=due, catching_up=True)
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -240,14 +255,20 @@ class Daemon:
 
 
 def missed_slot(backups: Sequence[Backup], policy: str, slot: datetime) -> bool:
-    """Whether a server's newest backup owned by ``policy`` is older than ``slot`` (none is the slot's)."""
+    """Whether a server's run of ``slot`` is missing or unfinished.
+
+    Missing: the newest backup owned by ``policy`` is older than ``slot`` and none
+    carries it. Unfinished: the slot's backup is still in progress, so the run
+    that created it stopped before its wait and prune (a crash, a kill); running
+    the slot again adopts that backup and finishes the job.
+    """
     newest: datetime | None = None
     for backup in backups:
         marker = parse_marker(backup.description)
         if marker is None or marker.policy != policy:
             continue
         if marker.slot == slot:
-            return False
+            return backup.status == IN_PROGRESS
         if newest is None or backup.created_at > newest:
             newest = backup.created_at
     return newest is None or newest < slot

@@ -84,6 +84,18 @@ def test_missed_slot() -> None:
     assert not missed_slot([yesterday, early], "nightly", SLOT)
 
 
+def test_a_slot_whose_backup_is_still_in_progress_is_unfinished() -> None:
+    """A run killed during its wait left an in-progress backup: catching up finishes that run."""
+    yesterday = backup(1, SLOT - timedelta(days=1))
+    marked = f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]"
+    pending = backup(2, SLOT + timedelta(seconds=30), status="in_progress", description=marked)
+    failed = backup(3, SLOT + timedelta(seconds=30), status="failed", description=marked)
+    done = backup(4, SLOT + timedelta(seconds=30), description=marked)
+    assert missed_slot([yesterday, pending], "nightly", SLOT)
+    assert not missed_slot([yesterday, failed], "nightly", SLOT)
+    assert not missed_slot([yesterday, done], "nightly", SLOT)
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
 @pytest.mark.parametrize("every", [timedelta(hours=6), timedelta(minutes=90), timedelta(days=1)])
 def test_latest_slot_of_an_interval_is_a_slot_the_trigger_fires(zone: str, every: timedelta) -> None:

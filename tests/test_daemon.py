@@ -1,0 +1,56 @@
+"""The daemon's decisions, without processes: catch-up order (the end-to-end tests run the real thing)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import structlog
+
+from rotator.retention import Policy, Retention
+from rotator.runner import JobSpec, Runner, RunReport
+from rotator.schedule import interval_trigger
+from rotator.scheduler import Daemon, ScheduledJob
+
+START = datetime(2025, 1, 16, 3, 0, 10, tzinfo=UTC)
+
+
+class RecordingRunner:
+    """Stands in for Runner.run: records the slots it was asked to run."""
+
+    def __init__(self) -> None:
+        self.slots: list[datetime] = []
+
+    async def run(self, spec: JobSpec, slot: datetime, **_: Any) -> RunReport:
+        self.slots.append(slot)
+        return RunReport(spec.name, slot, dry_run=False, servers=[])
+
+
+def make_daemon(now: list[datetime]) -> tuple[Daemon, ScheduledJob, RecordingRunner]:
+    policy = Policy("hourly", Retention(keep_last=3), servers=(1,))
+    job = ScheduledJob(JobSpec(policy), interval_trigger(timedelta(hours=1), "UTC"))
+    runner = RecordingRunner()
+    daemon = Daemon([job], cast(Runner, runner), wall_clock=lambda: now[0])
+    return daemon, job, runner
+
+
+async def test_a_catch_up_overtaken_by_a_newer_slot_is_skipped() -> None:
+    """Catch-up of 03:00 that only got the policy's lock after 04:00 came leaves it to 04:00's run."""
+    now = [START]
+    daemon, job, runner = make_daemon(now)
+    slot = job.slot_for(START)
+    now[0] = START + timedelta(hours=1)
+    with structlog.testing.capture_logs() as logs:
+        await daemon._run(job, slot, catching_up=True)
+    assert runner.slots == []
+    assert [entry["event"] for entry in logs] == ["catch_up.superseded"]
+
+
+async def test_a_catch_up_still_current_runs() -> None:
+    """The same catch-up within its own slot runs it."""
+    now = [START]
+    daemon, job, runner = make_daemon(now)
+    slot = job.slot_for(START)
+    now[0] = START + timedelta(minutes=30)
+    await daemon._run(job, slot, catching_up=True)
+    assert runner.slots == [slot]
