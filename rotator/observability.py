@@ -37,6 +37,36 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
         logger_factory=structlog.PrintLoggerFactory(stream) if stream else _stderr_logger,
         cache_logger_on_first_use=False,
     )
-    # httpx logs every request URL at INFO; ours says the same without noise
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    _route_stdlib_logging(renderer, numeric, stream)
+    # httpx logs every request URL at INFO, APScheduler every job it adds and runs: ours say the
+    # same without noise, and their warnings and errors still come through, as the same JSON lines
+    for name in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` is at the time of the record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _route_stdlib_logging(renderer: structlog.typing.Processor, level: int, stream: TextIO | None) -> None:
+    """Libraries' stdlib log records (APScheduler's, httpx's) rendered like our own events."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler: logging.Handler = logging.StreamHandler(stream) if stream else _StderrHandler()
+    handler.setFormatter(formatter)
+    handler.set_name("rotator")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "rotator"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
