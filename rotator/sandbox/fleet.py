@@ -49,7 +49,8 @@ def demo(*, now: datetime, seed: int = 0, owner: str = "nightly") -> Fleet:
     made, so only the recent ones are left, and one of them failed), a few
     ad-hoc manual ones ("Pre-update backup", ...), and for three servers a
     nightly history of manual backups marked ``[rotator:OWNER@SLOT]`` with a
-    02:00 UTC slot (one failed, one night missing) for a policy to prune.
+    02:00 UTC slot (one failed, one night missing) for a policy to prune. The
+    latest night at ``now`` has no backup yet: that one is the policy's to make.
     """
     rng = random.Random(f"{seed}:demo")  # noqa: S311 -- seeded simulation, not secrets
     servers = [
@@ -96,15 +97,17 @@ def demo(*, now: datetime, seed: int = 0, owner: str = "nightly") -> Fleet:
     ):
         if created <= now:
             planned.append(_Planned(server_id, "manual", "completed", created, size(server_id), description))
+    # The latest night is left to rotator: a run now creates its backup, waits for it, then prunes.
+    latest_night = 0 if at(0, NIGHTLY_AT.hour, NIGHTLY_AT.minute) <= now else 1
     for server_id in (12345, 12346, 12347):
-        for days_ago in range(DEMO_NIGHTLY_DAYS):
-            if server_id == 12347 and days_ago == 4:
+        for days_ago in range(latest_night + 1, latest_night + 1 + DEMO_NIGHTLY_DAYS):
+            if server_id == 12347 and days_ago == latest_night + 4:
                 continue  # a night the scheduler did not run
             slot = at(days_ago, NIGHTLY_AT.hour, NIGHTLY_AT.minute)
             created = slot + timedelta(seconds=rng.randint(3, 90))
             if created > now:
                 continue
-            failed = server_id == 12346 and days_ago == 6
+            failed = server_id == 12346 and days_ago == latest_night + 6
             planned.append(
                 _Planned(
                     server_id,
