@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -110,17 +110,43 @@ class _Attempts:
     count: int = 0
 
 
+class ApiObserver(Protocol):
+    """Told of every exchange with the API (metrics, the health state): no I/O, no exceptions."""
+
+    def on_response(self, method: str, path: str, status: int | None, seconds: float) -> None:
+        """One attempt finished: its HTTP status, or None when it failed in transport."""
+
+    def on_retry(self, method: str) -> None:
+        """A failed attempt is about to be tried again."""
+
+    def on_rate_limited(self) -> None:
+        """The API answered 429."""
+
+
 @dataclass
 class ClientStats:
-    """Counters for observability; read them, do not write them."""
+    """Counters for observability, passed on to an :class:`ApiObserver`; read them, do not write them."""
 
     requests: dict[str, int] = field(default_factory=dict)  # "GET 200" -> n
     retries: int = 0
     rate_limited: int = 0
+    observer: ApiObserver | None = None
 
-    def count(self, method: str, status: int | str) -> None:
-        key = f"{method} {status}"
+    def response(self, method: str, path: str, status: int | None, seconds: float) -> None:
+        key = f"{method} {status if status is not None else 'transport_error'}"
         self.requests[key] = self.requests.get(key, 0) + 1
+        if self.observer is not None:
+            self.observer.on_response(method, path, status, seconds)
+
+    def retry(self, method: str) -> None:
+        self.retries += 1
+        if self.observer is not None:
+            self.observer.on_retry(method)
+
+    def limited(self) -> None:
+        self.rate_limited += 1
+        if self.observer is not None:
+            self.observer.on_rate_limited()
 
 
 class _BearerAuth(httpx.Auth):
@@ -206,6 +232,7 @@ class BackupsClient:
         wall_clock: WallClock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        observer: ApiObserver | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
         self._wall_clock = wall_clock
@@ -218,7 +245,7 @@ class BackupsClient:
             sleep=sleep,
             wall_clock=wall_clock,
         )
-        self.stats = ClientStats()
+        self.stats = ClientStats(observer=observer)
         self.page_size_seen: int | None = None  # the API's page size, once a listing had a next page
         base = httpx.URL(self.settings.base_url.rstrip("/") + "/")
         self._base = base
@@ -268,10 +295,10 @@ class BackupsClient:
             try:
                 response = await self._http.send(request)
             except httpx.TransportError as exc:
-                self.stats.count(method, "transport_error")
+                self.stats.response(method, path, None, self._monotonic() - started)
                 log.debug("api.request", method=method, path=path, error=type(exc).__name__)
                 raise _map_transport_error(exc, method, path) from exc
-        self.stats.count(method, response.status_code)
+        self.stats.response(method, path, response.status_code, self._monotonic() - started)
         self.budget.observe(response.headers)
         log.debug(
             "api.request",
@@ -291,7 +318,7 @@ class BackupsClient:
         kwargs: dict[str, Any] = {"method": method, "path": path, "status": status}
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
-            self.stats.rate_limited += 1
+            self.stats.limited()
             self.budget.pause(retry_after if retry_after is not None else 1.0)
             raise RateLimited(message or "too many requests", retry_after=retry_after, **kwargs)
         error: type[HTTPStatusError]
@@ -324,7 +351,7 @@ class BackupsClient:
                 exc.status in RETRYABLE_STATUSES or (exc.status == 500 and exc.method == "GET")
             )
         if retry:
-            self.stats.retries += 1
+            self.stats.retry(exc.method if isinstance(exc, ApiError) else "?")
         return retry
 
     def _retrying(self, hook: Callable[[Exception], bool] | None = None) -> Any:
@@ -512,7 +539,7 @@ class BackupsClient:
         """A create is tried again only once the listing showed it did not happen (or on a 429)."""
         retry = isinstance(exc, TransportError | RateLimited | ServerError)
         if retry:
-            self.stats.retries += 1
+            self.stats.retry("POST")
         return retry
 
     async def _find_created(

@@ -18,6 +18,7 @@ from rotator import errors
 from rotator.api import BackupsClient, ClientSettings, DeleteOutcome
 from rotator.models import Backup
 from rotator.secrets import ApiToken
+from rotator.telemetry import Telemetry
 from tests.clock import FakeTime
 
 API = "https://api.test/api/v1"
@@ -679,3 +680,36 @@ def test_backup_model_round_trips_the_api_shape() -> None:
     """to_api() writes the API's own shape back (timestamps with Z)."""
     backup = Backup.model_validate(DOC_EXAMPLE[1])
     assert backup.to_api() == DOC_EXAMPLE[1]
+
+
+# -- observer ------------------------------------------------------------------
+
+
+async def test_every_attempt_reaches_the_observer(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """Each attempt (with its status, or as a transport error), each retry and each 429 is told to the
+    observer; a 401 marks the token rejected, the next accepted call marks it good again."""
+    telemetry = Telemetry()
+    client = make_client()
+    client.stats.observer = telemetry
+    api.get("/backups/").mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            httpx.Response(429, headers={"Retry-After": "1"}),
+            page([]),
+            httpx.Response(401, json={"detail": "Invalid token."}),
+        ]
+    )
+    await client.list_backups()
+    assert telemetry.health.last_auth_ok is True
+    with pytest.raises(errors.Unauthorized):
+        await client.list_backups()
+    text = telemetry.metrics.render().decode()
+    route = 'method="GET",route="/api/v1/backups/"'
+    for status in ("transport_error", "429", "200", "401"):
+        assert f'rotator_api_requests_total{{{route},status="{status}"}} 1.0' in text
+    assert 'rotator_api_retries_total{method="GET"} 2.0' in text
+    assert "rotator_api_rate_limited_total 1.0" in text
+    assert "rotator_api_authenticated 0.0" in text
+    assert telemetry.health.last_auth_ok is False

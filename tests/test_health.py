@@ -15,6 +15,7 @@ from rotator.health import HealthServer, HealthState, check_health, health_url, 
 from rotator.metrics import Metrics
 from rotator.sandbox import Sandbox
 from rotator.secrets import ApiToken
+from rotator.telemetry import Telemetry
 
 DEADLINE = 5.0
 
@@ -114,12 +115,12 @@ async def test_not_ready_after_a_401_from_the_sandbox(
 ) -> None:
     """A revoked token: the sandbox answers 401, rotator is not ready until a call is accepted again."""
     settings = ClientSettings(base_url=sandbox_api_url)
-    async with BackupsClient(ApiToken("revoked", "test"), settings, transport=sandbox_transport) as client:
-        with pytest.raises(errors.Unauthorized) as raised:
+    telemetry = Telemetry(metrics, state)  # the client tells it of every answer, as in the daemon
+    async with BackupsClient(
+        ApiToken("revoked", "test"), settings, transport=sandbox_transport, observer=telemetry
+    ) as client:
+        with pytest.raises(errors.Unauthorized):
             await client.list_backups(server_id=1)
-    assert raised.value.status is not None
-    state.record_auth(raised.value.status)  # what the daemon does on every answer
-    metrics.set_authenticated(state.last_auth_ok is True)
     response = await http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["api_auth"] == "token rejected"
@@ -127,10 +128,10 @@ async def test_not_ready_after_a_401_from_the_sandbox(
     assert "rotator_api_authenticated 0.0" in (await http.get("/metrics")).text
 
     async with BackupsClient(
-        ApiToken(sandbox.token, "test"), settings, transport=sandbox_transport
+        ApiToken(sandbox.token, "test"), settings, transport=sandbox_transport, observer=telemetry
     ) as client:
         await client.list_backups(server_id=1)
-    state.record_auth(200)
+    assert "rotator_api_authenticated 1.0" in (await http.get("/metrics")).text
     assert (await http.get("/readyz")).status_code == 200
 
 
