@@ -48,6 +48,7 @@ from pydantic_settings import (
 
 from rotator.durations import format_duration, parse_duration
 from rotator.errors import ConfigError
+from rotator.health import parse_listen
 from rotator.markers import POLICY_NAME_PATTERN
 from rotator.retention import RULE_NAMES, Policy, Retention, load_zone
 from rotator.schedule import can_fire, cron_trigger, interval_trigger
@@ -146,6 +147,24 @@ class ScheduleConfig(Section):
 DESCRIPTION_FIELDS: Final = ("policy", "date", "time", "slot")
 
 
+def _http_url(value: str, example: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL such as {example}")
+    return value
+
+
+class PingsConfig(Section):
+    """``policies[].pings``: a monitoring check pinged at each run's start, success and failure."""
+
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value, "https://hc-ping.com/UUID")
+
+
 class PolicyConfig(Section):
     """One entry of ``policies``."""
 
@@ -161,6 +180,7 @@ class PolicyConfig(Section):
     max_deletes_per_run: Annotated[int, Field(ge=0)] = 10
     catch_up: bool = True
     dry_run: bool = False
+    pings: PingsConfig | None = None
 
     @field_validator("description")
     @classmethod
@@ -253,6 +273,19 @@ class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class HttpConfig(Section):
+    """``http``: the health and metrics listener (``/healthz``, ``/readyz``, ``/metrics``); off if unset."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+
 class DaemonConfig(Section):
     """``daemon``: how runs wait for backups and how the daemon stops."""
 
@@ -277,6 +310,12 @@ class RotatorConfig(BaseSettings):
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
+
+    @field_validator("api", "log", "daemon", "http", mode="before")
+    @classmethod
+    def _empty_section(cls, value: object) -> object:
+        return {} if value is None else value  # a section with every key commented out
 
     @field_validator("policies")
     @classmethod
