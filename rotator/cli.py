@@ -23,11 +23,14 @@ from zoneinfo import ZoneInfo
 import pydantic
 
 from rotator import __version__, errors
-from rotator.api import DEFAULT_API_URL, BackupsClient, ClientSettings
+from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
+from rotator.health import check_health, health_url
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
+from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
+from rotator.pings import Pinger
 from rotator.planview import build_plans
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
@@ -35,8 +38,10 @@ from rotator.runner import Runner, RunReport
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token
+from rotator.telemetry import Telemetry, reported_run
 
 API_URL_ENV = "ROTATOR_API_URL"
+HTTP_LISTEN_ENV = "ROTATOR_HTTP__LISTEN"
 EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace], int]
@@ -213,6 +218,21 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
     )
     check.set_defaults(handler=_cmd_check_config)
 
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when the running daemon's /healthz and /readyz answer OK (container health checks)",
+        parents=[common],
+    )
+    health.add_argument(
+        "--url",
+        metavar="URL",
+        help=f"the listener's base URL (default: from {HTTP_LISTEN_ENV} or the configuration's http.listen)",
+    )
+    health.add_argument(
+        "--timeout", type=_duration, default=timedelta(seconds=5), metavar="DURATION", help="default 5s"
+    )
+    health.set_defaults(handler=_cmd_healthcheck)
+
 
 def _add_sandbox_command(commands: Commands) -> None:
     sandbox = commands.add_parser(
@@ -300,7 +320,9 @@ def client_settings(
     return settings
 
 
-def _client(args: argparse.Namespace, config: RotatorConfig | None = None) -> BackupsClient:
+def _client(
+    args: argparse.Namespace, config: RotatorConfig | None = None, observer: ApiObserver | None = None
+) -> BackupsClient:
     env = os.environ
     if config is None:
         config = _optional_config(args)
@@ -310,7 +332,7 @@ def _client(args: argparse.Namespace, config: RotatorConfig | None = None) -> Ba
         config_token_file=config.api.token_file if config is not None else None,
         environ=env,
     )
-    return BackupsClient(token, settings)
+    return BackupsClient(token, settings, observer=observer)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -576,13 +598,20 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
     now = args.now or datetime.now(UTC)
 
     async def go() -> list[RunReport]:
-        async with _client(args, config) as client:
+        async with _client(args, config) as client, Pinger() as pinger:
             runner = _runner(client, config)
             return list(
                 await asyncio.gather(
                     *(
-                        runner.run(
-                            job.spec, job.slot_for(now), servers=servers, dry_run=args.dry_run, now=now
+                        reported_run(
+                            runner,
+                            job.spec,
+                            job.slot_for(now),
+                            pings_url=job.pings_url,
+                            pinger=pinger,
+                            servers=servers,
+                            dry_run=args.dry_run,
+                            now=now,
                         )
                         for job in jobs
                     )
@@ -603,14 +632,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def reload() -> list[ScheduledJob]:
         return jobs_from_config(load_config(path))
 
+    telemetry = Telemetry()
+
     async def go() -> int:
-        async with _client(args, config) as client:
+        async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             daemon = Daemon(
                 jobs_from_config(config),
                 _runner(client, config),
                 reload=reload,
                 settings=daemon_settings(config),
                 dry_run=args.dry_run,
+                telemetry=telemetry,
+                notifier=Notifier.from_environ(),
+                pinger=pinger,
+                http_listen=config.http.listen,
             )
             return await daemon.run()
 
@@ -633,6 +668,25 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         for slot in next_slots(job.trigger, now, 3):
             print(f"  next run {format_timestamp(slot)}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
     return errors.EXIT_OK
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        listen = os.environ.get(HTTP_LISTEN_ENV)
+        if listen is None:
+            listen = _load_config(args).http.listen
+        if listen is None:
+            raise errors.ConfigError(
+                f"no health listener to ask: set http.listen in the configuration, {HTTP_LISTEN_ENV} or --url"
+            )
+        try:
+            url = health_url(listen)
+        except ValueError as exc:
+            raise errors.ConfigError(f"{HTTP_LISTEN_ENV}: {exc}") from None
+    ok, message = check_health(url, timeout=args.timeout.total_seconds())
+    print(f"{'healthy' if ok else 'unhealthy'}: {message}")
+    return errors.EXIT_OK if ok else errors.EXIT_FAILURE
 
 
 def _sandbox_missing(args: argparse.Namespace) -> int:

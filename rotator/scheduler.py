@@ -9,6 +9,7 @@ so its backup is the same one whichever instance or restart creates it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,10 +23,14 @@ from apscheduler.triggers.base import BaseTrigger
 
 from rotator import errors
 from rotator.config import RotatorConfig
+from rotator.health import HealthServer
 from rotator.markers import parse_marker
 from rotator.models import IN_PROGRESS, Backup
+from rotator.notify import Notifier
+from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.schedule import latest_slot, next_slots
+from rotator.telemetry import Telemetry, reported_run
 
 log = structlog.get_logger("rotator.daemon")
 
@@ -37,6 +42,7 @@ class ScheduledJob:
     spec: JobSpec
     trigger: BaseTrigger | None
     catch_up: bool = True
+    pings_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -61,8 +67,8 @@ class DaemonSettings:
 
 
 @dataclass
-class _Health:
-    """What the daemon knows of itself, for status lines and (later) health endpoints."""
+class _History:
+    """What the daemon knows of its runs, for its status line."""
 
     started: datetime | None = None
     last_reports: dict[str, RunReport] = field(default_factory=dict)
@@ -82,6 +88,10 @@ class Daemon:
         settings: DaemonSettings | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
+        telemetry: Telemetry | None = None,
+        notifier: Notifier | None = None,
+        pinger: Pinger | None = None,
+        http_listen: str | None = None,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
         self.runner = runner
@@ -89,7 +99,13 @@ class Daemon:
         self.settings = settings or DaemonSettings()
         self._wall_clock = wall_clock
         self.dry_run = dry_run
-        self.health = _Health()
+        self.telemetry = telemetry or Telemetry()
+        self.notifier = notifier or Notifier(None)
+        self.pinger = pinger
+        self.http = (
+            HealthServer(http_listen, self.telemetry.health, self.telemetry.metrics) if http_listen else None
+        )
+        self.history = _History()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -104,32 +120,65 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        health = self.telemetry.health
+        health.config_ok = True  # the daemon is only built from a configuration that loaded
+        watchdog: asyncio.Task[None] | None = None
         try:
+            if self.http is not None:
+                await self.http.start()
             self._install(self.jobs.values())
             self.scheduler.start()
-            self.health.started = self._wall_clock()
+            health.scheduler_running = True
+            self.history.started = self._wall_clock()
+            watchdog = asyncio.create_task(self.notifier.watchdog_loop(on_beat=health.beat), name="watchdog")
             log.info("daemon.started", policies=sorted(self.jobs), next_runs=self.next_runs())
+            self.notifier.ready(self.status_line())
             self._spawn(self._catch_up_all(), "catch-up")
             await self._stop.wait()
             await self._shutdown()
         finally:
+            health.scheduler_running = False
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            if self.http is not None:
+                await self.http.stop()
         return errors.EXIT_OK
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: the next run, and how the last one went."""
+        upcoming = self.next_runs()
+        parts = []
+        if upcoming:
+            name, when = min(upcoming.items(), key=lambda item: item[1])
+            parts.append(f"next run {name} {when}")
+        else:
+            parts.append("no scheduled runs")
+        if self.history.last_reports:
+            last = max(self.history.last_reports.values(), key=lambda report: report.slot)
+            state = "ok" if last.ok else "FAILED"
+            parts.append(f"last run {last.policy} {state}")
+        return "; ".join(parts)
 
     def request_stop(self, why: str = "stop") -> None:
         if not self._stopping:
             log.info("daemon.stopping", signal=why, running=len(self._tasks))
+            self.notifier.stopping(f"stopping: {len(self._tasks)} runs finishing")
             self._stopping = True
             self._stop.set()
 
     def request_reload(self) -> None:
         if self._reload is None or self._stopping:
             return
+        self.notifier.reloading("reloading the configuration")
         try:
             jobs = self._reload()
         except errors.RotatorError as exc:
             log.error("config.reload_failed", error=str(exc), kept="the running configuration")
+            self.notifier.ready(f"reload failed, kept the running configuration; {self.status_line()}")
             return
         self.jobs = {job.name: job for job in jobs}
         for existing in self.scheduler.get_jobs():
@@ -137,6 +186,7 @@ class Daemon:
                 existing.remove()
         self._install(self.jobs.values())
         log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
+        self.notifier.ready(self.status_line())
 
     async def _shutdown(self) -> None:
         # Pause, not shutdown: AsyncIOExecutor.shutdown() cancels running jobs, which would cut
@@ -217,12 +267,22 @@ class Daemon:
                 log.info("catch_up.superseded", policy=job.name, slot=slot.isoformat())
                 return
             try:
-                report = await self.runner.run(job.spec, slot, servers=servers, dry_run=self.dry_run)
+                report = await reported_run(
+                    self.runner,
+                    job.spec,
+                    slot,
+                    pings_url=job.pings_url,
+                    pinger=self.pinger,
+                    metrics=self.telemetry.metrics,
+                    servers=servers,
+                    dry_run=self.dry_run,
+                )
             except Exception:  # one policy's bug must not stop the others
                 log.exception("run.crashed", policy=job.name)
                 return
-            self.health.last_reports[job.name] = report
+            self.history.last_reports[job.name] = report
             (log.info if report.ok else log.error)("run.summary", summary=report.summary_line())
+            self.notifier.status(self.status_line())
 
     async def _catch_up_all(self) -> None:
         await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
@@ -247,10 +307,10 @@ class Daemon:
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
-            self.health.missed += 1
+            self.history.missed += 1
             log.warning("run.missed", policy=event.job_id, scheduled=str(event.scheduled_run_time))
         else:
-            self.health.job_errors += 1
+            self.history.job_errors += 1
             log.error("run.crashed", policy=event.job_id, error=repr(event.exception))
 
 
@@ -287,7 +347,8 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             dry_run=policy.dry_run,
         )
         trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
-        jobs.append(ScheduledJob(spec, trigger, catch_up=policy.catch_up))
+        pings = policy.pings.url if policy.pings is not None else None
+        jobs.append(ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings))
     return jobs
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+import structlog
 from starlette.applications import Starlette
 
 from rotator.sandbox import (
@@ -21,6 +23,18 @@ from rotator.sandbox.testing import ManualMonotonic, RecordingSleep
 
 SANDBOX_NOW = datetime(2025, 1, 16, 15, 45, tzinfo=UTC)
 SANDBOX_ORIGIN = "http://sandbox.test"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults: a CLI test's configure_logging (level, stream)
+    must not filter what a later test captures."""
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    for handler in [h for h in root.handlers if h.get_name() == "rotator"]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(name="sandbox_now")

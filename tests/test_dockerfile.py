@@ -173,10 +173,6 @@ def test_docker_compose() -> None:
     assert service["stop_signal"] == "SIGTERM"
 
 
-@pytest.mark.xfail(
-    reason="WIRING: the http and pings keys are not in rotator/config.py yet (the lead adds them)",
-    strict=True,
-)
 def test_the_sidecars_configuration_validates() -> None:
     """The ConfigMap's config.yaml is a valid rotator configuration, http and pings keys included."""
     from rotator.config import RotatorConfig  # noqa: PLC0415

@@ -8,10 +8,8 @@ with ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` set, and expects: ``READY=1``
 SIGTERM, then exit 0.
 
 It runs twice: on a stand-in daemon (a few lines driving
-:class:`rotator.notify.Notifier` as the Daemon should), which shows that the
-expectations hold for the notifier itself; and on ``rotator run`` against the
-sandbox, which is marked **WIRING** (xfail, strict) until the Daemon calls the
-notifier. Once it does, the strict xfail turns into a failure: remove the mark.
+:class:`rotator.notify.Notifier`), which shows that the expectations hold for
+the notifier itself; and on ``rotator run`` against the sandbox.
 """
 
 from __future__ import annotations
@@ -170,10 +168,6 @@ def rotator_command(tmp_path: Path, sandbox: RunningSandbox) -> list[str]:
         pytest.param(
             rotator_command,
             id="rotator-run",
-            marks=pytest.mark.xfail(
-                reason="WIRING: the Daemon does not call rotator.notify.Notifier yet (the lead wires it)",
-                strict=True,
-            ),
         ),
     ],
 )

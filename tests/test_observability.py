@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -14,15 +13,11 @@ from rotator.observability import configure_logging
 
 
 @pytest.fixture(name="out")
-def fixture_out() -> Iterator[io.StringIO]:
-    """A stream that logging is configured to; the defaults restored afterwards."""
+def fixture_out() -> io.StringIO:
+    """A stream that logging is configured to (conftest restores the defaults afterwards)."""
     stream = io.StringIO()
     configure_logging("info", "json", stream)
-    yield stream
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if h.get_name() == "rotator"]:
-        root.removeHandler(handler)
-    structlog.reset_defaults()
+    return stream
 
 
 def lines(out: io.StringIO) -> list[dict[str, object]]:
