@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_planner.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
