@@ -9,10 +9,30 @@ What the documentation leaves open is handled as its notes ask:
 * listings follow DRF ``next`` links to the end, only to the API's own origin,
   and must add up to ``count``; otherwise :class:`IncompleteListing` is raised
   and nothing may be pruned on what was read;
+* an answer is trusted only whole and in the documented shape: anything else
+  (not JSON, an empty body, an array where an object belongs, a wrong type, a
+  naive timestamp, a 2xx DELETE with a body that is not JSON) raises
+  :class:`InvalidResponse` naming what is wrong;
 * GET and DELETE are retried (stamina) on transport errors, 429, 502, 503
   and 504; POST create is never retried blindly: a lost answer is resolved
   by re-listing the server's backups (:meth:`BackupsClient.create_backup`);
 * a 429 pauses every caller of the client until its ``Retry-After``.
+
+Size bounds (``ClientSettings``), so that a broken or hostile API gets a clear
+refusal rather than the daemon's memory:
+
+* ``answer_timeout`` (300 s, and never less than the connect and read timeouts
+  together): one attempt, from sending to the answer's last byte. The read
+  timeout bounds each read only, so an answer trickling in would never end.
+* ``max_body_bytes`` (16 MiB): no answer body is read past this, decoded size
+  (about 60,000 backups of the documented size in one page; a real page is 100
+  or so). A 2xx answer beyond it is refused; an error answer is cut to it.
+* ``max_listing_items`` (200,000): a listing whose ``count`` says more is
+  refused before its second page (a parsed backup takes about 1.7 kB, so the
+  bound is about 350 MB); :meth:`BackupsClient.list_backups_within` answers
+  :class:`TooManyPages` instead, so a run falls back to per-server listings.
+  While reading, a listing may never hold more than its ``count``, nor more
+  pages than ``count`` (every page but an empty listing's holds a backup).
 """
 
 from __future__ import annotations
@@ -21,7 +41,8 @@ import asyncio
 import enum
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,6 +77,14 @@ DEFAULT_API_URL: Final = "https://admin.vps.org/api/v1"
 USER_AGENT: Final = "rotator/0.1"
 RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
 _MAX_MESSAGE = 300  # characters of a server's error text shown to people
+_MIB: Final = 1024 * 1024
+_JSON_KINDS: Final = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 log = structlog.get_logger("rotator.api")
 _M = TypeVar("_M", bound=pydantic.BaseModel)
@@ -81,6 +110,9 @@ class ClientSettings:
     # before our request began (plus the API's truncation to whole seconds).
     clock_skew: timedelta = timedelta(minutes=5)
     max_pages: int = 100_000  # a listing longer than this is refused as endless
+    max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
+    answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
+    max_listing_items: int = 200_000  # a listing whose count says more is refused
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -100,6 +132,58 @@ class TooManyPages:
 
     count: int
     pages: int
+
+
+@dataclass
+class _Tally:
+    """A listing being read: the count its first page promised, and what the pages held so far.
+
+    It refuses as soon as the pages cannot add up: a count that changes, a
+    backup listed twice, more backups than the count, or more pages than the
+    count allows (every page of a listing that is not empty holds a backup).
+    """
+
+    path: str
+    count: int
+    backups: list[Backup] = field(default_factory=list)
+    ids: set[int] = field(default_factory=set)
+    pages: int = 0
+
+    def _incomplete(self, problem: str) -> IncompleteListing:
+        return IncompleteListing(problem, method="GET", path=self.path)
+
+    def add(self, page: BackupPage) -> None:
+        self.pages += 1
+        if page.count != self.count:
+            raise self._incomplete(
+                f"the listing changed while it was read (count {self.count}, then {page.count})"
+            )
+        for backup in page.results:
+            if backup.id in self.ids:
+                raise self._incomplete(
+                    f"the listing does not add up: backup {backup.id} is listed twice "
+                    f"(repeated on page {self.pages}; count says {self.count})"
+                )
+            self.ids.add(backup.id)
+        self.backups.extend(page.results)
+        if len(self.backups) > self.count:
+            pages = f"{self.pages} page{'s' if self.pages > 1 else ''}"
+            raise self._incomplete(
+                f"the listing does not add up: count says {self.count}, "
+                f"the pages hold more ({len(self.backups)} in {pages})"
+            )
+        if page.next and self.pages >= max(self.count, 1):
+            raise self._incomplete(
+                f"the listing's next links go on past its count ({self.count} backups, "
+                f"{self.pages} pages read holding {len(self.backups)})"
+            )
+
+    def finish(self) -> Listing:
+        if len(self.backups) != self.count:
+            raise self._incomplete(
+                f"the listing does not add up: count says {self.count}, the pages held {len(self.backups)}"
+            )
+        return Listing(count=self.count, backups=tuple(self.backups))
 
 
 @dataclass
@@ -193,30 +277,29 @@ def _map_transport_error(exc: httpx.TransportError, method: str, path: str) -> T
     return TransportError(f"{what} ({type(exc).__name__})", method=method, path=path, request_sent=sent)
 
 
+def _one_line(text: str) -> str:
+    """A server's text made fit for a one-line message: no line breaks, no control characters, short."""
+    flat = " ".join(text.split())
+    return "".join(char if char.isprintable() else "?" for char in flat[:_MAX_MESSAGE])
+
+
 def _server_message(response: httpx.Response) -> str:
     """The server's own explanation: DRF's ``detail`` or its field errors, else a short text."""
     try:
         body = response.json()
-    except ValueError:
-        text = " ".join(response.text.split())
-        return text[:_MAX_MESSAGE] if text and "<" not in text[:1] else (response.reason_phrase or "")
+    except (ValueError, RecursionError):
+        text = _one_line(response.text)
+        return text if text and "<" not in text[:1] else (response.reason_phrase or "")
     if isinstance(body, dict):
         if isinstance(body.get("detail"), str):
-            return str(body["detail"])[:_MAX_MESSAGE]
+            return _one_line(body["detail"])
         fields = []
         for key, value in body.items():
             messages = value if isinstance(value, list) else [value]
             fields.append(f"{key}: {' '.join(str(m) for m in messages)}")
         if fields:
-            return "; ".join(fields)[:_MAX_MESSAGE]
+            return _one_line("; ".join(fields))
     return response.reason_phrase or ""
-
-
-def _validation_summary(exc: pydantic.ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
 
 
 class BackupsClient:
@@ -290,14 +373,26 @@ class BackupsClient:
         """One attempt, within the shared budget; error statuses raised as :mod:`rotator.errors`."""
         request = self._http.build_request(method, url, params=params, json=json)
         path = _path_of(request.url)
+        s = self.settings
+        deadline = max(s.answer_timeout, s.connect_timeout + s.read_timeout)
         async with self.budget.slot():
             started = self._monotonic()
             try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
+                # the read timeout bounds each read; this bounds the whole answer (a trickle never ends)
+                async with asyncio.timeout(deadline):
+                    streamed = await self._http.send(request, stream=True)
+                    try:
+                        response, problem = await self._read_body(streamed)
+                    finally:
+                        await streamed.aclose()
+            except (httpx.TransportError, TimeoutError) as exc:
                 self.stats.response(method, path, None, self._monotonic() - started)
                 log.debug("api.request", method=method, path=path, error=type(exc).__name__)
-                raise _map_transport_error(exc, method, path) from exc
+                if isinstance(exc, httpx.TransportError):
+                    raise _map_transport_error(exc, method, path) from exc
+                raise TransportError(
+                    f"the answer did not arrive in full within {deadline:g}s", method=method, path=path
+                ) from exc
         self.stats.response(method, path, response.status_code, self._monotonic() - started)
         self.budget.observe(response.headers)
         log.debug(
@@ -307,8 +402,51 @@ class BackupsClient:
             status=response.status_code,
             duration_ms=round((self._monotonic() - started) * 1000, 1),
         )
+        if problem is not None:
+            raise InvalidResponse(problem, method=method, path=path, status=response.status_code)
         self._check(response, method, path)
         return response
+
+    async def _read_body(self, streamed: httpx.Response) -> tuple[httpx.Response, str | None]:
+        """The answer with its body read, never past ``max_body_bytes``, and what makes a 2xx unusable.
+
+        An error answer is cut to the bound (only its message is wanted); a 2xx
+        beyond it, or one whose body cannot be decoded, is refused.
+        """
+        limit = self.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        problem: str | None = None
+        declared = streamed.headers.get("content-length", "")
+        try:
+            if declared.isdigit() and int(declared) > limit:
+                problem = (
+                    f"the answer's body is {int(declared)} bytes, more than the {_size(limit)} rotator reads"
+                )
+            else:
+                async for chunk in streamed.aiter_bytes():
+                    room = limit - size
+                    if len(chunk) > room:
+                        chunks.append(chunk[:room])  # an error answer's message needs only its start
+                        problem = f"the answer's body is larger than the {_size(limit)} rotator reads"
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except httpx.DecodingError:
+            encoding = streamed.headers.get("content-encoding", "none")
+            problem = f"the answer's body cannot be decoded (content encoding {_one_line(encoding)})"
+            chunks = []
+        # the body is decoded now: drop the headers that described it on the wire
+        headers = [
+            (key, value)
+            for key, value in streamed.headers.multi_items()
+            if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        body = b"".join(chunks)
+        response = httpx.Response(
+            streamed.status_code, headers=headers, content=body, request=streamed.request
+        )
+        return response, problem if streamed.is_success else None
 
     def _check(self, response: httpx.Response, method: str, path: str) -> None:
         status = response.status_code
@@ -365,11 +503,11 @@ class BackupsClient:
             wait_jitter=s.retry_wait_jitter,
         )
 
-    async def _get_json(self, url: str | httpx.URL, params: dict[str, Any] | None = None) -> Any:
+    async def _get_page(self, url: httpx.URL) -> BackupPage:
         async for attempt in self._retrying():
             with attempt:
-                response = await self._send_once("GET", url, params=params)
-        return _json_body(response, "GET")
+                response = await self._send_once("GET", url)
+        return _decode(BackupPage, response, "a listing page")
 
     # -- operations --------------------------------------------------------
 
@@ -395,32 +533,28 @@ class BackupsClient:
         if backup_type is not None:
             params["backup_type"] = backup_type
         path = _path_of(self._url("backups/"))
-        backups: list[Backup] = []
-        count: int | None = None
-        async for page in self._pages(params):
-            if count is None:
-                count = page.count
-                if page.next and page.results:
-                    self.page_size_seen = len(page.results)
-                if page_budget is not None and self.pages_for(count) > page_budget:
-                    return TooManyPages(count, self.pages_for(count))
-            elif page.count != count:
-                raise IncompleteListing(
-                    f"the listing changed while it was read (count {count}, then {page.count})",
-                    method="GET",
-                    path=path,
-                )
-            backups.extend(page.results)
-        assert count is not None
-        ids = {b.id for b in backups}
-        if len(backups) != count or len(ids) != len(backups):
-            raise IncompleteListing(
-                f"the listing does not add up: count says {count}, the pages held {len(backups)}"
-                + (f" ({len(backups) - len(ids)} repeated)" if len(ids) != len(backups) else ""),
-                method="GET",
-                path=path,
-            )
-        return Listing(count=count, backups=tuple(backups))
+        limit = self.settings.max_listing_items
+        tally: _Tally | None = None
+        async with aclosing(self._pages(params)) as chain:
+            async for page in chain:
+                if tally is None:
+                    count = page.count
+                    if page.next and page.results:
+                        self.page_size_seen = len(page.results)
+                    too_long = count > limit
+                    if page_budget is not None and (too_long or self.pages_for(count) > page_budget):
+                        return TooManyPages(count, self.pages_for(count))
+                    if too_long:
+                        raise IncompleteListing(
+                            f"the listing's count says {count} backups, more than the {limit} "
+                            "rotator reads in one listing",
+                            method="GET",
+                            path=path,
+                        )
+                    tally = _Tally(path, count)
+                tally.add(page)
+        assert tally is not None
+        return tally.finish()
 
     def pages_for(self, count: int) -> int:
         """How many pages a listing of ``count`` items takes, from the page size seen so far."""
@@ -428,29 +562,24 @@ class BackupsClient:
             return 1
         return max(1, -(-count // self.page_size_seen))
 
-    async def _pages(self, params: dict[str, Any]) -> AsyncIterator[BackupPage]:
-        url: httpx.URL = self._url("backups/")
-        seen: set[str] = set()
-        page_params: dict[str, Any] | None = params
+    async def _pages(self, params: dict[str, Any]) -> AsyncGenerator[BackupPage, None]:
+        url = self._url("backups/").copy_merge_params(params)
+        seen = {str(url)}
         while True:
-            body = await self._get_json(url, page_params)
-            try:
-                page = BackupPage.model_validate(body)
-            except pydantic.ValidationError as exc:
+            page = await self._get_page(url)
+            following = self._follow(page.next, url) if page.next else None
+            # a loop is named as one before the repeated backups it brings are counted
+            if following is not None and (str(following) in seen or len(seen) >= self.settings.max_pages):
                 raise InvalidResponse(
-                    f"a listing page is not in the documented shape: {_validation_summary(exc)}",
+                    f"the listing's next links go round in a loop (page {len(seen)} links back "
+                    "to a page already read)",
                     method="GET",
                     path=_path_of(url),
-                ) from None
-            yield page
-            if not page.next:
-                return
-            url = self._follow(page.next, url)
-            page_params = None  # the next link carries the query
-            if str(url) in seen or len(seen) >= self.settings.max_pages:
-                raise InvalidResponse(
-                    "the listing's next links go round in a loop", method="GET", path=_path_of(url)
                 )
+            yield page
+            if following is None:
+                return
+            url = following
             seen.add(str(url))
 
     def _follow(self, link: str, current: httpx.URL) -> httpx.URL:
@@ -482,7 +611,7 @@ class BackupsClient:
                 with attempt:
                     seen.count += 1
                     try:
-                        await self._send_once("DELETE", url)
+                        response = await self._send_once("DELETE", url)
                     except TransportError as exc:
                         seen.maybe_done |= exc.request_sent
                         raise
@@ -494,6 +623,7 @@ class BackupsClient:
                 log.info("backup.delete_confirmed_by_404", backup_id=backup_id, attempts=seen.count)
                 return DeleteOutcome.ALREADY_GONE
             raise
+        _check_delete_answer(response, backup_id)
         return DeleteOutcome.DELETED
 
     async def create_backup(self, server_id: int, description: str | None = None) -> CreatedBackup:
@@ -532,7 +662,7 @@ class BackupsClient:
                         log.info("backup.create_adopted", server_id=server_id, backup_id=adopted.id)
                         return adopted
                     raise  # it did not happen: the hook lets stamina try again
-                return _parse(CreatedBackup, _json_body(response, "POST"), "POST", path)
+                return _created(response, server_id)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _create_retry_hook(self, exc: Exception) -> bool:
@@ -582,29 +712,88 @@ class BackupsClient:
             return None
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read as JSON
             return response.text
 
 
-def _json_body(response: httpx.Response, method: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        kind = response.headers.get("content-type", "no content type").split(";")[0]
-        raise InvalidResponse(
-            f"the API answered {response.status_code} with a body that is not JSON ({kind})",
-            method=method,
+def _size(limit: int) -> str:
+    return f"{limit // _MIB} MiB" if limit % _MIB == 0 else f"{limit} bytes"
+
+
+def _content_type(response: httpx.Response) -> str:
+    return _one_line(response.headers.get("content-type", "no content type").split(";")[0]) or "?"
+
+
+def _decode(model: type[_M], response: httpx.Response, what: str) -> _M:
+    """``response``'s JSON body as ``model``, or :class:`InvalidResponse` saying what is wrong with it."""
+
+    def invalid(problem: str) -> InvalidResponse:
+        return InvalidResponse(
+            f"{what} {problem}",
+            method=response.request.method,
             path=_path_of(response.request.url),
             status=response.status_code,
-        ) from None
+        )
 
-
-def _parse(model: type[_M], body: Any, method: str, path: str) -> _M:
+    if not response.content or response.content.isspace():
+        raise invalid(f"has an empty body ({_content_type(response)})")
     try:
-        return model.model_validate(body)
+        return model.model_validate_json(response.content)
     except pydantic.ValidationError as exc:
+        raise invalid(_shape_problem(exc, response)) from None
+
+
+def _shape_problem(exc: pydantic.ValidationError, response: httpx.Response) -> str:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        detail = str(first.get("ctx", {}).get("error", "")) or first["msg"]
+        return f"is not JSON ({_content_type(response)}: {_one_line(detail)})"
+    if first["type"] == "model_type" and not first["loc"]:
+        got = first.get("input")
+        kind = "null" if got is None else _JSON_KINDS.get(type(got), type(got).__name__)
+        return f"is not in the documented shape: {kind} where a JSON object belongs"
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"is not in the documented shape: {where}: {_one_line(first['msg'])}{more}"
+
+
+def _created(response: httpx.Response, server_id: int) -> CreatedBackup:
+    """The create's answer, checked: a backup may exist even when the answer is refused, so say so."""
+    try:
+        created = _decode(CreatedBackup, response, "the create's answer")
+    except InvalidResponse as exc:
         raise InvalidResponse(
-            f"the answer is not in the documented shape: {_validation_summary(exc)}",
-            method=method,
-            path=path,
+            f"{exc.message}; a backup may have been started: check the server's backups",
+            method=exc.method,
+            path=exc.path,
+            status=exc.status,
         ) from None
+    if created.server_id != server_id:
+        raise InvalidResponse(
+            f"the create's answer is a backup of server {created.server_id}, not of server {server_id}",
+            method="POST",
+            path=_path_of(response.request.url),
+            status=response.status_code,
+        )
+    return created
+
+
+def _check_delete_answer(response: httpx.Response, backup_id: int) -> None:
+    """A 2xx to a DELETE is trusted when it is empty (204) or a JSON object; anything else is garbage."""
+    if response.status_code == 204 or not response.content or response.content.isspace():
+        return
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        problem = f"is not JSON ({_content_type(response)})"
+    else:
+        if isinstance(body, dict):
+            return
+        kind = "null" if body is None else _JSON_KINDS.get(type(body), "not an object")
+        problem = f"is {kind}, not a JSON object"
+    raise InvalidResponse(
+        f"the delete's answer {problem}: whether backup {backup_id} was deleted is unknown",
+        method="DELETE",
+        path=_path_of(response.request.url),
+        status=response.status_code,
+    )

@@ -16,9 +16,13 @@ Every error that leaves a rotator module is one of these; foreign exceptions
         │   ├── RateLimited           429 (``retry_after`` in seconds, if the API said)
         │   ├── ServerError           5xx
         │   └── UnexpectedStatus      any other status the documentation does not list
-        ├── InvalidResponse           an answer rotator cannot trust (not JSON, wrong shape,
-        │   │                         a ``next`` link to another origin, an endless page chain)
-        │   └── IncompleteListing     a listing that could not be read whole (``count`` disagrees)
+        ├── InvalidResponse           an answer rotator cannot trust (not JSON, an empty body,
+        │   │                         wrong shape or types, a body beyond the size bound, a
+        │   │                         ``next`` link to another origin or round in a loop, a
+        │   │                         2xx DELETE whose body is garbage)
+        │   └── IncompleteListing     a listing that could not be read whole (``count`` disagrees
+        │                             with the pages, a backup listed twice, a count beyond
+        │                             the listing bound)
         └── CreateOutcomeUnknown      a create whose outcome cannot be told; nothing was retried
 
 No message, ``str()`` or ``repr()`` of these ever contains the API token: the
@@ -125,7 +129,11 @@ class UnexpectedStatus(HTTPStatusError):
 
 
 class InvalidResponse(ApiError):
-    """An answer that rotator cannot trust: not JSON, the wrong shape, a foreign link."""
+    """An answer that rotator cannot trust: not JSON, the wrong shape, too big, a foreign link.
+
+    Never retried: an API that answers garbage once is not asked to act again
+    on the same call (for a create or a delete, its outcome is unknown).
+    """
 
 
 class IncompleteListing(InvalidResponse):

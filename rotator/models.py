@@ -7,6 +7,12 @@ notes ask: fields may grow.
 
 ``status`` and ``backup_type`` are open sets. An unknown value is kept as it
 came; only the exact string ``"completed"`` makes a backup usable.
+
+The documented types are held to strictly where a lenient reading could aim a
+delete at the wrong backup: ids and counts must be JSON integers (not ``true``,
+``"501"`` or ``501.0``), ids are >= 1, timestamps are ISO 8601 strings with an
+offset (not bare numbers, not naive), and the open-set strings hold no control
+characters (they end up in logs and one-line messages).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 COMPLETED: Final = "completed"
 IN_PROGRESS: Final = "in_progress"
@@ -28,8 +34,27 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An aware timestamp (any offset accepted), held in UTC."""
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would read a number as seconds since the epoch: the API writes ISO 8601 text
+    if isinstance(value, int | float):
+        raise ValueError("a timestamp must be ISO 8601 text, not a number")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text without control characters")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_to_utc)]
+"""An aware timestamp (ISO 8601 text, any offset accepted), held in UTC."""
+
+Id = Annotated[StrictInt, Field(ge=1)]
+"""An id of the API: a JSON integer, 1 or more."""
+
+Word = Annotated[str, AfterValidator(_printable)]
+"""A value of an open set (``status``, ``backup_type``): any printable text."""
 
 
 class _Wire(BaseModel):
@@ -37,18 +62,18 @@ class _Wire(BaseModel):
 
 
 class ServerRef(_Wire):
-    id: int = Field(ge=1)
+    id: Id
     name: str
 
 
 class Backup(_Wire):
     """One backup as the API lists it."""
 
-    id: int = Field(ge=1)
+    id: Id
     server: ServerRef
-    backup_type: str
-    status: str
-    size_mb: int | None = Field(default=None, ge=0)
+    backup_type: Word
+    status: Word
+    size_mb: Annotated[StrictInt, Field(ge=0)] | None = None
     created_at: UtcDatetime
     expires_at: UtcDatetime | None = None
     description: str | None = None
@@ -82,7 +107,7 @@ class Backup(_Wire):
 class BackupPage(_Wire):
     """One page of ``GET /backups/`` (Django REST Framework's envelope)."""
 
-    count: int = Field(ge=0)
+    count: Annotated[StrictInt, Field(ge=0)]
     next: str | None = None
     previous: str | None = None
     results: list[Backup]

@@ -606,6 +606,15 @@ async def test_restore_accepts_any_2xx_and_shows_the_body(
     assert json.loads(route.calls.last.request.content) == {"backup_id": 501}
 
 
+async def test_restore_answer_nested_too_deep_is_shown_as_text(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
+    """A 2xx restore answer that is JSON too deep to read comes back as its text, not a RecursionError."""
+    deep = "[" * 100_000 + "]" * 100_000
+    api.post("/servers/12345/restore/").mock(return_value=httpx.Response(202, text=deep))
+    assert await client.restore_server(12345, 499) == deep
+
+
 async def test_restore_is_never_retried(client: BackupsClient, api: respx.MockRouter) -> None:
     """Restoring overwrites a server: a failed restore is reported, not repeated."""
     route = api.post("/servers/12345/restore/").mock(return_value=httpx.Response(503))
