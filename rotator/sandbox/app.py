@@ -4,7 +4,8 @@ Every API request goes through the same gate, in this order: added latency,
 the rate limit (a gateway-style token bucket that counts every request and
 sends ``RateLimit-*`` headers on every answer when configured), the bearer
 token, an injected 5xx, then the operation itself. ``/_sandbox/*`` (stats,
-events, clock, faults, reset) needs no token and is never faulted or counted.
+events and notes, clock, faults, injected, reset) needs no token and is never
+faulted or counted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ API_PREFIX = "/api/v1"
 CREATE_MESSAGE = "Backup is being created. This may take several minutes depending on server size."
 DESCRIPTION_MAX_LENGTH = 255
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
+INJECTED_KINDS = ("server_error", "rate_limited", "dropped", "failed", "slow")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -87,6 +89,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self.state = self._build_state()
         self._stats: dict[str, Counter[str]] = {}
+        self._injected: Counter[str] = Counter()
         self._fault_rng = _fault_rng(self.options.seed)
         self._faults = self.options.faults
         self._limiter = self._build_limiter(self._faults)
@@ -122,6 +125,7 @@ class Sandbox:
         with self._lock:
             self.state = self._build_state()
             self._stats = {}
+            self._injected = Counter()
             self._fault_rng = _fault_rng(self.options.seed)
             self._faults = self.options.faults
             self._limiter = self._build_limiter(self._faults)
@@ -137,6 +141,18 @@ class Sandbox:
             requests = {route: dict(sorted(counts.items())) for route, counts in self._stats.items()}
         total = sum(sum(counts.values()) for counts in requests.values())
         return {"requests": dict(sorted(requests.items())), "total": total}
+
+    def count_injected(self, kind: str) -> None:
+        """Count one injected fault: ``server_error``, ``rate_limited``, ``dropped`` or ``slow``."""
+        with self._lock:
+            self._injected[kind] += 1
+
+    def injected(self) -> dict[str, int]:
+        """How many faults of each kind were injected so far (``failed``: creates set to end failed)."""
+        with self._lock:
+            counts = dict(self._injected)
+        counts["failed"] = self.state.doomed
+        return {kind: counts.get(kind, 0) for kind in INJECTED_KINDS}
 
     def rate_decision(self) -> RateDecision | None:
         """Spend one request of the rate limit, if one is configured."""
@@ -198,7 +214,8 @@ def build_app(sandbox: Sandbox) -> Starlette:
         api.route("/servers/{server_id}/restore/", {"POST": api.restore_server}),
         api.route("/{rest:path}", {}),
         Route("/_sandbox/stats", control.stats, methods=["GET"]),
-        Route("/_sandbox/events", control.events, methods=["GET"]),
+        Route("/_sandbox/events", control.events, methods=["GET", "POST"]),
+        Route("/_sandbox/injected", control.injected, methods=["GET"]),
         Route("/_sandbox/clock", control.clock, methods=["GET", "POST"]),
         Route("/_sandbox/faults", control.faults, methods=["GET", "POST"]),
         Route("/_sandbox/reset", control.reset, methods=["POST"]),
@@ -301,7 +318,10 @@ class _Api:
             await sandbox.sleep(faults.latency)
         decision = sandbox.rate_decision()
         rate_headers = decision.headers() if decision is not None else {}
+        if not faults.rate_limit_headers:
+            rate_headers = {k: v for k, v in rate_headers.items() if k == "Retry-After"}
         if decision is not None and not decision.allowed:
+            sandbox.count_injected("rate_limited")
             unit = "second" if decision.retry_after == 1 else "seconds"
             return _detail(
                 429,
@@ -310,6 +330,7 @@ class _Api:
             )
         response = self._authenticate(request)
         if response is None and sandbox.roll(faults.error_rate):
+            sandbox.count_injected("server_error")
             response = _server_error(sandbox.server_error_status())
         if response is None:
             handler = handlers.get(request.method)
@@ -395,12 +416,23 @@ class _Api:
         if errors:
             return JSONResponse(errors, status_code=400)
         sandbox = self.sandbox
+        faults = sandbox.faults
         try:
-            record = sandbox.state.create_backup(server_id, description, fail_rate=sandbox.faults.fail_rate)
+            sandbox.state.server(server_id)
         except UnknownServer:
             return _not_found()
+        slow = sandbox.roll(faults.slow_rate)
+        record = sandbox.state.create_backup(
+            server_id,
+            description,
+            fail_rate=faults.fail_rate,
+            seconds=faults.slow_seconds if slow else None,
+        )
+        if slow:
+            sandbox.count_injected("slow")
         body = {**sandbox.state.to_json(record), "message": CREATE_MESSAGE}
-        if sandbox.roll(sandbox.faults.drop_rate):
+        if sandbox.roll(faults.drop_rate):
+            sandbox.count_injected("dropped")
             return _DroppedResponse(json.dumps(body).encode(), status_code=201, media_type="application/json")
         return JSONResponse(body, status_code=201)
 
@@ -455,8 +487,26 @@ class _Control:
         return JSONResponse(self.sandbox.stats())
 
     async def events(self, request: Request) -> Response:
-        """The event log (``?kind=deleted`` to keep one kind)."""
-        events = self.sandbox.state.events(request.query_params.get("kind") or None)
+        """The event log (``?kind=deleted`` to keep one kind); POST writes a note into it.
+
+        POST ``{"note": {...}}`` appends that note; ``{"snapshot": true}`` appends a
+        note listing every backup present (optionally with ``note``'s fields too).
+        """
+        state = self.sandbox.state
+        if request.method == "POST":
+            data, problem = await _json_body(request)
+            if problem is not None or data is None:
+                return problem or _detail(400, "Malformed request.")
+            unknown = sorted(set(data) - {"note", "snapshot"})
+            note = data.get("note", {})
+            snapshot = data.get("snapshot", False)
+            if unknown or not isinstance(note, dict) or not isinstance(snapshot, bool):
+                return _detail(400, 'Expected {"note": {...}} and/or {"snapshot": true}.')
+            if not note and not snapshot:
+                return _detail(400, "Nothing to note.")
+            event = state.snapshot(**note) if snapshot else state.note(note)
+            return JSONResponse(event.to_json(), status_code=201)
+        events = state.events(request.query_params.get("kind") or None)
         return JSONResponse({"count": len(events), "events": [event.to_json() for event in events]})
 
     async def clock(self, request: Request) -> Response:
@@ -478,6 +528,10 @@ class _Control:
                 clock.advance(advance)
             self.sandbox.state.settle()
         return JSONResponse(clock.to_json())
+
+    async def injected(self, request: Request) -> Response:
+        """How many faults of each kind were injected."""
+        return JSONResponse(self.sandbox.injected())
 
     async def faults(self, request: Request) -> Response:
         """Read the faults in force, or change some by name."""

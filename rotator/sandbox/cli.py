@@ -11,6 +11,7 @@ from rotator.sandbox.clock import parse_instant
 from rotator.sandbox.options import (
     DEFAULT_CREATE_SECONDS,
     DEFAULT_PAGE_SIZE,
+    DEFAULT_SLOW_SECONDS,
     DEFAULT_TOKEN,
     FLEET_KINDS,
     FaultOptions,
@@ -61,9 +62,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second before 429")
     faults.add_argument("--burst", type=int, help="requests allowed at once (default: one second's worth)")
     faults.add_argument(
+        "--no-rate-limit-headers",
+        dest="rate_limit_headers",
+        action="store_false",
+        help="send no RateLimit-* headers (a 429 still says Retry-After)",
+    )
+    faults.add_argument(
         "--drop-rate", type=float, default=0.0, help="share of creates whose answer is lost after the create"
     )
     faults.add_argument("--fail-rate", type=float, default=0.0, help="share of created backups that fail")
+    faults.add_argument(
+        "--slow-rate", type=float, default=0.0, help="share of creates that take --slow-seconds to finish"
+    )
+    faults.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=DEFAULT_SLOW_SECONDS,
+        help="sandbox-clock seconds a slow create takes (default: %(default)s)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> SandboxOptions:
@@ -84,8 +100,11 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,
             burst=args.burst,
+            rate_limit_headers=args.rate_limit_headers,
             drop_rate=args.drop_rate,
             fail_rate=args.fail_rate,
+            slow_rate=args.slow_rate,
+            slow_seconds=args.slow_seconds,
         ),
     )
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 -- the sandbox's well-known demo token
 DEFAULT_PAGE_SIZE = 10
 DEFAULT_CREATE_SECONDS = 30.0
+DEFAULT_SLOW_SECONDS = 3600.0
 
 FleetKind = Literal["demo", "uniform", "empty"]
 FLEET_KINDS: tuple[FleetKind, ...] = ("demo", "uniform", "empty")
@@ -22,22 +23,32 @@ class FaultOptions:
     ``latency`` is added to every API request, in seconds. ``error_rate`` is the
     share of API requests answered with a random 500/502/503/504 before they are
     processed. ``rate_limit`` (requests per second) and ``burst`` configure a
-    token bucket; beyond it the API answers 429. ``drop_rate`` is the share of
+    token bucket; beyond it the API answers 429 with ``Retry-After``, and every
+    answer carries ``RateLimit-*`` headers unless ``rate_limit_headers`` is
+    false (a gateway that only says no). ``drop_rate`` is the share of
     creates whose connection is dropped *after* the backup was created.
     ``fail_rate`` is the share of created backups that end ``failed``.
+    ``slow_rate`` is the share of creates that take ``slow_seconds`` (sandbox
+    clock) to finish instead of the sandbox's ``create_seconds``: long enough to
+    outlast a client's wait.
     """
 
     latency: float = 0.0
     error_rate: float = 0.0
     rate_limit: float | None = None
     burst: int | None = None
+    rate_limit_headers: bool = True
     drop_rate: float = 0.0
     fail_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = DEFAULT_SLOW_SECONDS
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.latency) or self.latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, not {self.latency!r}")
-        for name in ("error_rate", "drop_rate", "fail_rate"):
+        if not math.isfinite(self.slow_seconds) or self.slow_seconds < 0:
+            raise ValueError(f"slow_seconds must be >= 0 seconds, not {self.slow_seconds!r}")
+        for name in ("error_rate", "drop_rate", "fail_rate", "slow_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {rate!r}")
@@ -72,6 +83,10 @@ class FaultOptions:
 def _check_type(name: str, value: Any) -> Any:
     if name in ("rate_limit", "burst") and value is None:
         return None
+    if name == "rate_limit_headers":
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be true or false, not {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, not {value!r}")
     if name == "burst":

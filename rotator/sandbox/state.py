@@ -5,6 +5,11 @@ against the clock: creates whose time has come end ``completed`` or
 ``failed``, automatic backups past ``expires_at`` vanish, and servers with a
 daily automatic schedule get the backups they were due. Each of those lands in
 the event log with the sandbox-clock instant at which it happened.
+
+Whoever drives the sandbox can write into the same log: a ``note`` (e.g. "the
+client process was killed here") or a ``snapshot`` of every backup present, so
+that a reader of the log afterwards can replay the state from a known start
+and see outside happenings in the same order as the backups' own events.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import heapq
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
@@ -20,7 +26,7 @@ from rotator.sandbox.clock import Clock, format_instant
 
 BackupType = Literal["manual", "automatic"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")
-EventKind = Literal["created", "completed", "failed", "deleted", "expired", "restored"]
+EventKind = Literal["created", "completed", "failed", "deleted", "expired", "restored", "note"]
 
 AUTOMATIC_LIFETIME = timedelta(days=30)
 AUTOMATIC_DESCRIPTION = "Automatic daily backup"
@@ -79,16 +85,29 @@ class BackupRecord:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something that happened to a backup, at a sandbox-clock instant, with its snapshot."""
+    """Something that happened to a backup, at a sandbox-clock instant, with its snapshot.
+
+    A ``note`` event carries no backup (``backup`` is empty) but the ``note``
+    its writer gave (see :meth:`SandboxState.note`).
+    """
 
     seq: int
     kind: EventKind
     at: datetime
     backup: dict[str, Any]
+    note: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"seq", "kind", "at", "backup"}``."""
-        return {"seq": self.seq, "kind": self.kind, "at": format_instant(self.at), "backup": self.backup}
+        """``{"seq", "kind", "at", "backup"}``, or for a note ``{"seq", "kind", "at", "exact", "note"}``.
+
+        ``at`` has whole seconds, as the API writes times; a note also gives its ``exact`` instant
+        (microseconds), since notes mark moments that a reader may need to place precisely.
+        """
+        head = {"seq": self.seq, "kind": self.kind, "at": format_instant(self.at)}
+        if self.note is not None:
+            exact = self.at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            return {**head, "exact": exact, "note": self.note}
+        return {**head, "backup": self.backup}
 
 
 @dataclass(slots=True)
@@ -129,6 +148,7 @@ class SandboxState:
         self._due_seq = 0
         self._outcomes: dict[int, tuple[str, int | None]] = {}
         self._events: list[Event] = []
+        self.doomed = 0  # creates that were set to end ``failed`` (by ``fail_rate``)
         for record in fleet.backups:
             self._insert(record)
         now = clock.now()
@@ -199,9 +219,17 @@ class SandboxState:
     # -- writing -----------------------------------------------------------------
 
     def create_backup(
-        self, server_id: int, description: str | None = None, *, fail_rate: float = 0.0
+        self,
+        server_id: int,
+        description: str | None = None,
+        *,
+        fail_rate: float = 0.0,
+        seconds: float | None = None,
     ) -> BackupRecord:
-        """Start a manual backup; it ends ``failed`` with probability ``fail_rate``."""
+        """Start a manual backup; it ends ``failed`` with probability ``fail_rate``.
+
+        It finishes ``seconds`` (sandbox clock) after now, by default the state's ``create_seconds``.
+        """
         with self._lock:
             self.settle()
             server = self.server(server_id)
@@ -215,10 +243,12 @@ class SandboxState:
                 description=description,
             )
             failed = self._rng.random() < fail_rate
+            self.doomed += failed
             self._outcomes[record.id] = ("failed", None) if failed else ("completed", self._size(server))
             self._insert(record)
             self._log("created", now, record)
-            self._push(now + timedelta(seconds=self.create_seconds), _DUE_FINISH, record.id)
+            duration = self.create_seconds if seconds is None else seconds
+            self._push(now + timedelta(seconds=duration), _DUE_FINISH, record.id)
             return record
 
     def add_backup(
@@ -276,6 +306,23 @@ class SandboxState:
                 raise RestoreRefused(f"Backup {backup_id} is not completed (status: {record.status}).")
             self._log("restored", self.clock.now(), record)
             return record
+
+    def note(self, note: Mapping[str, Any]) -> Event:
+        """Write ``note`` (a JSON object) into the event log at the clock's now, after settling."""
+        with self._lock:
+            self.settle()
+            event = Event(len(self._events) + 1, "note", self.clock.now(), {}, dict(note))
+            self._events.append(event)
+            return event
+
+    def snapshot(self, **extra: Any) -> Event:
+        """Note every visible backup as it is now, ``{"what": "snapshot", "backups": [...]}``.
+
+        A reader of the log can start its replay here: every later event applies to this state.
+        """
+        with self._lock:
+            backups = [self.to_json(record) for record in self.backups()]
+            return self.note({**extra, "what": "snapshot", "backups": backups})
 
     def settle(self) -> None:
         """Apply every transition that is due at the clock's now, in time order."""

@@ -1,0 +1,53 @@
+"""``python -m bench.chaos``: run a fault campaign, print what it did and the violations found.
+
+Exit status 0 when no invariant was broken and rotator never crashed; 1 otherwise.
+Replay a campaign with its printed seed: ``python -m bench.chaos --seed N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from bench.chaos.campaign import Settings, run_campaign
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    parser.add_argument("--seed", type=int, help="seed of every random choice (default: a new one, printed)")
+    parser.add_argument("--short", action="store_true", help="the short campaign that make test runs")
+    parser.add_argument("--ticks", type=int, help="run-once runs of the days phase")
+    parser.add_argument("--cycles", type=int, help="daemon starts killed with SIGKILL")
+    parser.add_argument("--lanes", type=int, help="rotator processes side by side in the days phase")
+    parser.add_argument("--workdir", type=Path, help="keep the configuration files here")
+    parser.add_argument("--events", type=Path, help="write both phases' event logs to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    args = parser.parse_args(argv)
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    settings = Settings.short(seed) if args.short else Settings.long(seed)
+    changes = {
+        name: value
+        for name, value in (("ticks", args.ticks), ("daemon_cycles", args.cycles), ("lanes", args.lanes))
+        if value is not None
+    }
+    settings = replace(settings, **changes)
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    print(f"seed {seed} (replay: python -m bench.chaos --seed {seed}{' --short' if args.short else ''})")
+    result = run_campaign(settings, workdir=args.workdir, say=say)
+    print(result.render(), flush=True)
+    if args.events is not None:
+        args.events.write_text(json.dumps(result.events), encoding="utf-8")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,814 @@
+"""The fault campaign: rotator as real processes against a faulty sandbox, killed at random moments.
+
+Two phases run side by side, each on its own sandbox served on a loopback port
+(in this process, in a thread), each judged afterwards by
+:mod:`bench.chaos.invariants` from that sandbox's event log alone:
+
+1. **days**: ``rotator run-once --now`` about twice a simulated day, the
+   sandbox clock set forward before each tick, so that weeks of runs pass in
+   minutes. Two policies on the same servers: a GFS ``nightly`` in
+   Europe/Berlin (``keep_daily/weekly/monthly``, ``min_keep: 3``, at most 4
+   deletes a run) and a ``twice``-a-day one (``keep_last``, ``keep_days``).
+   The servers are split into lanes, one rotator process each, run in
+   parallel within a tick (as several hosts' cron jobs would). A share of the
+   runs is killed with SIGKILL at a random moment and started again for the
+   same slot (as a cron retry or a systemd restart would). Some ticks come
+   minutes after the last (the same slots again: adopted, never duplicated),
+   some a day or more later (missed runs).
+2. **daemon**: ``rotator run`` on a short interval schedule in real time,
+   killed with SIGKILL at random moments, kept down across zero, one or two
+   slots and started again well clear of a slot boundary, so that a slot
+   missed while down is caught up at the restart (or not) and the checker can
+   tell. The last start is stopped with SIGTERM after it ran a scheduled slot.
+
+The sandboxes inject throughout: 5xx answers, 429s (a rate limit tighter than
+rotator's configured pace on a share of the ticks and daemon starts),
+connections dropped after a create was processed, backups that end ``failed``,
+and slow creates that outlast the policy's ``wait_timeout``. The driver writes
+notes into the sandbox's event log (a process started, was ready, was killed,
+stopped; what rotator claimed about a skipped catch-up), so that the log alone
+tells the whole story. Every backup the sandbox starts with, including old
+non-candidates first in line for a careless rule (automatic, failed, stuck,
+hand-made, another policy's, look-alike markers), is in a ``snapshot`` note.
+
+Every random choice comes from generators seeded by the campaign's seed (the
+sandboxes' faults too), so a failing campaign can be run again with its seed;
+the interleaving of concurrent requests, and so exactly which request meets
+which fault, still varies from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from bench.chaos.invariants import PolicySpec, Report, check
+from rotator.sandbox import Clock, FaultOptions, RunningSandbox, SandboxOptions, running_sandbox
+from rotator.sandbox.state import BackupType, SandboxState
+
+ROTATOR = (sys.executable, "-m", "rotator")
+BERLIN = ZoneInfo("Europe/Berlin")
+ANCHOR = datetime(2000, 1, 1, tzinfo=UTC).timestamp()  # rotator's interval slots count from here (UTC)
+START_WINDOW = (0.1, 0.25)  # a daemon starts this far into a slot period (fractions of the interval)
+SUMMARY = re.compile(
+    r"^policy (?P<policy>\S+) (?P<state>ok|FAILED)[^:]*: (?P<servers>\d+) servers, (?P<created>\d+) created, "
+    r"(?P<adopted>\d+) adopted, (?P<deleted>\d+) deleted"
+)
+FAULT_KINDS = ("server_error", "rate_limited", "dropped", "failed", "slow")
+FAULT_NAMES = {
+    "server_error": "5xx answers",
+    "rate_limited": "429 answers",
+    "dropped": "connections dropped after a create",
+    "failed": "backups that failed",
+    "slow": "slow creates outlasting wait_timeout",
+}
+PROCESS_DEADLINE = 180.0  # seconds a run-once may take before the campaign calls it hung
+API = {"requests_per_second": 60, "burst": 30, "max_concurrency": 8}  # faster than a storm allows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a campaign does; :meth:`long` and :meth:`short` are the two used."""
+
+    seed: int
+    # the days phase: run-once on a fast-forwarded clock
+    ticks: int = 30  # each tick runs every lane once (both policies on every server of the lane)
+    lanes: int = 4
+    lane_servers: int = 5
+    kill_rate: float = 0.25  # share of run-once runs killed at a random moment (again on a restart)
+    # the daemon phase, in real time
+    daemon_servers: int = 4
+    daemon_cycles: int = 10  # starts that end in a SIGKILL (then one last start, stopped with SIGTERM)
+    interval: int = 4  # seconds between the daemon policy's slots
+    max_up: float = 2.5  # a daemon is killed within this many intervals of its start
+    # the sandboxes' faults
+    error_rate: float = 0.10
+    drop_rate: float = 0.05
+    fail_rate: float = 0.03
+    slow_rate: float = 0.04
+    storm_rate: float = 0.3  # share of ticks (daemon starts) under a rate limit tighter than rotator's pace
+    storm_limit: float = 20.0  # requests per second in a storm (burst: a third of it)
+    # the short version makes sure of each kind: the first run-once is killed, the first tick and the
+    # first daemon start are storms, and the daemon's last restart comes after a missed slot
+    force_each: bool = False
+
+    @classmethod
+    def long(cls, seed: int) -> Settings:
+        """``make chaos``: 1,200 server-runs of run-once over about two simulated weeks, 10 daemon kills."""
+        return cls(seed=seed)
+
+    @classmethod
+    def short(cls, seed: int) -> Settings:
+        """The ``make test`` version: every fault at least once, in about half a minute."""
+        return cls(
+            seed=seed,
+            ticks=3,
+            lanes=2,
+            lane_servers=3,
+            kill_rate=0.3,
+            daemon_servers=3,
+            daemon_cycles=2,
+            interval=4,
+            max_up=1.5,
+            error_rate=0.12,
+            drop_rate=0.2,
+            fail_rate=0.2,
+            slow_rate=0.2,
+            force_each=True,
+        )
+
+    @property
+    def days_servers(self) -> int:
+        return self.lanes * self.lane_servers
+
+
+# -- what happened --------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """A phase's figures (added up for the campaign)."""
+
+    runs: Counter[str] = field(default_factory=Counter)
+    server_runs: Counter[str] = field(default_factory=Counter)  # per phase, runs that ran to their end
+    faults: Counter[str] = field(default_factory=Counter)
+    kills: Counter[str] = field(default_factory=Counter)
+    backups: Counter[str] = field(default_factory=Counter)  # created / completed / failed / deleted
+    rotator_said: Counter[str] = field(default_factory=Counter)  # from rotator's own logs and summaries
+    errors: list[str] = field(default_factory=list)  # the campaign's own troubles (a hung or crashed rotator)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, other: Tally) -> None:
+        with self._lock:
+            for name in ("runs", "server_runs", "faults", "kills", "backups", "rotator_said"):
+                getattr(self, name).update(getattr(other, name))
+            self.errors.extend(other.errors)
+
+
+@dataclass
+class Result:
+    settings: Settings
+    tally: Tally
+    reports: dict[str, Report]
+    seconds: float
+    started: datetime
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def violations(self) -> int:
+        return sum(len(report.violations) for report in self.reports.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0 and not self.tally.errors
+
+    def render(self) -> str:
+        t = self.tally
+        s = self.settings
+        lines = [
+            f"chaos campaign, seed {s.seed}: {self.started:%Y-%m-%d %H:%M}Z, took {self.seconds:.0f}s",
+            f"  days phase:   {t.runs['run-once finished']} run-once runs ran to their end "
+            f"({t.runs['run-once started']} started, {t.kills['run-once']} killed with SIGKILL and started "
+            f"again) over {s.ticks} ticks ({t.runs['simulated days']} simulated days), "
+            f"{t.server_runs['days']} server-runs ({s.days_servers} servers x 2 policies per tick)",
+            f"  daemon phase: {t.runs['daemon started']} daemon starts ({t.kills['daemon']} killed with "
+            f"SIGKILL, {t.runs['daemon stopped']} stopped with SIGTERM), {t.runs['daemon runs finished']} "
+            f"runs finished, {t.server_runs['daemon']} server-runs (interval {s.interval}s, "
+            f"{s.daemon_servers} servers)",
+            f"  server-runs:  {sum(t.server_runs.values())}",
+            "  faults:       " + ", ".join(f"{t.faults[k]} {FAULT_NAMES[k]}" for k in FAULT_KINDS),
+            f"  kills:        {sum(t.kills.values())} SIGKILL ({t.kills['run-once']} run-once, "
+            f"{t.kills['daemon']} daemon)",
+            f"  backups:      {t.backups['created']} created, {t.backups['completed']} completed, "
+            f"{t.backups['failed']} failed, {t.backups['deleted']} deleted",
+            "  rotator said: " + ", ".join(f"{n} {k}" for k, n in sorted(t.rotator_said.items())),
+        ]
+        for phase, report in self.reports.items():
+            checked = ", ".join(f"{n} {k}" for k, n in sorted(report.checked.items()))
+            lines.append(f"  checked ({phase}): {checked}")
+        lines.append(f"  violations:   {self.violations}")
+        for phase, report in self.reports.items():
+            for violation in report.violations:
+                lines.append(f"[{phase}] {violation}")
+        for error in t.errors:
+            lines.append(f"campaign error: {error}")
+        return "\n".join(lines)
+
+
+# -- rotator as a process ---------------------------------------------------------------------
+
+
+class Rotator:
+    """One rotator process; its stderr JSON lines are read (and kept in ``log``) as they come."""
+
+    def __init__(
+        self,
+        sandbox: RunningSandbox,
+        argv: list[str],
+        number: int,
+        log: Path,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.number = number
+        self._on_event = on_event
+        self._log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
+        env.update(ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token)
+        self.process = subprocess.Popen(
+            [*ROTATOR, *argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._changed = threading.Condition()
+        self.events: list[dict[str, Any]] = []
+        self.other: list[str] = []  # stderr lines that are not JSON (a traceback would be here)
+        self.stdout = ""
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        with self._log.open("w", encoding="utf-8") as log:
+            for line in self.process.stderr:
+                log.write(line)
+                self._take(line)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _take(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and self._on_event is not None:
+            self._on_event(event)
+        with self._changed:
+            if isinstance(event, dict):
+                self.events.append(event)
+            else:
+                self.other.append(line.rstrip("\n"))
+            self._changed.notify_all()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        self.stdout = self.process.stdout.read()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [event for event in self.events if event.get("event") == name]
+
+    def wait_for(self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
+        """Until ``condition(events)`` holds, the process ends, or ``timeout`` passes; whether it held."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition(self.events):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    return condition(self.events)
+                self._changed.wait(min(left, 0.1))
+            return True
+
+    def finish(self, timeout: float = 30.0) -> int:
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+    def reap(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # SIGKILL to this one process, which the campaign started
+        self.finish()
+
+
+class Processes:
+    """Numbers the rotator processes of a campaign and notes their lives in a sandbox's log."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def start(self, sandbox: RunningSandbox, argv: list[str], mode: str, **note: Any) -> Rotator:
+        with self._lock:
+            self._count += 1
+            number = self._count
+        sandbox.state.note({"what": "started", "process": number, "mode": mode, **note})
+
+        def claims(event: dict[str, Any]) -> None:
+            # rotator's word, the moment it says it, for the checker to weigh: that it skipped a
+            # catch-up for a newer slot, and that a run ended (after which a catch-up was decided)
+            if mode == "daemon" and event.get("event") in ("catch_up.superseded", "run.finished"):
+                said = {"what": "said", "process": number, "event": event["event"]}
+                said.update(policy=event.get("policy"), slot=event.get("slot"))
+                sandbox.state.note({**said, "logged_at": event.get("timestamp")})
+
+        return Rotator(sandbox, argv, number, self.workdir / f"rotator-{number}.log", on_event=claims)
+
+
+def judge_process(tally: Tally, rotator: Rotator, what: str, code: int, *, killed: bool) -> None:
+    """rotator's own troubles, beyond the invariants: a traceback, a crashed run, an unexpected exit."""
+    for event in rotator.events:
+        name = str(event.get("event", ""))
+        if name in ("run.crashed", "catch_up.started", "catch_up.superseded", "catch_up.listing_failed"):
+            tally.rotator_said[name] += 1
+        if name == "run.crashed":
+            tally.errors.append(f"{what} process {rotator.number}: {json.dumps(event)}")
+    if any("Traceback" in line for line in rotator.other):
+        tally.errors.append(
+            f"{what} process {rotator.number} wrote a traceback:\n" + "\n".join(rotator.other[-20:])
+        )
+    expected = {0, 1} if what == "run-once" else {0}
+    if not killed and code not in expected:
+        tally.errors.append(
+            f"{what} process {rotator.number} exited {code}:\n" + "\n".join(rotator.other[-20:])
+        )
+
+
+# -- the sandboxes' starting points ---------------------------------------------------------------
+
+
+PROTECTED: tuple[tuple[BackupType, str, str], ...] = (
+    # (backup_type, status, description): the oldest backups of every server, first in line for a
+    # rule that forgot ownership, type or status
+    ("automatic", "completed", "Automatic daily backup"),
+    ("manual", "failed", "failed long ago [rotator:{policy}@{slot}]"),
+    ("manual", "in_progress", "stuck [rotator:{policy}@{slot}]"),
+    ("manual", "completed", "made by hand"),
+    ("manual", "completed", "another tool's [rotator:other@{slot}]"),
+    ("manual", "completed", "a longer name [rotator:{policy}2@{slot}]"),
+    ("manual", "completed", "a bad slot [rotator:{policy}@2024-13-01T03:00Z]"),
+    ("manual", "completed", "another case [Rotator:{policy}@{slot}]"),
+    ("manual", "completed", "not at the end [rotator:{policy}@{slot}] copy"),
+)
+
+
+def _slot_text(slot: datetime) -> str:
+    utc = slot.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ" if utc.second else "%Y-%m-%dT%H:%MZ")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seed_protected(state: SandboxState, server_id: int, policy: str, newest: datetime) -> None:
+    for index, (backup_type, status, description) in enumerate(PROTECTED):
+        slot = newest - timedelta(hours=index)
+        state.add_backup(
+            server_id,
+            backup_type=backup_type,
+            status=status,
+            created_at=slot,
+            description=description.format(policy=policy, slot=_slot_text(slot)),
+        )
+
+
+def seed_owned(
+    state: SandboxState, server_id: int, policy: str, slots: list[datetime], *, spread: int = 80
+) -> None:
+    """Completed backups of ``policy`` for ``slots``, each made up to ``spread`` seconds after its slot."""
+    for index, slot in enumerate(slots):
+        state.add_backup(
+            server_id,
+            created_at=slot + timedelta(seconds=(server_id * 7 + index * 13) % spread),
+            description=f"{policy} {slot:%Y-%m-%d} [rotator:{policy}@{_slot_text(slot)}]",
+        )
+
+
+def write_config(path: Path, policies: list[dict[str, Any]], **sections: Any) -> None:
+    document = {"policies": policies, "log": {"format": "json", "level": "info"}, **sections}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
+def events_of(state: SandboxState) -> list[dict[str, Any]]:
+    return [event.to_json() for event in state.events()]
+
+
+def faults_of(settings: Settings, slow_seconds: float) -> FaultOptions:
+    return FaultOptions(
+        error_rate=settings.error_rate,
+        drop_rate=settings.drop_rate,
+        fail_rate=settings.fail_rate,
+        slow_rate=settings.slow_rate,
+        slow_seconds=slow_seconds,
+    )
+
+
+def storm(sandbox: RunningSandbox, settings: Settings, rng: random.Random, *, force: bool = False) -> None:
+    """A rate limit tighter than rotator's pace (half the time without ``RateLimit-*`` headers), or none.
+
+    With the headers rotator paces itself and rarely meets a 429; without them it learns the limit
+    only from 429s and their ``Retry-After``.
+    """
+    if force or rng.random() < settings.storm_rate:
+        limit = settings.storm_limit
+        headers = not force and rng.random() < 0.5
+        sandbox.sandbox.update_faults(
+            rate_limit=limit, burst=max(1, round(limit / 3)), rate_limit_headers=headers
+        )
+    else:
+        sandbox.sandbox.update_faults(rate_limit=None, burst=None)
+
+
+def finish_phase(tally: Tally, sandbox: RunningSandbox) -> list[dict[str, Any]]:
+    for kind, count in sandbox.sandbox.injected().items():
+        tally.faults[kind] += count
+    events = events_of(sandbox.state)
+    for event in events:
+        if event["kind"] in ("created", "completed", "failed", "deleted"):
+            tally.backups[event["kind"]] += 1
+    return events
+
+
+# -- the days phase ----------------------------------------------------------------------------
+
+
+class Days:
+    """run-once, lane by lane, tick by tick, on a sandbox clock set forward before each tick."""
+
+    WAIT_TIMEOUT = 2.0
+
+    def __init__(self, settings: Settings, processes: Processes, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.say = say
+        self.rng = random.Random(f"{settings.seed}:days")
+        self.tally = Tally()
+        self.kills_left = 1 if settings.force_each else 0
+
+    def policies(self, servers: list[int]) -> list[dict[str, Any]]:
+        wait = f"{self.WAIT_TIMEOUT:g}s"
+        return [
+            {
+                "name": "nightly",
+                "servers": servers,
+                "timezone": "Europe/Berlin",
+                "schedule": {"cron": "0 3 * * *"},
+                "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 3, "min_keep": 3},
+                "wait_timeout": wait,
+                "max_deletes_per_run": 4,
+            },
+            {
+                "name": "twice",
+                "servers": servers,
+                "schedule": {"cron": "0 1,13 * * *"},
+                "retention": {"keep_last": 6, "keep_days": 4, "min_keep": 2},
+                "wait_timeout": wait,
+            },
+        ]
+
+    def run(self) -> tuple[Report, list[dict[str, Any]]]:
+        s = self.settings
+        lanes = [
+            list(range(1 + lane * s.lane_servers, 1 + (lane + 1) * s.lane_servers)) for lane in range(s.lanes)
+        ]
+        configs = []
+        for index, servers in enumerate(lanes):
+            config = self.processes.workdir / f"days-lane-{index + 1}.yaml"
+            write_config(
+                config,
+                self.policies(servers),
+                api=API,
+                daemon={"poll_interval": "0.2s", "poll_max_interval": "0.5s"},
+            )
+            configs.append(config)
+        # Simulated time runs ahead of real time, never behind: when a create's answer is lost,
+        # rotator looks for the backup among those created since the request began (less a few
+        # minutes for the API's clock), by its own clock.
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+        clock = Clock()
+        clock.set(start)
+        options = SandboxOptions(
+            fleet="empty",
+            servers=s.days_servers,
+            page_size=50,
+            seed=s.seed,
+            create_seconds=0.3,
+            faults=faults_of(s, slow_seconds=self.WAIT_TIMEOUT + 4),
+        )
+        with running_sandbox(options, clock=clock) as sandbox:
+            state = sandbox.state
+            days = [start.date() - timedelta(days=k) for k in range(1, 26)]
+            nightly = [datetime.combine(day, time_of_day(3, 0), BERLIN) for day in days]
+            twice = [start - timedelta(hours=11 + 12 * k) for k in range(8)]  # 13:00 and 01:00 UTC
+            for sid in range(1, s.days_servers + 1):
+                seed_protected(state, sid, "nightly", start - timedelta(days=40))
+                seed_owned(state, sid, "nightly", nightly)
+                seed_owned(state, sid, "twice", twice)
+            state.snapshot(phase="days")
+            moment = start
+            with ThreadPoolExecutor(max_workers=s.lanes, thread_name_prefix="lane") as pool:
+                for tick in range(s.ticks):
+                    moment = self._next_moment(moment)
+                    clock.set(moment)
+                    storm(sandbox, s, self.rng, force=s.force_each and tick == 0)
+                    plans = [self._plan(lane) for lane in range(s.lanes)]
+                    began = time.monotonic()
+                    results = list(
+                        pool.map(
+                            lambda args: self._lane(sandbox, *args),
+                            [(configs[lane], tick, plans[lane]) for lane in range(s.lanes)],
+                        )
+                    )
+                    codes = ", ".join(str(code) for code in results)
+                    self.say(
+                        f"  days: tick {tick + 1}/{s.ticks} at {_iso(moment)}: exits {codes} "
+                        f"({time.monotonic() - began:.1f}s)"
+                    )
+            self.tally.runs["simulated days"] = math.ceil((moment - start).total_seconds() / 86400)
+            events = finish_phase(self.tally, sandbox)
+        merged = self.policies(list(range(1, s.days_servers + 1)))
+        # a run lasts seconds (PROCESS_DEADLINE at most); a tick that lands just before a slot may see
+        # its deletes come after that slot's time: ten minutes of grace, against slots 12 h apart
+        specs = [PolicySpec.from_config(policy, run_window=600.0) for policy in merged]
+        return check(events, specs), events
+
+    def _next_moment(self, moment: datetime) -> datetime:
+        roll = self.rng.random()
+        if roll < 0.08:
+            step = timedelta(minutes=self.rng.uniform(5, 40))  # again soon: the same slots, adopted
+        elif roll < 0.18:
+            step = timedelta(hours=self.rng.uniform(20, 40))  # runs missed
+        else:
+            step = timedelta(hours=12, minutes=self.rng.uniform(-50, 50))
+        return moment + step
+
+    def _plan(self, lane: int) -> list[float]:
+        """When to kill this lane's attempts (seconds after each start), decided up front from the seed."""
+        kills: list[float] = []
+        while len(kills) < 3:
+            forced = self.kills_left > 0
+            if not forced and self.rng.random() >= self.settings.kill_rate:
+                break
+            self.kills_left -= forced
+            kills.append(self.rng.uniform(0.05, 1.5 if forced else 3.5))  # a forced kill must not miss
+        return kills
+
+    def _lane(self, sandbox: RunningSandbox, config: Path, tick: int, kills: list[float]) -> int:
+        tally = Tally()
+        try:
+            attempts = iter(kills)
+            while True:
+                now = sandbox.clock.now().replace(microsecond=0)
+                argv = ["run-once", "--config", str(config), "--now", _iso(now)]
+                rotator = self.processes.start(sandbox, argv, "run-once", now=_iso(now), tick=tick)
+                tally.runs["run-once started"] += 1
+                kill_at = next(attempts, None)
+                killed = False
+                try:
+                    rotator.process.wait(kill_at if kill_at is not None else PROCESS_DEADLINE)
+                except subprocess.TimeoutExpired:
+                    rotator.process.kill()  # SIGKILL, the process this lane started
+                    killed = True
+                code = rotator.finish()
+                judge_process(tally, rotator, "run-once", code, killed=killed)
+                if killed:
+                    sandbox.state.note({"what": "killed", "process": rotator.number})
+                    if kill_at is None:
+                        tally.errors.append(
+                            f"run-once {rotator.number} hung: killed after {PROCESS_DEADLINE}s"
+                        )
+                        return code
+                    tally.kills["run-once"] += 1
+                    continue
+                sandbox.state.note({"what": "exited", "process": rotator.number, "code": code})
+                tally.runs["run-once finished"] += 1
+                for line in rotator.stdout.splitlines():
+                    match = SUMMARY.match(line)
+                    if match is not None:
+                        tally.server_runs["days"] += int(match["servers"])
+                        tally.rotator_said[
+                            "policy runs ok" if match["state"] == "ok" else "policy runs FAILED"
+                        ] += 1
+                return code
+        finally:
+            self.tally.add(tally)
+
+
+# -- the daemon phase --------------------------------------------------------------------------
+
+
+class DaemonPhase:
+    """``rotator run`` in real time: killed, kept down across slots, started again; stopped at the end."""
+
+    WAIT_TIMEOUT = 1.5
+
+    def __init__(self, settings: Settings, processes: Processes, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.say = say
+        self.rng = random.Random(f"{settings.seed}:daemon")
+        self.tally = Tally()
+
+    def run(self) -> tuple[Report, list[dict[str, Any]]]:
+        s = self.settings
+        servers = list(range(1, s.daemon_servers + 1))
+        policy: dict[str, Any] = {
+            "name": "pulse",
+            "servers": servers,
+            "schedule": {"interval": f"{s.interval}s"},
+            "retention": {"keep_last": 4, "min_keep": 2},
+            "wait_timeout": f"{self.WAIT_TIMEOUT:g}s",
+            "max_deletes_per_run": 10,
+            "catch_up": True,
+        }
+        config = self.processes.workdir / "daemon.yaml"
+        write_config(
+            config,
+            [policy],
+            api=API,
+            daemon={"poll_interval": "0.2s", "poll_max_interval": "0.5s", "shutdown_grace": "15s"},
+        )
+        options = SandboxOptions(
+            fleet="empty",
+            servers=s.daemon_servers,
+            page_size=50,
+            seed=s.seed + 1,
+            create_seconds=0.3,
+            faults=faults_of(s, slow_seconds=self.WAIT_TIMEOUT + 3),
+        )
+        with running_sandbox(options) as sandbox:  # its clock is real time, as the daemon's is
+            state = sandbox.state
+            latest = self._slot_before(time.time())
+            owned = [datetime.fromtimestamp(latest - s.interval * k, UTC) for k in range(8, 14)]
+            for sid in servers:
+                seed_protected(state, sid, "pulse", datetime.fromtimestamp(latest - 3600, UTC))
+                seed_owned(state, sid, "pulse", owned, spread=2)
+            state.snapshot(phase="daemon")
+            argv = ["run", "--config", str(config)]
+            for cycle in range(s.daemon_cycles):
+                self._session(sandbox, argv, cycle)
+                self._down(last=cycle == s.daemon_cycles - 1)
+            # The last start runs until a scheduled slot's run ended, then gets SIGTERM. The short
+            # campaign wants its catch-up judged: a start that got ready too near a slot boundary
+            # (a slow start on a busy machine) cannot be, so it goes down and starts again.
+            for again in range(3):
+                clear = self._session(sandbox, argv, s.daemon_cycles + again, last=True)
+                if clear or not s.force_each:
+                    break
+                self._down(last=True)
+            events = finish_phase(self.tally, sandbox)
+        # A run's deletes come after its listing, creates and wait (at most wait_timeout); the rest
+        # is the API's answers under faults (retries with backoff, 429 pauses): a minute is ample.
+        return check(events, [PolicySpec.from_config(policy, run_window=60.0)]), events
+
+    def _slot_before(self, moment: float) -> float:
+        interval = self.settings.interval
+        return ANCHOR + interval * math.floor((moment - ANCHOR) / interval)
+
+    def _phase(self) -> float:
+        """How far into its slot period the present is, as a fraction of the interval."""
+        interval = self.settings.interval
+        return ((time.time() - ANCHOR) % interval) / interval
+
+    def _sleep_into_window(self, boundaries: int) -> None:
+        """Sleep past ``boundaries`` slot boundaries (0: the current period) into the start window."""
+        interval = self.settings.interval
+        target = self._slot_before(time.time()) + interval * (boundaries + self.rng.uniform(*START_WINDOW))
+        time.sleep(max(0.0, target - time.time()))
+
+    def _down(self, *, last: bool) -> None:
+        """Stay down across 0, 1 or 2 slots, then until a start window well clear of a boundary."""
+        roll = self.rng.random()
+        crossings = 0 if roll < 0.3 else 1 if roll < 0.8 else 2
+        if last and self.settings.force_each:
+            crossings = 1  # the last start must find a slot missed while down
+        time.sleep(self.rng.uniform(0.1, 0.5))
+        if crossings == 0 and self._phase() < START_WINDOW[1]:
+            return  # started again within the same slot period: nothing missed
+        self._sleep_into_window(max(crossings, 1))
+
+    def _session(self, sandbox: RunningSandbox, argv: list[str], cycle: int, *, last: bool = False) -> bool:
+        """One start of the daemon; whether it got ready well clear of a slot boundary."""
+        s = self.settings
+        clear = False
+        if self._phase() > START_WINDOW[1]:  # the first start, or a restart that came late
+            self._sleep_into_window(1)
+        storm(sandbox, s, self.rng, force=s.force_each and cycle == 0)
+        started = time.monotonic()
+        rotator = self.processes.start(sandbox, argv, "daemon", policies=["pulse"])
+        self.tally.runs["daemon started"] += 1
+        up = None if last else self.rng.uniform(0.3, s.max_up * s.interval)
+
+        def ready(events: list[dict[str, Any]]) -> bool:
+            return any(event.get("event") == "daemon.started" for event in events)
+
+        try:
+            if rotator.wait_for(ready, timeout=up if up is not None else 30.0):
+                (started_event,) = rotator.named("daemon.started")
+                note = {"what": "ready", "process": rotator.number, "mode": "daemon", "policies": ["pulse"]}
+                sandbox.state.note({**note, "logged_at": started_event.get("timestamp")})
+                logged = datetime.fromisoformat(str(started_event["timestamp"]).replace("Z", "+00:00"))
+                into = ((logged.timestamp() - ANCHOR) % s.interval) / s.interval
+                clear = 0.1 < into < 0.8
+            elif rotator.process.poll() is not None or up is None:
+                self.tally.errors.append(f"daemon process {rotator.number} never logged daemon.started")
+            if up is not None:
+                time.sleep(max(0.0, started + up - time.monotonic()))
+                rotator.process.kill()  # SIGKILL, the process this phase started
+                code = rotator.finish()
+                sandbox.state.note({"what": "killed", "process": rotator.number})
+                self.tally.kills["daemon"] += 1
+                judge_process(self.tally, rotator, "daemon", code, killed=True)
+                self.say(f"  daemon: start {cycle + 1}, killed after {up:.1f}s")
+            else:
+                self._stop(sandbox, rotator)
+        finally:
+            rotator.reap()
+            finished = rotator.named("run.finished")
+            self.tally.runs["daemon runs finished"] += len(finished)
+            self.tally.server_runs["daemon"] += sum(int(event.get("servers", 0)) for event in finished)
+        return clear
+
+    def _stop(self, sandbox: RunningSandbox, rotator: Rotator) -> None:
+        """Up past the next slot and through its run, then SIGTERM: a clean stop exits 0."""
+        next_slot = self._slot_before(time.time()) + self.settings.interval
+
+        def ran_next_slot(events: list[dict[str, Any]]) -> bool:
+            return any(
+                event.get("event") == "run.finished"
+                and datetime.fromisoformat(str(event.get("slot")).replace("Z", "+00:00")).timestamp()
+                >= next_slot
+                for event in events
+            )
+
+        if not rotator.wait_for(ran_next_slot, timeout=20 * self.settings.interval):
+            self.tally.errors.append("the last daemon start ran no scheduled slot in time")
+        rotator.process.terminate()  # SIGTERM
+        code = rotator.finish()
+        sandbox.state.note({"what": "stopped", "process": rotator.number, "code": code})
+        self.tally.runs["daemon stopped"] += 1
+        judge_process(self.tally, rotator, "daemon", code, killed=False)
+        self.say(f"  daemon: last start stopped with SIGTERM, exit {code}")
+
+
+@contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="rotator-chaos-") as name:
+        yield Path(name)
+
+
+def run_campaign(
+    settings: Settings, *, workdir: Path | None = None, say: Callable[[str], None] = lambda _: None
+) -> Result:
+    """Run both phases (side by side) and check them; a violation is in the result, never raised."""
+    began = time.monotonic()
+    started = datetime.now(UTC)
+    say(f"chaos campaign, seed {settings.seed}")
+    with _workdir(workdir) as where:
+        processes = Processes(where)
+        days = Days(settings, processes, say)
+        daemon = DaemonPhase(settings, processes, say)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="phase") as pool:
+            days_run = pool.submit(days.run)
+            daemon_run = pool.submit(daemon.run)
+            days_report, days_events = days_run.result()
+            daemon_report, daemon_events = daemon_run.result()
+    tally = Tally()
+    tally.add(days.tally)
+    tally.add(daemon.tally)
+    return Result(
+        settings=settings,
+        tally=tally,
+        reports={"days": days_report, "daemon": daemon_report},
+        seconds=time.monotonic() - began,
+        started=started,
+        events={"days": days_events, "daemon": daemon_events},
+    )
+
+
+__all__ = ["Result", "Settings", "Tally", "run_campaign"]
