@@ -41,7 +41,7 @@ import asyncio
 import enum
 import ssl
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Collection, Generator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -476,7 +476,9 @@ class BackupsClient:
     def _retry_hook(self, exc: Exception) -> bool:
         """stamina's predicate: which failures of a GET or DELETE are worth another attempt.
 
-        Transport errors, 429, 502, 503 and 504; a GET also on 500 (reading again is always safe).
+        Transport errors, 429, 502, 503 and 504; also 500, since both are safe to repeat: reading
+        again changes nothing, and a DELETE that did go through answers 404 next time, which
+        :meth:`delete_backup` counts as done.
         """
         if isinstance(exc, TransportError):
             retry = True
@@ -486,7 +488,7 @@ class BackupsClient:
             retry = exc.retry_after is None or exc.retry_after <= self.settings.retry_timeout
         else:
             retry = isinstance(exc, HTTPStatusError) and (
-                exc.status in RETRYABLE_STATUSES or (exc.status == 500 and exc.method == "GET")
+                exc.status in RETRYABLE_STATUSES or (exc.status == 500 and exc.method in ("GET", "DELETE"))
             )
         if retry:
             self.stats.retry(exc.method if isinstance(exc, ApiError) else "?")
@@ -626,16 +628,24 @@ class BackupsClient:
         _check_delete_answer(response, backup_id)
         return DeleteOutcome.DELETED
 
-    async def create_backup(self, server_id: int, description: str | None = None) -> CreatedBackup:
+    async def create_backup(
+        self, server_id: int, description: str | None = None, *, known_ids: Collection[int] | None = None
+    ) -> CreatedBackup:
         """Start a manual backup. Never creates two: a lost answer is resolved by re-listing.
 
         When an attempt's outcome is unknown (the request may have reached the
         API: a timeout or lost connection after sending, or a 5xx), the server's
-        manual backups are listed and the one with exactly this description,
-        created since the call began (less the clock skew), is adopted. Only
-        when there is none is the create tried again, within the retry bounds.
-        When the description cannot identify the backup (empty, or more than one
-        match), :class:`CreateOutcomeUnknown` is raised instead of guessing.
+        manual backups are listed and the one with exactly this description that
+        is new is adopted. Only when there is none is the create tried again,
+        within the retry bounds. When the description cannot identify the backup
+        (empty, or more than one match), :class:`CreateOutcomeUnknown` is raised
+        instead of guessing.
+
+        "New" means: not among ``known_ids``, the ids of the server's backups
+        listed before this call, when the caller has them (the runner does); no
+        clock is compared then. Without them, created since the call began, less
+        ``clock_skew``: an API clock further behind than that would hide the
+        backup and a second one would be made.
         """
         body: dict[str, Any] = {"server_id": server_id}
         if description is not None:
@@ -657,7 +667,7 @@ class BackupsClient:
                         attempt=attempt.num,
                         error=str(exc),
                     )
-                    adopted = await self._find_created(server_id, description, began, path)
+                    adopted = await self._find_created(server_id, description, began, known_ids, path)
                     if adopted is not None:
                         log.info("backup.create_adopted", server_id=server_id, backup_id=adopted.id)
                         return adopted
@@ -673,7 +683,12 @@ class BackupsClient:
         return retry
 
     async def _find_created(
-        self, server_id: int, description: str | None, began: datetime, path: str
+        self,
+        server_id: int,
+        description: str | None,
+        began: datetime,
+        known_ids: Collection[int] | None,
+        path: str,
     ) -> CreatedBackup | None:
         if not description:
             raise CreateOutcomeUnknown(
@@ -688,10 +703,13 @@ class BackupsClient:
                 f"the create's answer was lost and the server's backups could not be listed to check ({exc})",
                 path=path,
             ) from exc
+        known = frozenset(known_ids) if known_ids is not None else None
         matches = [
             b
             for b in listing.backups
-            if b.server_id == server_id and b.description == description and b.created_at >= began
+            if b.server_id == server_id
+            and b.description == description
+            and (b.id not in known if known is not None else b.created_at >= began)
         ]
         if len(matches) > 1:
             raise CreateOutcomeUnknown(

@@ -270,15 +270,18 @@ async def test_error_statuses_map_to_the_error_tree(
     assert route.call_count == 1  # none of these is retried
 
 
-async def test_500_is_retried_for_get_not_for_delete(client: BackupsClient, api: respx.MockRouter) -> None:
-    """Reading again is safe; a DELETE that answered 500 is reported, not repeated."""
+async def test_500_is_retried_for_get_and_delete(client: BackupsClient, api: respx.MockRouter) -> None:
+    """Both are safe to repeat: a DELETE whose 500 hid a success answers 404 next, counted as done."""
     get = api.get("/backups/").mock(side_effect=[httpx.Response(500), page(DOC_EXAMPLE)])
-    delete = api.delete("/backups/7/").mock(return_value=httpx.Response(500, json={"detail": "Oops"}))
     assert (await client.list_backups()).count == 3
     assert get.call_count == 2
+    gone = api.delete("/backups/7/").mock(side_effect=[httpx.Response(500), httpx.Response(404)])
+    assert await client.delete_backup(7) is DeleteOutcome.ALREADY_GONE
+    assert gone.call_count == 2
+    failing = api.delete("/backups/8/").mock(return_value=httpx.Response(500, json={"detail": "Oops"}))
     with pytest.raises(errors.ServerError, match="Oops"):
-        await client.delete_backup(7)
-    assert delete.call_count == 1
+        await client.delete_backup(8)
+    assert failing.call_count == 4  # retry_attempts, then reported
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
@@ -505,6 +508,31 @@ async def test_create_adopts_despite_the_api_clock_running_behind(
     created = await client.create_backup(12345, "marked [rotator:p@2025-01-16T03:00Z]")
     assert created.id == 900
     assert len(server_backups.items) == 1
+
+
+async def test_create_with_known_ids_adopts_whatever_the_clocks(
+    client: BackupsClient, server_backups: FakeServerBackups, clock: FakeTime
+) -> None:
+    """With the ids listed before the call, the new backup is the one not among them: an API clock
+    hours behind (beyond clock_skew) does not hide it, and an older same-description one is not it."""
+    older = (clock.now() - timedelta(hours=5)).isoformat().replace("+00:00", "Z")
+    server_backups.items.append(backup_json(42, older, description="same"))
+    server_backups.lose = 1
+    server_backups.skew = -3 * 3600.0
+    created = await client.create_backup(12345, "same", known_ids={42})
+    assert created.id == 900
+    assert len(server_backups.items) == 2  # one POST, adopted: no second backup
+
+
+async def test_create_without_known_ids_misses_a_backup_stamped_before_the_skew(
+    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
+) -> None:
+    """The documented limit of the time window: an API clock further behind than clock_skew hides
+    the backup, so the create is tried again (why the runner passes known_ids)."""
+    server_backups.lose = 1
+    server_backups.skew = -3 * 3600.0
+    await client.create_backup(12345, "marked [rotator:p@2025-01-16T03:00Z]")
+    assert len(server_backups.items) == 2
 
 
 async def test_create_retries_when_the_listing_shows_none(
