@@ -7,6 +7,19 @@ a concurrency cap, and a pause that a 429 sets for *every* caller until its
 some providers send (Hetzner, DigitalOcean, the IETF draft) and slows down
 before the budget runs out instead of waiting for a 429.
 
+How the headers are read: ``Remaining`` requests are left, and the budget is
+whole again ``Reset`` seconds from now. Whether the API counts in fixed windows
+(nothing comes back before the reset) or as a token bucket (a little comes back
+all the time) the headers do not say, so rotator assumes the stricter: it never
+plans more than ``Remaining`` requests before the reset. Within that it spends
+freely at its own rate down to a *reserve* (a tenth of ``Limit``), and only
+the reserve is spread evenly over the time to the reset. Against a window this
+spends the window's budget and then waits for the next; against a bucket it
+keeps the bucket just above the reserve, which is exactly the bucket's refill
+rate, found without being told. Every request started since an answer is
+counted against what that answer said, and requests still on the wire are not
+in its ``Remaining`` yet, so they count too.
+
 Clocks and sleep are injected, so tests drive time explicitly.
 """
 
@@ -27,6 +40,10 @@ WallClock = Callable[[], datetime]
 
 # A RateLimit-Reset above this is a Unix timestamp (Hetzner, DigitalOcean), not a delta.
 _EPOCH_THRESHOLD = 1_000_000_000
+# The share of the API's announced limit that is kept back and only spread out until the reset.
+RESERVE_SHARE = 0.1
+# Waiting on the API's budget while answers are on their way, look again this often: each may bring news.
+OBSERVE_STEP = 0.02
 
 
 def utcnow() -> datetime:
@@ -107,8 +124,11 @@ class RequestBudget:
         self.in_flight = 0  # requests that hold a token and have not finished
         self._tat = monotonic()  # GCRA "theoretical arrival time" of the next request
         self._paused_until = 0.0
-        self._hint_interval = 0.0  # spacing asked for by RateLimit-* headers
-        self._hint_until = 0.0
+        # What the API's RateLimit-* headers announced: requests left (less those started since the
+        # answer), in force until the budget's reset; and the largest limit seen, to size the reserve.
+        self._api_left = math.inf
+        self._api_until = -math.inf
+        self._api_limit = 0
         self._last_start = -math.inf  # when the last request took its token
         self.waited = 0.0  # total seconds callers spent waiting for the budget
         self.pauses = 0  # 429 pauses and exhausted-budget pauses taken
@@ -135,17 +155,31 @@ class RequestBudget:
             start = max(now, self._paused_until)
             tat = max(self._tat, start)
             allowed_at = max(tat - tolerance, start)
-            if now < self._hint_until and self._hint_interval > interval:
-                # the headers' spacing counts from the last start, decided now rather than
-                # committed ahead, so that a fresh window's budget is used as soon as it is seen
-                allowed_at = max(allowed_at, self._last_start + self._hint_interval)
-            if allowed_at <= now:
+            api_allows = self._api_allows(now)
+            if allowed_at <= now and api_allows <= now:
                 self._tat = tat + interval
                 self._last_start = now
+                self._api_left -= 1
                 return
-            wait = allowed_at - now
+            wait = max(allowed_at, api_allows) - now
+            if api_allows > now and self.in_flight > 0:
+                wait = min(wait, OBSERVE_STEP)  # an answer on its way may say the budget came back
             self.waited += wait
             await self._sleep(wait)
+
+    @property
+    def _reserve(self) -> float:
+        return max(1.0, RESERVE_SHARE * self._api_limit)
+
+    def _api_allows(self, now: float) -> float:
+        """The earliest start that the API's announced budget allows (``now`` when it allows one now)."""
+        if now >= self._api_until or self._api_left > self._reserve:
+            return now
+        if self._api_left < 1:
+            return self._api_until  # nothing left before the reset
+        # the reserve: the gaps from the last start to the reset, one more than the requests left,
+        # are made equal (decided now, not committed ahead: a fresh answer may bring more)
+        return (self._api_left * self._last_start + self._api_until) / (self._api_left + 1)
 
     def pause(self, seconds: float) -> None:
         """Stop every caller from starting a request for ``seconds`` (a 429's Retry-After)."""
@@ -155,22 +189,22 @@ class RequestBudget:
             self.pauses += 1
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Slow down ahead of a 429 when the API says its budget is running out."""
+        """Take in what an answer's ``RateLimit-*`` headers say of the API's budget (see the module)."""
         hint = RateLimitHint.from_headers(headers, self._wall_clock())
         if hint is None:
             return
         now = self._monotonic()
+        self._api_limit = max(self._api_limit, hint.limit or 0, hint.remaining)
+        # Requests still on the wire spend budget that this answer does not show yet
+        # (observe() runs after the answer's own slot is released, so in_flight is the others).
+        usable = hint.remaining - self.in_flight
+        if usable >= hint.reset_in * self.requests_per_second + self._reserve:
+            self._api_until = -math.inf  # the budget lasts at our own pace: no slowdown
+            return
         if hint.remaining <= 0:
-            self.pause(hint.reset_in if hint.reset_in > 0 else self._interval)
-            return
-        # Requests still on the wire spend budget that this response's header does not show yet
-        # (observe() runs after the response's own slot is released, so in_flight is the others).
-        usable = max(1, hint.remaining - self.in_flight)
-        if usable >= hint.reset_in * self.requests_per_second:
-            self._hint_until = 0.0  # the budget lasts at our own pace: no slowdown
-            return
-        self._hint_interval = hint.reset_in / usable
-        self._hint_until = now + hint.reset_in
+            self.pauses += 1
+        self._api_left = usable
+        self._api_until = now + (hint.reset_in if hint.reset_in > 0 else self._interval)
 
     @property
     def paused_for(self) -> float:

@@ -25,7 +25,7 @@ import structlog
 
 from rotator import errors
 from rotator.api import BackupsClient
-from rotator.markers import mark_description, parse_marker
+from rotator.markers import make_marker, mark_description, parse_marker
 from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, Listing
 from rotator.planner import Blocked, PruneActions, Rail, prune_actions
 from rotator.retention import Decision, Policy, plan_server
@@ -196,6 +196,12 @@ class Runner:
         self.poll_max = poll_max
         self.listings = Listings(client)
         self.abandon = asyncio.Event()  # set on shutdown after the grace: stop waiting, start no delete
+        # Servers worked on at once when creating and when pruning: enough to keep every concurrent
+        # place of the budget busy. Each worker does a server's own work (checking its listing for the
+        # slot's backup, planning and logging its keeps) just before that server's requests, so that
+        # the CPU it takes is spread between the requests instead of holding the event loop (seconds,
+        # for a thousand servers) while the request budget stands idle.
+        self.workers = 2 * client.budget.max_concurrency
 
     async def run(
         self,
@@ -244,10 +250,11 @@ class Runner:
         pending: dict[int, Backup] = {}
         ready: dict[int, list[Backup]] = {}
         description = job.describe(slot)
+        stem = _slot_stem(job.name, slot)
 
         async def create(result: ServerResult) -> None:
             sid = result.server_id
-            mine = [b for b in existing[sid] if _is_slot_backup(b, job.name, slot)]
+            mine = [b for b in existing[sid] if _is_slot_backup(b, job.name, slot, stem)]
             if mine:
                 backup = max(mine, key=lambda b: b.sort_key)
                 result.backup, result.adopted = backup, True
@@ -271,7 +278,10 @@ class Runner:
             else:
                 self._settle(result, backup, existing[sid], ready)
 
-        await asyncio.gather(*(create(results[sid]) for sid in existing))
+        await self._each(create, [results[sid] for sid in existing])
+        # the listing read before the creates is stale now: a fleet's worth of backups not to keep
+        # alive (and have the garbage collector walk) while the next listing is read
+        existing.clear()
         await self._wait(job, results, pending, ready)
         return ready
 
@@ -368,7 +378,19 @@ class Runner:
             )
             await self._apply(result, plan.keep, actions)
 
-        await asyncio.gather(*(prune(r) for r in results.values() if r.outcome is Outcome.OK))
+        await self._each(prune, [r for r in results.values() if r.outcome is Outcome.OK])
+
+    async def _each(
+        self, work: Callable[[ServerResult], Awaitable[None]], results: list[ServerResult]
+    ) -> None:
+        """``work`` on every server, by :attr:`workers` workers taking the next server when one is done."""
+        queue = iter(results)
+
+        async def worker() -> None:
+            for result in queue:
+                await work(result)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self.workers, len(results))))))
 
     async def _apply(self, result: ServerResult, keep: Sequence[Decision], actions: PruneActions) -> None:
         sid = result.server_id
@@ -405,7 +427,16 @@ class Runner:
             result.deleted.append(backup_id)
 
 
-def _is_slot_backup(backup: Backup, policy: str, slot: datetime) -> bool:
+def _slot_stem(policy: str, slot: datetime) -> str:
+    """What every marker of ``policy``'s ``slot`` contains, however written: ``[rotator:POLICY@...THH:MM``
+    (with ``:SS`` for a slot that has seconds), a cheap test before the marker is parsed."""
+    return make_marker(policy, slot)[: -len("Z]")]
+
+
+def _is_slot_backup(backup: Backup, policy: str, slot: datetime, stem: str) -> bool:
+    """Whether ``backup`` is ``policy``'s backup of ``slot`` (``stem``: :func:`_slot_stem` of them)."""
+    if stem not in (backup.description or ""):
+        return False  # not this slot's, without parsing a marker (checked for every backup listed)
     marker = parse_marker(backup.description)
     return (
         marker is not None

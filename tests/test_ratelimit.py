@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import httpx
@@ -68,3 +69,98 @@ async def test_in_flight_counts_requests_holding_a_slot() -> None:
         async with budget.slot():
             assert budget.in_flight == 2
     assert budget.in_flight == 0
+
+
+class BucketApi:
+    """A token bucket of ``capacity`` refilled at ``rate`` per second, announced as the sandbox and
+    gateways do: Limit the capacity, Remaining the whole tokens left, Reset the whole seconds until
+    the bucket is full again (so a bucket looks like a one-second window to a reader of the headers)."""
+
+    def __init__(self, clock: FakeTime, capacity: int, rate: float) -> None:
+        self.clock = clock
+        self.capacity = capacity
+        self.rate = rate
+        self.tokens = float(capacity)
+        self.updated = clock.monotonic()
+        self.served = 0
+        self.rejected = 0
+
+    def request(self) -> httpx.Headers:
+        now = self.clock.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.served += 1
+        else:
+            self.rejected += 1
+        return httpx.Headers(
+            {
+                "RateLimit-Limit": str(self.capacity),
+                "RateLimit-Remaining": str(math.floor(self.tokens)),
+                "RateLimit-Reset": str(math.ceil((self.capacity - self.tokens) / self.rate)),
+            }
+        )
+
+
+class LateClock(FakeTime):
+    """An event loop's lag: every sleep ends ``lag`` seconds after it was due."""
+
+    def __init__(self, lag: float) -> None:
+        super().__init__()
+        self.lag = lag
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds + self.lag)
+
+
+async def drive(budget: RequestBudget, api: BucketApi | WindowedApi, requests: int) -> None:
+    for _ in range(requests):
+        async with budget.slot():
+            headers = api.request()
+        budget.observe(headers)
+
+
+async def test_a_bucket_at_our_own_rate_is_used_to_the_full_despite_late_wakeups() -> None:
+    """Configured at the API's own 100/s against its bucket: Remaining stays high (about 90), which
+    is no reason to slow down, and a loop that wakes a millisecond late loses no pace. (Spreading
+    Remaining over Reset from the last start, as before, ran at 1 / (1/99 s + 1 ms): 91 a second.)"""
+    clock = LateClock(lag=0.001)
+    budget = RequestBudget(100, burst=10, max_concurrency=8, monotonic=clock.monotonic, sleep=clock.sleep)
+    api = BucketApi(clock, capacity=100, rate=100)
+    await drive(budget, api, 2000)
+    assert api.rejected == 0
+    assert clock.monotonic() <= 1.02 * 2000 / 100
+
+
+@pytest.mark.parametrize("configured", [400, 1000])
+async def test_a_bucket_slower_than_configured_is_found_from_its_headers(configured: float) -> None:
+    """Configured for 4 or 10 times what the API allows: its bucket (100 at once, 100 a second) is
+    drained down to the reserve and then held there, which is its refill rate; no 429."""
+    clock = LateClock(lag=0.001)
+    budget = RequestBudget(
+        configured, burst=10, max_concurrency=8, monotonic=clock.monotonic, sleep=clock.sleep
+    )
+    api = BucketApi(clock, capacity=100, rate=100)
+    await drive(budget, api, 2000)
+    assert api.rejected == 0
+    # the bucket's first 100 come at once; the other 1,900 at its rate of 100 a second
+    assert clock.monotonic() <= 1.05 * 1900 / 100
+
+
+async def test_the_reserve_is_spread_until_the_reset_and_then_nothing_is_sent() -> None:
+    """Remaining 5 of 100 (within the reserve of 10) with the reset 10 s away: those 5 go out evenly,
+    the gaps from each start to the reset shared out among the requests started since the answer,
+    and the sixth waits for the reset."""
+    clock = FakeTime()
+    budget = RequestBudget(100, burst=10, max_concurrency=8, monotonic=clock.monotonic, sleep=clock.sleep)
+    budget.observe(
+        httpx.Headers({"RateLimit-Limit": "100", "RateLimit-Remaining": "5", "RateLimit-Reset": "10"})
+    )
+    starts = []
+    for _ in range(6):
+        async with budget.slot():
+            starts.append(clock.monotonic())
+    assert starts[0] == 0.0  # nothing was sent before: the first goes at once
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert gaps == pytest.approx([2.0, 2.0, 2.0, 2.0, 2.0])  # the sixth: at the reset

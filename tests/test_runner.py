@@ -254,3 +254,79 @@ async def test_a_cancelled_run_is_reported_abandoned_not_ok(runner: Runner, sand
     assert finished[0]["ok"] is False
     assert finished[0]["failed"] == len(SERVERS)
     assert deleted_ids(sandbox) == []
+
+
+class YieldingWrites(httpx.AsyncBaseTransport):
+    """The sandbox, where a POST or DELETE first lets every other ready task run, as waiting on a
+    network does; ``on_write`` is told when one goes on, and how many are on the wire."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, on_write: Any) -> None:
+        self.inner = inner
+        self.on_write = on_write
+        self.writing = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in ("POST", "DELETE"):
+            return await self.inner.handle_async_request(request)
+        self.writing += 1
+        try:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            self.on_write(request.method, self.writing)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.writing -= 1
+
+
+async def test_servers_are_worked_on_as_their_requests_go_out_not_all_up_front(
+    sandbox_transport: httpx.ASGITransport, sandbox_api_url: str, sandbox: Sandbox, time: SandboxTime
+) -> None:
+    """A server's own work takes CPU (checking its listing for the slot's backup, planning and logging
+    its keeps: for a thousand servers, seconds): a few workers each take a server, send its requests,
+    then take the next, so that requests start at once instead of after the whole fleet's work."""
+    planned_at_deletes: list[int] = []
+    creating: list[int] = []
+    with structlog.testing.capture_logs() as logs:
+
+        def note(method: str, writing: int) -> None:
+            if method == "POST":
+                creating.append(writing)
+            else:
+                planned_at_deletes.append(len({e["server_id"] for e in logs if e["event"] == "backup.kept"}))
+
+        settings = ClientSettings(base_url=sandbox_api_url, requests_per_second=1000, burst=1000)
+        async with BackupsClient(
+            ApiToken(sandbox.token, "test"),
+            settings,
+            transport=YieldingWrites(sandbox_transport, note),
+            wall_clock=time.now,
+            monotonic=time.monotonic,
+            sleep=time.sleep,
+        ) as client:
+            runner = Runner(
+                client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30
+            )
+            runner.workers = 2
+            report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    assert report.totals()["created"] == 5
+    assert report.totals()["deleted"] == 5 * 4
+    assert max(creating) <= 2, creating  # not all five servers' creates at once
+    assert planned_at_deletes[0] <= 2, planned_at_deletes  # not all five planned before the first delete
+    assert planned_at_deletes[-1] == 5
+
+
+async def test_a_slot_backup_written_with_seconds_is_adopted(runner: Runner, sandbox: Sandbox) -> None:
+    """The slot's marker may carry ``:00`` seconds: still this slot's backup, adopted, not duplicated."""
+    adopted = sandbox.state.add_backup(1, description="nightly [rotator:nightly@2025-01-16T03:00:00Z]")
+    sandbox.state.add_backup(2, description="nightly [rotator:nightly@2025-01-16T03:01Z]")  # another slot
+    sandbox.state.add_backup(3, description="nightly [rotator:nightly2@2025-01-16T03:00Z]")  # another policy
+    report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    by_server = {r.server_id: r for r in report.servers}
+    assert by_server[1].adopted
+    assert by_server[1].backup is not None
+    assert by_server[1].backup.id == adopted.id
+    assert not by_server[2].adopted
+    assert not by_server[3].adopted
+    assert report.totals()["created"] == 4

@@ -1,0 +1,626 @@
+"""Fleet run: ``rotator run-once`` of a 1,000-server policy against the sandbox on loopback.
+
+Run: ``python bench/bench_fleet.py [--runs 3] [--servers 1000] [--subset 100] [--json out.json]``.
+
+The setup (issue 6, "Benchmarks"): the sandbox as a real server on 127.0.0.1,
+in a thread of this process, with a ``uniform`` fleet of 1,000 servers each
+holding 30 completed backups owned by the policy, 100 backups a page, 20 ms of
+latency added to every request, a token-bucket rate limit of 100 requests/s
+(bucket of 100, the sandbox's default of one second's worth; 429 with
+``Retry-After`` beyond it; ``RateLimit-Limit/-Remaining/-Reset`` on every
+answer) and creates completing 2 s after they were accepted. rotator runs as a
+real process (``python -m rotator run-once --config ...``) for a policy with
+``retention: {keep_last: 30}``: one create, one wait and one delete per server.
+Each run gets a fresh sandbox.
+
+Scenarios:
+
+* ``documented``: rotator configured as a user would for a documented limit of
+  100 requests/s (see :data:`DOCUMENTED`);
+* ``unknown``: the same, but configured for 400 requests/s, four times what the
+  sandbox allows: rotator has to find the real budget from the ``RateLimit-*``
+  headers and 429s;
+* ``subset`` and ``naive``: rotator and the reference cron script
+  (``bench/naive_rotate.py``) on the first ``--subset`` servers of the same
+  1,000-server sandbox, measured in the same invocation (1,000 servers one at a
+  time would take the script about 35 minutes).
+
+The lower bound of a run is ``minimum requests / rate limit``, where the minimum
+is one create and one delete per server plus two complete listings at the
+cheaper of the two ways to list (the account's manual backups, or each server's
+own): one before the creates (a slot's backup that already exists is adopted,
+never duplicated) and one after the last backup completed, which also serves the
+prune plans. It leaves out the 2 s that the last backup takes to complete and
+the process start, so no real run reaches it. What each request was is taken
+from the sandbox's access log (route, query, status, time).
+
+One work-around, on by default: the sandbox's listening socket is re-opened so
+that its connections get TCP_NODELAY (see :func:`_nodelay_listening_socket`);
+without it each answer on a kept-alive connection waits about 40 ms for the
+client's delayed ACK, which would swamp the 20 ms of latency asked for.
+``--sandbox-as-is`` measures the sandbox as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rotator.sandbox import FaultOptions, RunningSandbox, SandboxOptions, running_sandbox
+from rotator.sandbox import server as sandbox_server
+
+ROOT = Path(__file__).resolve().parent.parent
+NAIVE_SCRIPT = ROOT / "bench" / "naive_rotate.py"
+RUN_TIMEOUT = 900.0  # seconds one process may take before the benchmark gives up on it
+TARGETS = {
+    "documented": {"ratio": 1.2, "rate_limited": 0, "requests_per_server": 3.0},
+    "unknown": {"ratio": 1.3, "rate_limited_share": 0.01},
+}
+
+
+@dataclass(frozen=True)
+class FleetSetup:
+    """The sandbox side of a run."""
+
+    servers: int = 1000
+    backups_per_server: int = 30
+    page_size: int = 100
+    latency: float = 0.02
+    rate_limit: float = 100.0
+    burst: int | None = None  # None: the sandbox's default bucket, one second's worth of requests
+    create_seconds: float = 2.0
+    owner: str = "fleet"
+    keep_last: int = 30
+    nodelay: bool = True  # work around the sandbox's missing TCP_NODELAY (see _nodelay_listening_socket)
+
+    @property
+    def faults(self) -> FaultOptions:
+        return FaultOptions(latency=self.latency, rate_limit=self.rate_limit, burst=self.burst)
+
+    def sandbox_options(self) -> SandboxOptions:
+        return SandboxOptions(
+            fleet="uniform",
+            servers=self.servers,
+            backups_per_server=self.backups_per_server,
+            owner=self.owner,
+            page_size=self.page_size,
+            create_seconds=self.create_seconds,
+            faults=self.faults,
+        )
+
+
+@dataclass(frozen=True)
+class RotatorChoice:
+    """rotator's side: its ``api`` and ``daemon`` settings."""
+
+    requests_per_second: float
+    burst: int
+    max_concurrency: int
+    poll_interval: str
+    poll_max_interval: str = "1m"
+    log_level: str = "info"
+
+
+# A documented limit of 100 requests/s: rotator may use all of it, with a small burst (the documentation
+# promises the rate, not a bucket size) and the default concurrency (8, where ~3 keep 100/s going at
+# 20-30 ms a request). The first poll comes 2 s after the creates, the time a backup takes here.
+DOCUMENTED = RotatorChoice(requests_per_second=100, burst=10, max_concurrency=8, poll_interval="2s")
+UNKNOWN = replace(DOCUMENTED, requests_per_second=400)
+
+
+def minimum_requests(setup: FleetSetup, servers: int) -> dict[str, int]:
+    """The fewest requests a run of ``servers`` of the fleet can take, by kind (see the module's doc)."""
+    per_page = setup.page_size
+    account_before = math.ceil(setup.servers * setup.backups_per_server / per_page)
+    per_server_before = servers * math.ceil(setup.backups_per_server / per_page)
+    account_after = math.ceil((setup.servers * setup.backups_per_server + servers) / per_page)
+    per_server_after = servers * math.ceil((setup.backups_per_server + 1) / per_page)
+    minimum = {
+        "creates": servers,
+        "deletes": servers,
+        "listing_before": min(account_before, per_server_before),
+        "listing_after": min(account_after, per_server_after),
+    }
+    minimum["total"] = sum(minimum.values())
+    return minimum
+
+
+# -- the sandbox's access log ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # time.monotonic() when the answer started
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+    @property
+    def kind(self) -> str:
+        if self.method == "POST":
+            return "create"
+        if self.method == "DELETE":
+            return "delete"
+        if self.method == "GET" and self.path.endswith("/backups/"):
+            return "server_page" if "server_id" in self.query else "account_page"
+        return "other"
+
+
+class AccessLog(logging.Handler):
+    """Collects uvicorn's access log records (``client - "METHOD PATH HTTP/x" status``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.requests: list[Request] = []
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) != 5:
+            return
+        _, method, target, _, status = args
+        parts = urlsplit(str(target))
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        request = Request(time.monotonic(), str(method), parts.path, query, int(str(status)))
+        with self._guard:
+            self.requests.append(request)
+
+    def snapshot(self) -> list[Request]:
+        with self._guard:
+            return list(self.requests)
+
+
+def _nodelay_listening_socket(host: str, port: int) -> socket.socket:
+    """The sandbox's listening socket, re-opened so that it reports its protocol (IPPROTO_TCP).
+
+    The sandbox opens it as ``socket(family, SOCK_STREAM)``, protocol 0; the connections accepted
+    from it inherit that 0, and asyncio sets TCP_NODELAY only on sockets whose protocol is
+    IPPROTO_TCP. Without it, every answer on a kept-alive connection (headers and body written
+    separately) waits for the client's delayed ACK: about 40 ms a request on Linux, twice the
+    latency the benchmark asks for. Re-opening the descriptor lets the kernel tell the protocol.
+    """
+    sock = _SANDBOX_LISTENING_SOCKET(host, port)
+    return socket.socket(fileno=sock.detach())
+
+
+_SANDBOX_LISTENING_SOCKET = sandbox_server._listening_socket
+
+
+@contextmanager
+def fleet_sandbox(setup: FleetSetup) -> Iterator[tuple[RunningSandbox, AccessLog]]:
+    """A fresh sandbox for ``setup`` on loopback, with its access log collected.
+
+    ``setup.nodelay``: answer without Nagle's delay (see :func:`_nodelay_listening_socket`).
+    """
+    access = AccessLog()
+    logger = logging.getLogger("uvicorn.access")
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(access)
+    opener = _nodelay_listening_socket if setup.nodelay else _SANDBOX_LISTENING_SOCKET
+    sandbox_server._listening_socket = opener  # type: ignore[attr-defined]
+    try:
+        with running_sandbox(setup.sandbox_options(), access_log=True) as running:
+            yield running, access
+    finally:
+        sandbox_server._listening_socket = _SANDBOX_LISTENING_SOCKET  # type: ignore[attr-defined]
+        logger.removeHandler(access)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+# -- rotator -----------------------------------------------------------------------------------
+
+
+def write_config(path: Path, setup: FleetSetup, choice: RotatorChoice, servers: int) -> Path:
+    document = {
+        "policies": [
+            {
+                "name": setup.owner,
+                "servers": list(range(1, servers + 1)),
+                "retention": {"keep_last": setup.keep_last},
+                "description": "{policy} {date}",
+                "wait_timeout": "10m",
+            }
+        ],
+        "api": {
+            "requests_per_second": choice.requests_per_second,
+            "burst": choice.burst,
+            "max_concurrency": choice.max_concurrency,
+        },
+        "daemon": {"poll_interval": choice.poll_interval, "poll_max_interval": choice.poll_max_interval},
+        "log": {"format": "json", "level": choice.log_level},
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RunResult:
+    """One measured process: what it was, how long it took, what the sandbox saw."""
+
+    tool: str
+    scenario: str
+    servers: int
+    wall_s: float
+    exit_code: int
+    summary: str
+    requests: dict[str, dict[str, int]]
+    total_requests: int
+    creates: int
+    deletes: int
+    listing_pages: dict[str, int]
+    listings: dict[str, int]
+    rate_limited: int
+    rate_limited_by_kind: dict[str, int]
+    other_statuses: dict[str, int]
+    requests_per_server: float
+    minimum: dict[str, int]
+    lower_bound_s: float
+    ratio: float
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    run_duration_s: float | None = None
+    rate_limit: float = 0.0
+
+    @property
+    def rate_limited_share(self) -> float:
+        return self.rate_limited / self.total_requests if self.total_requests else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rate_limited_share"] = self.rate_limited_share
+        return data
+
+
+def timeline(log: list[Request], started: float, *, phased: bool = True) -> dict[str, list[float]]:
+    """When each phase ran, in seconds from the process start: the listing pages read before the
+    first create, the creates, the pages read after the last create (polls, and the listing the prune
+    plans come from), the deletes; and the 429s. Not ``phased`` (the cron script, one server after
+    the other): the first and last of each kind of request."""
+    done = [r for r in log if r.status != 429]
+    creates = [r.at for r in done if r.kind == "create"]
+    pages = [r.at for r in done if r.kind.endswith("_page")]
+    spans: dict[str, list[float]] = {}
+
+    def span(name: str, times: list[float]) -> None:
+        if times:
+            spans[name] = [round(min(times) - started, 2), round(max(times) - started, 2)]
+
+    if creates and phased:
+        span("listing_before", [t for t in pages if t < min(creates)])
+        span("creates", creates)
+        span("listing_after", [t for t in pages if t > max(creates)])
+    else:
+        span("creates", creates)
+        span("listings", pages)
+    span("deletes", [r.at for r in done if r.kind == "delete"])
+    span("429", [r.at for r in log if r.status == 429])
+    return spans
+
+
+def account(
+    tool: str,
+    scenario: str,
+    setup: FleetSetup,
+    servers: int,
+    running: RunningSandbox,
+    access: AccessLog,
+    started: float,
+    wall: float,
+    exit_code: int,
+    summary: str,
+) -> RunResult:
+    """The request accounting of one run, from the sandbox's stats and its access log."""
+    stats = running.sandbox.stats()
+    requests: dict[str, dict[str, int]] = stats["requests"]
+    log = access.snapshot()
+    statuses: Counter[str] = Counter()
+    for counts in requests.values():
+        statuses.update(counts)
+    rate_limited = statuses["429"]
+    ok = {"200", "201", "204"}
+    other = {status: n for status, n in statuses.items() if status not in ok and status != "429"}
+    pages = Counter(r.kind for r in log if r.status == 200 and r.kind.endswith("_page"))
+    listings = Counter(
+        r.kind.removesuffix("_page")
+        for r in log
+        if r.kind.endswith("_page") and r.query.get("page", "1") == "1"
+    )
+    by_kind = Counter(r.kind for r in log if r.status == 429)
+    phases = timeline(log, started, phased=tool == "rotator")
+    minimum = minimum_requests(setup, servers)
+    lower_bound = minimum["total"] / setup.rate_limit
+    total = int(stats["total"])
+    return RunResult(
+        tool=tool,
+        scenario=scenario,
+        servers=servers,
+        wall_s=wall,
+        exit_code=exit_code,
+        summary=summary,
+        requests=requests,
+        total_requests=total,
+        creates=requests.get("POST /api/v1/backups/", {}).get("201", 0),
+        deletes=requests.get("DELETE /api/v1/backups/{backup_id}/", {}).get("204", 0),
+        listing_pages=dict(pages),
+        listings=dict(listings),
+        rate_limited=rate_limited,
+        rate_limited_by_kind=dict(by_kind),
+        other_statuses=other,
+        requests_per_server=total / servers,
+        minimum=minimum,
+        lower_bound_s=lower_bound,
+        ratio=wall / lower_bound,
+        phases=phases,
+        rate_limit=setup.rate_limit,
+    )
+
+
+def run_rotator(
+    setup: FleetSetup, choice: RotatorChoice, *, scenario: str, servers: int | None = None, workdir: Path
+) -> RunResult:
+    """One ``rotator run-once`` against a fresh sandbox; the process's wall time, start to exit."""
+    count = setup.servers if servers is None else servers
+    config = write_config(workdir / f"{scenario}.yaml", setup, choice, count)
+    log_path = workdir / f"{scenario}.log"
+    with fleet_sandbox(setup) as (running, access), log_path.open("w", encoding="utf-8") as log_file:
+        env = clean_env(ROTATOR_API_URL=running.api_url, ROTATOR_API_TOKEN=running.token)
+        started = time.monotonic()
+        process = subprocess.run(
+            [sys.executable, "-m", "rotator", "run-once", "--config", str(config)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        wall = time.monotonic() - started
+        result = account(
+            "rotator",
+            scenario,
+            setup,
+            count,
+            running,
+            access,
+            started,
+            wall,
+            process.returncode,
+            process.stdout.strip(),
+        )
+    result.run_duration_s = _run_duration(log_path)
+    return result
+
+
+def _run_duration(log_path: Path) -> float | None:
+    """rotator's own duration of the run (``run.finished``), without the process start."""
+    duration = None
+    with log_path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("{") and '"run.finished"' in line:
+                duration = json.loads(line).get("duration_s")
+    return duration
+
+
+def run_naive(setup: FleetSetup, servers: int, *, poll: float = 1.0) -> RunResult:
+    """The reference cron script on servers 1..``servers`` of a fresh sandbox."""
+    with fleet_sandbox(setup) as (running, access):
+        env = clean_env(API_TOKEN=running.token)
+        started = time.monotonic()
+        process = subprocess.run(
+            [
+                sys.executable,
+                str(NAIVE_SCRIPT),
+                "--api-url",
+                running.api_url,
+                "--servers",
+                f"1-{servers}",
+                "--owner",
+                setup.owner,
+                "--keep",
+                str(setup.keep_last),
+                "--poll",
+                str(poll),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT * 4,
+            check=False,
+        )
+        wall = time.monotonic() - started
+        summary = process.stdout.strip() or process.stderr.strip()[-500:]
+        return account(
+            "naive", "naive", setup, servers, running, access, started, wall, process.returncode, summary
+        )
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(results: list[RunResult]) -> dict[str, Any]:
+    """Medians (and min/max) of a scenario's runs."""
+    return {
+        "runs": len(results),
+        "servers": results[0].servers,
+        "wall_s": spread([r.wall_s for r in results]),
+        "run_duration_s": spread([r.run_duration_s or 0.0 for r in results]),
+        "total_requests": spread([float(r.total_requests) for r in results]),
+        "requests_per_server": spread([r.requests_per_server for r in results]),
+        "rate_limited": spread([float(r.rate_limited) for r in results]),
+        "rate_limited_share": spread([r.rate_limited_share for r in results]),
+        "ratio": spread([r.ratio for r in results]),
+        "lower_bound_s": results[0].lower_bound_s,
+        "minimum": results[0].minimum,
+        "all_ok": all(r.exit_code == 0 for r in results),
+    }
+
+
+def verdicts(scenario: str, summary: dict[str, Any]) -> dict[str, tuple[float, float, bool]]:
+    """Each target of ``scenario``: (median measured, target, met)."""
+    found: dict[str, tuple[float, float, bool]] = {}
+    for name, target in TARGETS.get(scenario, {}).items():
+        value = float(summary[name]["median"])
+        found[name] = (value, float(target), value <= target)
+    return found
+
+
+def describe_run(result: RunResult) -> str:
+    pages = ", ".join(f"{k} {v}" for k, v in sorted(result.listing_pages.items())) or "none"
+    listings = ", ".join(f"{k} {v}" for k, v in sorted(result.listings.items())) or "none"
+    phases = "; ".join(f"{k} {a:.1f}-{b:.1f}s" for k, (a, b) in result.phases.items())
+    duration = f", run {result.run_duration_s:.1f} s" if result.run_duration_s is not None else ""
+    return (
+        f"  {result.tool} {result.scenario} {result.servers} servers: wall {result.wall_s:.1f} s{duration}, "
+        f"exit {result.exit_code}; requests {result.total_requests} "
+        f"({result.requests_per_server:.2f}/server): creates {result.creates}, deletes {result.deletes}, "
+        f"pages [{pages}] in listings [{listings}], 429 {result.rate_limited} "
+        f"({100 * result.rate_limited_share:.2f} %"
+        + (f", {result.rate_limited_by_kind}" if result.rate_limited else "")
+        + ")"
+        + (f", other {result.other_statuses}" if result.other_statuses else "")
+        + f"; min {result.minimum['total']} -> bound {result.lower_bound_s:.2f} s, ratio {result.ratio:.2f}"
+        + f"\n    phases: {phases}\n    {result.summary[:300]}"
+    )
+
+
+def describe_summary(scenario: str, summary: dict[str, Any]) -> str:
+    w, r = summary["wall_s"], summary["ratio"]
+    lines = [
+        f"{scenario}: {summary['servers']} servers, {summary['runs']} runs: wall median {w['median']:.2f} s "
+        f"(min {w['min']:.2f}, max {w['max']:.2f}); ratio median {r['median']:.2f} "
+        f"(min {r['min']:.2f}, max {r['max']:.2f}) to the bound {summary['lower_bound_s']:.2f} s "
+        f"({summary['minimum']['total']} requests: {summary['minimum']}); "
+        f"requests/server {summary['requests_per_server']['median']:.2f}; "
+        f"429s {summary['rate_limited']['median']:.0f} "
+        f"({100 * summary['rate_limited_share']['median']:.2f} %)"
+    ]
+    for name, (value, target, met) in verdicts(scenario, summary).items():
+        lines.append(f"  target {name} <= {target:g}: {value:.3g} {'MET' if met else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario (default 3)")
+    parser.add_argument("--servers", type=int, default=1000, help="servers in the fleet (default 1000)")
+    parser.add_argument("--subset", type=int, default=100, help="servers for rotator vs the cron script")
+    parser.add_argument(
+        "--naive-runs", type=int, default=None, help="runs of the cron script (default --runs)"
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", default=["documented", "unknown", "subset"], help="which to run"
+    )
+    parser.add_argument("--json", type=Path, help="write every run and the summaries here")
+    parser.add_argument(
+        "--sandbox-as-is",
+        action="store_true",
+        help="serve without the TCP_NODELAY work-around (about 40 ms more a request on Linux)",
+    )
+    args = parser.parse_args(argv)
+    setup = FleetSetup(servers=args.servers, nodelay=not args.sandbox_as_is)
+    print(
+        f"sandbox: {setup.servers} servers x {setup.backups_per_server} owned backups, page size "
+        f"{setup.page_size}, latency {setup.latency * 1000:.0f} ms, rate limit {setup.rate_limit:g}/s "
+        f"(bucket {setup.faults.bucket_size}), creates complete after {setup.create_seconds:g} s, "
+        f"TCP_NODELAY work-around {'on' if setup.nodelay else 'off'}"
+    )
+    print(f"rotator documented: {asdict(DOCUMENTED)}")
+    print(f"rotator unknown:    {asdict(UNKNOWN)}")
+    results: dict[str, list[RunResult]] = {}
+    naive_runs = args.runs if args.naive_runs is None else args.naive_runs
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        workdir = Path(tmp)
+        for index in range(args.runs):
+            plan: list[tuple[str, Callable[[], RunResult]]] = []
+            for scenario, choice in (("documented", DOCUMENTED), ("unknown", UNKNOWN)):
+                if scenario in args.scenarios:
+                    plan.append(
+                        (scenario, partial(run_rotator, setup, choice, scenario=scenario, workdir=workdir))
+                    )
+            if "subset" in args.scenarios:
+                plan.append(
+                    (
+                        "subset",
+                        partial(
+                            run_rotator,
+                            setup,
+                            DOCUMENTED,
+                            scenario="subset",
+                            servers=args.subset,
+                            workdir=workdir,
+                        ),
+                    )
+                )
+                if index < naive_runs:
+                    plan.append(("naive", partial(run_naive, setup, args.subset)))
+            for name, run in plan:
+                result = run()
+                results.setdefault(name, []).append(result)
+                print(f"run {index + 1}/{args.runs}:")
+                print(describe_run(result), flush=True)
+    summaries = {name: summarise(runs) for name, runs in results.items()}
+    print()
+    for name, summary in summaries.items():
+        print(describe_summary(name, summary))
+    if "subset" in summaries and "naive" in summaries:
+        rot, naive = summaries["subset"]["wall_s"]["median"], summaries["naive"]["wall_s"]["median"]
+        per_server = naive / args.subset
+        print(
+            f"naive vs rotator on {args.subset} servers: {naive:.1f} s vs {rot:.1f} s "
+            f"({naive / rot:.1f}x); the script's {per_server:.2f} s a server extrapolates to "
+            f"{per_server * setup.servers / 60:.1f} min for {setup.servers} servers (not measured)"
+        )
+    if args.json is not None:
+        document = {
+            "setup": asdict(setup) | {"bucket": setup.faults.bucket_size},
+            "choices": {"documented": asdict(DOCUMENTED), "unknown": asdict(UNKNOWN)},
+            "runs": {name: [r.to_json() for r in runs] for name, runs in results.items()},
+            "summaries": summaries,
+            "verdicts": {name: verdicts(name, s) for name, s in summaries.items()},
+        }
+        args.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    failed = any(not met for name, s in summaries.items() for _, _, met in verdicts(name, s).values())
+    return 1 if failed or not all(s["all_ok"] for s in summaries.values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The benchmarks' machinery on a tiny fleet: what they count adds up (no timing is judged here).
+
+``bench/bench_fleet.py`` runs rotator and the reference cron script as real
+processes against the sandbox on loopback and accounts every request from the
+sandbox's own statistics and access log; ``bench/bench_idle.py`` starts
+``rotator run`` and reads its memory and CPU from ``/proc``. Here both run
+small (20 servers, creates done in 0.3 s; an idle second), so that a change
+to rotator, the sandbox or the benchmarks that breaks the measuring shows up in
+``make test``, not an hour into ``make bench``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import bench_fleet, bench_idle
+
+SERVERS = 20
+
+
+@pytest.fixture(name="setup")
+def fixture_setup() -> bench_fleet.FleetSetup:
+    """20 servers x 30 backups, 100 a page, a bucket of 50 requests/s holding 5, creates done in 0.3 s."""
+    return bench_fleet.FleetSetup(servers=SERVERS, latency=0.0, rate_limit=50.0, burst=5, create_seconds=0.3)
+
+
+def test_a_rotator_run_is_accounted_request_by_request(setup: bench_fleet.FleetSetup, tmp_path: Path) -> None:
+    """Configured for 8 times the sandbox's rate, so that 429s may come: every request is counted once,
+    by route and status, and the bound counts the listings at the cheaper way (account pages here)."""
+    choice = bench_fleet.RotatorChoice(
+        requests_per_second=400, burst=20, max_concurrency=8, poll_interval="0.3s", poll_max_interval="1s"
+    )
+    result = bench_fleet.run_rotator(setup, choice, scenario="smoke", workdir=tmp_path)
+    assert result.exit_code == 0, result.summary
+    assert f"{SERVERS} created" in result.summary
+    assert result.creates == SERVERS
+    assert result.deletes == SERVERS  # keep_last 30 of 31: one each
+    assert result.total_requests == sum(sum(by_status.values()) for by_status in result.requests.values())
+    assert result.rate_limited == sum(by_status.get("429", 0) for by_status in result.requests.values())
+    assert result.rate_limited == sum(result.rate_limited_by_kind.values())
+    pages = result.requests["GET /api/v1/backups/"]["200"]
+    assert sum(result.listing_pages.values()) == pages
+    assert result.total_requests == 2 * SERVERS + pages + result.rate_limited + sum(
+        result.other_statuses.values()
+    )
+    assert result.requests_per_server == pytest.approx(result.total_requests / SERVERS)
+    # 600 backups before (6 pages; 20 per server), 620 after (7 pages)
+    assert result.minimum == {
+        "creates": 20,
+        "deletes": 20,
+        "listing_before": 6,
+        "listing_after": 7,
+        "total": 53,
+    }
+    assert result.lower_bound_s == pytest.approx(53 / 50)
+    assert result.ratio == pytest.approx(result.wall_s / result.lower_bound_s)
+    assert {"listing_before", "creates", "listing_after", "deletes"} <= set(result.phases)
+    assert result.run_duration_s is not None
+    summary = bench_fleet.summarise([result])
+    assert summary["all_ok"]
+    assert summary["wall_s"]["median"] == result.wall_s
+    assert set(bench_fleet.verdicts("unknown", summary)) == {"ratio", "rate_limited_share"}
+    assert "ratio" in bench_fleet.describe_run(result)
+
+
+def test_the_cron_script_is_accounted_too(setup: bench_fleet.FleetSetup) -> None:
+    """The reference script on 2 servers: a create, polls, a listing and a delete each."""
+    result = bench_fleet.run_naive(setup, 2, poll=0.1)
+    assert result.exit_code == 0, result.summary
+    assert (result.creates, result.deletes) == (2, 2)
+    assert result.listing_pages == {"server_page": result.total_requests - 4 - result.rate_limited}
+    assert result.minimum["total"] == 2 + 2 + 2 + 2  # per-server listings are the cheaper for 2 servers
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_the_idle_daemon_is_measured_from_proc() -> None:
+    """rotator run with 2 policies of 3 servers: READY=1 arrives, memory and CPU are read, no request."""
+    with bench_idle.tempfile.TemporaryDirectory() as tmp:
+        config = bench_idle.write_config(
+            Path(tmp) / "rotator.yaml", 2, 3, bench_idle.datetime.now(bench_idle.UTC)
+        )
+        run = bench_idle.run_once(config, idle=0.5)
+    assert run.exit_code == 0
+    assert run.ready_s > 0
+    assert run.status.startswith("next run fleet-")
+    assert 0 < run.rss_mb <= run.hwm_mb
+    assert run.idle_cpu_s >= 0
+    assert run.api_requests == 0
