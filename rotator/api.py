@@ -41,6 +41,7 @@ import asyncio
 import enum
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Collection, Generator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -566,7 +567,18 @@ class BackupsClient:
 
     async def _pages(self, params: dict[str, Any]) -> AsyncGenerator[BackupPage, None]:
         url = self._url("backups/").copy_merge_params(params)
-        seen = {str(url)}
+        first = await self._get_page(url)
+        following = self._follow(first.next, url) if first.next else None
+        yield first  # the caller may stop here (a page budget), before another page is asked for
+        if following is None:
+            return
+        numbered = _numbered_pages(url, following, first)
+        if numbered is not None and len(numbered) <= self.settings.max_pages:
+            async for page in self._read_ahead(url, numbered):
+                yield page
+            return
+        seen = {str(url), str(following)}
+        url = following
         while True:
             page = await self._get_page(url)
             following = self._follow(page.next, url) if page.next else None
@@ -583,6 +595,47 @@ class BackupsClient:
                 return
             url = following
             seen.add(str(url))
+
+    async def _read_ahead(self, first: httpx.URL, urls: list[httpx.URL]) -> AsyncGenerator[BackupPage, None]:
+        """The pages at ``urls`` (pages 2 to the last of a page-number listing), yielded in order while
+        up to the concurrency cap of them are on their way, each checked to link on to the next.
+
+        Read one after the other, a listing of 300 pages waits 300 round trips however large the
+        request budget; read ahead, it goes at the budget's pace (which still paces every request).
+        """
+        pending: deque[asyncio.Task[BackupPage]] = deque()
+        ahead = max(1, self.budget.max_concurrency)
+        numbers = {_url_key(url): number for number, url in enumerate([first, *urls], start=1)}
+        started = 0
+        try:
+            for index, url in enumerate(urls):
+                while started < len(urls) and started - index < ahead:
+                    pending.append(asyncio.create_task(self._get_page(urls[started])))
+                    started += 1
+                page = await pending.popleft()
+                number = index + 2
+                link = self._follow(page.next, url) if page.next else None
+                linked = numbers.get(_url_key(link)) if link is not None else None
+                # a loop is named as one before the repeated backups it brings are counted
+                if linked is not None and linked <= number:
+                    raise InvalidResponse(
+                        f"the listing's next links go round in a loop (page {number} links back "
+                        "to a page already read)",
+                        method="GET",
+                        path=_path_of(url),
+                    )
+                yield page  # its count and backups are checked (by the caller's tally) before its link
+                if (link is None) != (number == len(urls) + 1) or (link is not None and linked != number + 1):
+                    said = f"links to {page.next[:200]}" if page.next else "is the last"
+                    raise IncompleteListing(
+                        f"the listing changed while it was read (page {number} of {len(urls) + 1} {said})",
+                        method="GET",
+                        path=_path_of(url),
+                    )
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _follow(self, link: str, current: httpx.URL) -> httpx.URL:
         """A ``next`` link, accepted only on the API's own origin (the token goes nowhere else)."""
@@ -732,6 +785,26 @@ class BackupsClient:
             return response.json()
         except (ValueError, RecursionError):  # not JSON, or nested too deep to read as JSON
             return response.text
+
+
+def _numbered_pages(first: httpx.URL, following: httpx.URL, page: BackupPage) -> list[httpx.URL] | None:
+    """Pages 2 to the last of a listing, when the first page's ``next`` link is DRF's page-number
+    pagination (the first page's own URL with ``page=2``); ``None`` for any other kind of link.
+
+    How many pages there are comes from ``count`` and the first page's length; every page read is
+    still checked to link on to the next one, and the whole to add up to ``count``.
+    """
+    if not page.results or following.params.get("page") != "2":
+        return None
+    if _url_key(following.copy_remove_param("page")) != _url_key(first.copy_remove_param("page")):
+        return None
+    pages = -(-page.count // len(page.results))
+    return [following.copy_set_param("page", str(number)) for number in range(2, pages + 1)] or None
+
+
+def _url_key(url: httpx.URL) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What identifies ``url`` whatever the order of its query's parameters."""
+    return str(url.copy_with(query=None)), tuple(sorted(url.params.multi_items()))
 
 
 def _size(limit: int) -> str:

@@ -196,6 +196,75 @@ async def test_list_endless_next_loop_raises(client: BackupsClient, api: respx.M
         await client.list_backups()
 
 
+class PagedApi:
+    """A listing of ``total`` backups, ``size`` a page, linked by ``link(number)``; counts how many
+    requests were on their way at once (each answer yields to the event loop a few times first)."""
+
+    def __init__(self, total: int, size: int, link: Callable[[int], str | None]) -> None:
+        self.items = [backup_json(i, f"2025-01-01T03:{i % 60:02d}:00Z") for i in range(1, total + 1)]
+        self.size = size
+        self.link = link
+        self.in_flight = 0
+        self.most = 0
+        self.broken_page: int | None = None  # this page claims to be the last
+
+    def number(self, request: httpx.Request) -> int:
+        raw = request.url.params.get("page") or request.url.params.get("cursor", "c1")[1:]
+        return int(raw)
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.in_flight -= 1
+        number = self.number(request)
+        last = -(-len(self.items) // self.size)
+        following = None if number in (last, self.broken_page) else self.link(number + 1)
+        window = self.items[(number - 1) * self.size : number * self.size]
+        return page(window, len(self.items), following)
+
+
+async def test_list_reads_page_number_pages_ahead_within_the_concurrency_cap(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """DRF page-number links: pages 2 to the last (known from count) are asked for several at once,
+    never more than the concurrency cap, and merged in order."""
+    client = make_client(max_concurrency=4, requests_per_second=1000, burst=100)
+    fake = PagedApi(40, 4, lambda n: f"{API}/backups/?backup_type=manual&page={n}")
+    route = api.get("/backups/").mock(side_effect=fake.answer)
+    listing = await client.list_backups(backup_type="manual")
+    assert [b.id for b in listing.backups] == list(range(1, 41))
+    assert route.call_count == 10
+    assert 1 < fake.most <= 4
+
+
+async def test_list_other_links_are_followed_one_by_one(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """Links that are not page numbers (a cursor) cannot be guessed: each page is read after the last."""
+    client = make_client(max_concurrency=4, requests_per_second=1000, burst=100)
+    fake = PagedApi(12, 4, lambda n: f"{API}/backups/?cursor=c{n}")
+    api.get("/backups/").mock(side_effect=fake.answer)
+    listing = await client.list_backups()
+    assert [b.id for b in listing.backups] == list(range(1, 13))
+    assert fake.most == 1
+
+
+async def test_list_read_ahead_refuses_a_chain_that_breaks(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter
+) -> None:
+    """A page that ends the listing before its count's last page: the listing is refused, whole."""
+    client = make_client(max_concurrency=4, requests_per_second=1000, burst=100)
+    fake = PagedApi(20, 4, lambda n: f"{API}/backups/?page={n}")
+    fake.broken_page = 3
+    api.get("/backups/").mock(side_effect=fake.answer)
+    with pytest.raises(
+        errors.IncompleteListing, match=r"changed while it was read \(page 3 of 5 is the last\)"
+    ):
+        await client.list_backups()
+
+
 async def test_unknown_fields_ignored_and_unknown_status_kept(
     client: BackupsClient, api: respx.MockRouter
 ) -> None:
