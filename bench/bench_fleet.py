@@ -33,12 +33,6 @@ never duplicated) and one after the last backup completed, which also serves the
 prune plans. It leaves out the 2 s that the last backup takes to complete and
 the process start, so no real run reaches it. What each request was is taken
 from the sandbox's access log (route, query, status, time).
-
-One work-around, on by default: the sandbox's listening socket is re-opened so
-that its connections get TCP_NODELAY (see :func:`_nodelay_listening_socket`);
-without it each answer on a kept-alive connection waits about 40 ms for the
-client's delayed ACK, which would swamp the 20 ms of latency asked for.
-``--sandbox-as-is`` measures the sandbox as it is.
 """
 
 from __future__ import annotations
@@ -48,7 +42,6 @@ import json
 import logging
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,7 +62,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rotator.sandbox import FaultOptions, RunningSandbox, SandboxOptions, running_sandbox
-from rotator.sandbox import server as sandbox_server
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_SCRIPT = ROOT / "bench" / "naive_rotate.py"
@@ -93,7 +85,6 @@ class FleetSetup:
     create_seconds: float = 2.0
     owner: str = "fleet"
     keep_last: int = 30
-    nodelay: bool = True  # work around the sandbox's missing TCP_NODELAY (see _nodelay_listening_socket)
 
     @property
     def faults(self) -> FaultOptions:
@@ -193,41 +184,19 @@ class AccessLog(logging.Handler):
             return list(self.requests)
 
 
-def _nodelay_listening_socket(host: str, port: int) -> socket.socket:
-    """The sandbox's listening socket, re-opened so that it reports its protocol (IPPROTO_TCP).
-
-    The sandbox opens it as ``socket(family, SOCK_STREAM)``, protocol 0; the connections accepted
-    from it inherit that 0, and asyncio sets TCP_NODELAY only on sockets whose protocol is
-    IPPROTO_TCP. Without it, every answer on a kept-alive connection (headers and body written
-    separately) waits for the client's delayed ACK: about 40 ms a request on Linux, twice the
-    latency the benchmark asks for. Re-opening the descriptor lets the kernel tell the protocol.
-    """
-    sock = _SANDBOX_LISTENING_SOCKET(host, port)
-    return socket.socket(fileno=sock.detach())
-
-
-_SANDBOX_LISTENING_SOCKET = sandbox_server._listening_socket
-
-
 @contextmanager
 def fleet_sandbox(setup: FleetSetup) -> Iterator[tuple[RunningSandbox, AccessLog]]:
-    """A fresh sandbox for ``setup`` on loopback, with its access log collected.
-
-    ``setup.nodelay``: answer without Nagle's delay (see :func:`_nodelay_listening_socket`).
-    """
+    """A fresh sandbox for ``setup`` on loopback, with its access log collected."""
     access = AccessLog()
     logger = logging.getLogger("uvicorn.access")
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False
     logger.addHandler(access)
-    opener = _nodelay_listening_socket if setup.nodelay else _SANDBOX_LISTENING_SOCKET
-    sandbox_server._listening_socket = opener  # type: ignore[attr-defined]
     try:
         with running_sandbox(setup.sandbox_options(), access_log=True) as running:
             yield running, access
     finally:
-        sandbox_server._listening_socket = _SANDBOX_LISTENING_SOCKET  # type: ignore[attr-defined]
         logger.removeHandler(access)
         logger.setLevel(level)
         logger.propagate = propagate
@@ -550,18 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", nargs="+", default=["documented", "unknown", "subset"], help="which to run"
     )
     parser.add_argument("--json", type=Path, help="write every run and the summaries here")
-    parser.add_argument(
-        "--sandbox-as-is",
-        action="store_true",
-        help="serve without the TCP_NODELAY work-around (about 40 ms more a request on Linux)",
-    )
     args = parser.parse_args(argv)
-    setup = FleetSetup(servers=args.servers, nodelay=not args.sandbox_as_is)
+    setup = FleetSetup(servers=args.servers)
     print(
         f"sandbox: {setup.servers} servers x {setup.backups_per_server} owned backups, page size "
         f"{setup.page_size}, latency {setup.latency * 1000:.0f} ms, rate limit {setup.rate_limit:g}/s "
-        f"(bucket {setup.faults.bucket_size}), creates complete after {setup.create_seconds:g} s, "
-        f"TCP_NODELAY work-around {'on' if setup.nodelay else 'off'}"
+        f"(bucket {setup.faults.bucket_size}), creates complete after {setup.create_seconds:g} s"
     )
     print(f"rotator documented: {asdict(DOCUMENTED)}")
     print(f"rotator unknown:    {asdict(UNKNOWN)}")

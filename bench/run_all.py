@@ -124,15 +124,6 @@ def fleet_section(fleet: dict[str, Any], code: int) -> list[str]:
         f"process starts to its exit."
     )
     out.append("")
-    if setup.get("nodelay", True):
-        out.append(
-            "The sandbox's listening socket is re-opened by the benchmark so that accepted connections "
-            "get TCP_NODELAY (the sandbox opens it with protocol 0, and asyncio sets TCP_NODELAY only on "
-            "IPPROTO_TCP sockets): without it every answer on a kept-alive connection waits ~40 ms for "
-            "the client's delayed ACK, twice the 20 ms of latency asked for. `--sandbox-as-is` measures "
-            "without the work-around."
-        )
-        out.append("")
     out.append("rotator's configuration, as a user would write it for a documented limit of 100 requests/s:")
     out.append("")
     for name, choice in fleet["choices"].items():

@@ -79,7 +79,10 @@ def _hide_dropped_connections() -> None:
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: the accepted connections inherit it, and asyncio sets TCP_NODELAY only on
+    # sockets that say they are TCP; without it every answer on a kept-alive connection (headers and
+    # body written apart) waits for the client's delayed ACK, about 40 ms on Linux
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from rotator.sandbox import RunningSandbox
+from rotator.sandbox import server as sandbox_server_module
 from rotator.sandbox.cli import add_arguments, is_loopback, options_from_args, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,16 @@ def test_the_server_fixture_serves_the_api_on_loopback(sandbox_server: RunningSa
         assert page["next"] == f"{sandbox_server.api_url}/backups/?page=2"
         assert client.get(page["next"]).status_code == 200
     assert "sandbox-token" not in repr(sandbox_server)
+
+
+def test_the_listening_socket_says_it_is_tcp() -> None:
+    """Accepted connections inherit the protocol; asyncio turns Nagle's delay off only on IPPROTO_TCP
+    sockets, and without that every kept-alive answer waits ~40 ms for the client's delayed ACK."""
+    sock = sandbox_server_module._listening_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
 
 
 def test_tests_drive_the_clock_of_a_served_sandbox(sandbox_server: RunningSandbox) -> None:
