@@ -139,11 +139,14 @@ class Listings:
         self.account_count: int | None = None  # manual backups in the account, last seen
         self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
 
-    async def for_servers(self, server_ids: Iterable[int]) -> dict[int, list[Backup]]:
-        """Every listed server's manual backups, each list complete; raises on a partial view."""
+    async def for_servers(
+        self, server_ids: Iterable[int]
+    ) -> tuple[dict[int, list[Backup]], dict[int, errors.ApiError]]:
+        """Every listed server's manual backups, each list complete, and the servers whose listing
+        could not be read whole, with the error. One account listing serves all or raises."""
         wanted = sorted(set(server_ids))
         if not wanted:
-            return {}
+            return {}, {}
         per_server = sum(self._client.pages_for(self.server_counts.get(sid, 0)) for sid in wanted)
         if len(wanted) > 1 and (
             self.account_count is None or self._client.pages_for(self.account_count) < per_server
@@ -156,17 +159,23 @@ class Listings:
                     if backup.server_id in grouped:
                         grouped[backup.server_id].append(backup)
                 self.server_counts.update((sid, len(items)) for sid, items in grouped.items())
-                return grouped
-        listings = await asyncio.gather(
-            *(self._client.list_backups(server_id=sid, backup_type=MANUAL) for sid in wanted)
+                return grouped, {}
+        answers = await asyncio.gather(
+            *(self._client.list_backups(server_id=sid, backup_type=MANUAL) for sid in wanted),
+            return_exceptions=True,
         )
-        # a server filter the API ignored must not leak other servers' backups into a plan
-        grouped = {
-            sid: [b for b in listing.backups if b.server_id == sid]
-            for sid, listing in zip(wanted, listings, strict=True)
-        }
+        grouped = {}
+        failed: dict[int, errors.ApiError] = {}
+        for sid, answer in zip(wanted, answers, strict=True):
+            if isinstance(answer, errors.ApiError):
+                failed[sid] = answer  # this server's own listing: the others are still good
+            elif isinstance(answer, BaseException):
+                raise answer  # a bug or a cancellation, not the API
+            else:
+                # a server filter the API ignored must not leak other servers' backups into a plan
+                grouped[sid] = [b for b in answer.backups if b.server_id == sid]
         self.server_counts.update((sid, len(items)) for sid, items in grouped.items())
-        return grouped
+        return grouped, failed
 
     def note_created(self, server_id: int) -> None:
         """A create adds one backup to the listings: keep the page estimates honest."""
@@ -309,6 +318,7 @@ class Runner:
     ) -> None:
         deadline = self._monotonic() + job.wait_timeout.total_seconds()
         interval = self.poll_initial
+        poll_errors: dict[int, str] = {}  # the last poll's error, for the servers it could not read
         while pending:
             if self.abandon.is_set():
                 for sid, backup in pending.items():
@@ -318,7 +328,10 @@ class Runner:
             left = deadline - self._monotonic()
             if left <= 0:
                 for sid, backup in pending.items():
-                    results[sid].fail(f"backup {backup.id} still in progress after the wait_timeout")
+                    why = f"backup {backup.id} still in progress after the wait_timeout"
+                    if sid in poll_errors:
+                        why += f" (its last poll failed: {poll_errors[sid]})"
+                    results[sid].fail(why)
                     log.error("backup.failed", server_id=sid, backup_id=backup.id, status="wait_timeout")
                 return
             await self._interruptible_sleep(min(interval, left))
@@ -326,11 +339,15 @@ class Runner:
             if self.abandon.is_set():
                 continue
             try:
-                listings = await self.listings.for_servers(pending)
+                listings, failed = await self.listings.for_servers(pending)
             except errors.ApiError as exc:
+                poll_errors = dict.fromkeys(pending, str(exc))
                 log.warning("backup.poll_failed", error=str(exc), waiting=len(pending))
                 continue
-            for sid in list(pending):
+            poll_errors = {sid: str(error) for sid, error in failed.items()}
+            for sid, error in failed.items():
+                log.warning("backup.poll_failed", server_id=sid, error=str(error))
+            for sid in [sid for sid in pending if sid in listings]:
                 current = next((b for b in listings[sid] if b.id == pending[sid].id), None)
                 if current is None:
                     results[sid].fail(f"backup {pending[sid].id} vanished while being waited for")
@@ -350,14 +367,26 @@ class Runner:
                 task.cancel()
 
     async def _listings_or_fail(self, results: Iterable[ServerResult]) -> dict[int, list[Backup]]:
+        """The servers' listings; a server whose listing could not be read whole fails, nothing done."""
         targets = list(results)
         try:
-            return await self.listings.for_servers(r.server_id for r in targets)
+            listings, failed = await self.listings.for_servers(r.server_id for r in targets)
         except errors.ApiError as exc:
             for result in targets:
                 result.fail(f"listing failed, nothing done: {exc}")
             log.error("prune.blocked", rail=Rail.PARTIAL_LISTING.value, error=str(exc))
             return {}
+        for result in targets:
+            error = failed.get(result.server_id)
+            if error is not None:
+                result.fail(f"listing failed, nothing done: {error}")
+                log.error(
+                    "prune.blocked",
+                    rail=Rail.PARTIAL_LISTING.value,
+                    server_id=result.server_id,
+                    error=str(error),
+                )
+        return listings
 
     # -- prune -----------------------------------------------------------------
 

@@ -296,11 +296,15 @@ class Daemon:
         if slot is None:
             return
         try:
-            listings = await self.runner.listings.for_servers(job.spec.policy.servers)
+            listings, failed = await self.runner.listings.for_servers(job.spec.policy.servers)
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
             return
         due = [sid for sid, backups in listings.items() if missed_slot(backups, job.name, slot)]
+        for sid, error in failed.items():
+            # not known to be done: its run finds out (a slot's backup that exists is adopted, not made again)
+            log.warning("catch_up.listing_failed", policy=job.name, server_id=sid, error=str(error))
+        due = sorted([*due, *failed])
         if due:
             log.info("catch_up.started", policy=job.name, slot=slot.isoformat(), servers=due)
             await self._run(job, slot, servers=due, catching_up=True)

@@ -7,6 +7,9 @@ from typing import Any, cast
 
 import structlog
 
+from rotator import errors
+from rotator.markers import mark_description
+from rotator.models import Backup
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.schedule import interval_trigger
@@ -20,9 +23,11 @@ class RecordingRunner:
 
     def __init__(self) -> None:
         self.slots: list[datetime] = []
+        self.servers: list[Any] = []
 
-    async def run(self, spec: JobSpec, slot: datetime, **_: Any) -> RunReport:
+    async def run(self, spec: JobSpec, slot: datetime, *, servers: Any = None, **_: Any) -> RunReport:
         self.slots.append(slot)
+        self.servers.append(servers)
         return RunReport(spec.name, slot, dry_run=False, servers=[])
 
 
@@ -54,3 +59,42 @@ async def test_a_catch_up_still_current_runs() -> None:
     now[0] = START + timedelta(minutes=30)
     await daemon._run(job, slot, catching_up=True)
     assert runner.slots == [slot]
+
+
+class PartlyListing:
+    """Stands in for the runner's Listings: server 1 has the slot's backup, server 2 has none, and
+    server 3's listing could not be read."""
+
+    def __init__(self, slot: datetime) -> None:
+        self.slot = slot
+
+    async def for_servers(
+        self, server_ids: Any
+    ) -> tuple[dict[int, list[Backup]], dict[int, errors.ApiError]]:
+        done = Backup.model_validate(
+            {
+                "id": 7,
+                "server": {"id": 1, "name": "web-1"},
+                "backup_type": "manual",
+                "status": "completed",
+                "created_at": self.slot.isoformat(),
+                "description": mark_description("hourly", "hourly", self.slot),
+            }
+        )
+        failed = errors.ServerError("the API is down", method="GET", path="/api/v1/backups/", status=503)
+        return {1: [done], 2: []}, {3: failed}
+
+
+async def test_catch_up_runs_a_server_whose_listing_failed() -> None:
+    """Not known to have its slot's backup: it is run (the run adopts one that exists), not skipped."""
+    now = [START]
+    policy = Policy("hourly", Retention(keep_last=3), servers=(1, 2, 3))
+    job = ScheduledJob(JobSpec(policy), interval_trigger(timedelta(hours=1), "UTC"))
+    runner = RecordingRunner()
+    slot = job.slot_for(START)
+    runner.listings = PartlyListing(slot)  # type: ignore[attr-defined]
+    daemon = Daemon([job], cast(Runner, runner), wall_clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        await daemon.catch_up(job)
+    assert runner.servers == [[2, 3]]
+    assert [e["server_id"] for e in logs if e["event"] == "catch_up.listing_failed"] == [3]

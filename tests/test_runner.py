@@ -330,3 +330,113 @@ async def test_a_slot_backup_written_with_seconds_is_adopted(runner: Runner, san
     assert not by_server[2].adopted
     assert not by_server[3].adopted
     assert report.totals()["created"] == 4
+
+
+class OneServerUnlistable(httpx.AsyncBaseTransport):
+    """The sandbox, except that listings of ``server_id`` answer 503 (every retry too): from the start,
+    or only once a backup of it was created (``after_create``)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, server_id: int, *, after_create: bool) -> None:
+        self.inner = inner
+        self.server_id = server_id
+        self.broken = not after_create
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and f'"server_id":{self.server_id}' in request.content.decode().replace(
+            " ", ""
+        ):
+            self.broken = True
+        if (
+            self.broken
+            and request.method == "GET"
+            and request.url.params.get("server_id") == str(self.server_id)
+        ):
+            self.refused += 1
+            return httpx.Response(503, json={"detail": "Service temporarily unavailable."})
+        return await self.inner.handle_async_request(request)
+
+
+async def run_with_server_unlistable(
+    sandbox_transport: httpx.ASGITransport,
+    sandbox_api_url: str,
+    sandbox: Sandbox,
+    time: SandboxTime,
+    *,
+    after_create: bool,
+) -> tuple[Any, OneServerUnlistable]:
+    transport = OneServerUnlistable(sandbox_transport, 3, after_create=after_create)
+    settings = ClientSettings(
+        base_url=sandbox_api_url,
+        requests_per_second=1000,
+        burst=1000,
+        retry_attempts=2,
+        retry_wait_initial=0,
+        retry_wait_max=0,
+        retry_wait_jitter=0,
+    )
+    async with BackupsClient(
+        ApiToken(sandbox.token, "test"),
+        settings,
+        transport=transport,
+        wall_clock=time.now,
+        monotonic=time.monotonic,
+        sleep=time.sleep,
+    ) as client:
+        runner = Runner(
+            client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30
+        )
+        report = await runner.run(
+            job(retention=Retention(keep_last=3), wait_timeout=timedelta(minutes=10)), SLOT
+        )
+    return report, transport
+
+
+async def test_a_server_whose_listing_fails_fails_alone(
+    sandbox_transport: httpx.ASGITransport, sandbox_api_url: str, sandbox: Sandbox, time: SandboxTime
+) -> None:
+    """Per-server listings (cheaper here than the account's 6 pages): server 3's cannot be read, so
+    server 3 gets no backup and loses none, and the other four servers' runs go through."""
+    before = {b.id for b in sandbox.state.backups(server_id=3)}
+    report, transport = await run_with_server_unlistable(
+        sandbox_transport, sandbox_api_url, sandbox, time, after_create=False
+    )
+    assert transport.refused > 0
+    by_server = {r.server_id: r for r in report.servers}
+    assert by_server[3].outcome is Outcome.FAILED
+    assert "listing failed, nothing done" in by_server[3].error
+    assert {b.id for b in sandbox.state.backups(server_id=3)} == before  # nothing made, nothing deleted
+    for sid in (1, 2, 4, 5):
+        assert by_server[sid].outcome is Outcome.OK, report.summary_line()
+        assert len(by_server[sid].deleted) == 10 + 1 - 3
+
+
+async def test_a_wait_that_times_out_says_why_its_polls_failed(
+    sandbox_transport: httpx.ASGITransport,
+    sandbox_api_url: str,
+    sandbox: Sandbox,
+    time: SandboxTime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Server 3's backup takes an hour and its listings fail from its create on: once the others are
+    done it is polled alone (its own listing), waited for until the wait_timeout, and fails naming the
+    last poll's error, keeping all its backups; the others complete and are pruned."""
+    create = sandbox.state.create_backup
+
+    def an_hour_for_server_3(server_id: int, description: str | None = None, **options: Any) -> Any:
+        if server_id == 3:
+            options["seconds"] = 3600
+        return create(server_id, description, **options)
+
+    monkeypatch.setattr(sandbox.state, "create_backup", an_hour_for_server_3)
+    report, _ = await run_with_server_unlistable(
+        sandbox_transport, sandbox_api_url, sandbox, time, after_create=True
+    )
+    by_server = {r.server_id: r for r in report.servers}
+    assert by_server[3].outcome is Outcome.FAILED
+    assert "after the wait_timeout (its last poll failed:" in by_server[3].error
+    assert "503" in by_server[3].error or "unavailable" in by_server[3].error.lower()
+    assert by_server[3].deleted == []
+    assert len(sandbox.state.backups(server_id=3)) == 10 + 1
+    for sid in (1, 2, 4, 5):
+        assert by_server[sid].outcome is Outcome.OK, report.summary_line()
