@@ -256,6 +256,23 @@ def summary_table(
     return rows
 
 
+def chaos_section() -> list[str]:
+    """The long fault campaign's figures, as recorded in CHAOS.md by the last ``make chaos`` (it runs
+    about six minutes and is judged by its own exit status, so ``make bench`` does not repeat it)."""
+    text = (BENCH / "CHAOS.md").read_text(encoding="utf-8")
+    start = text.find("## The long run")
+    end = text.find("The short version", start)
+    if start < 0 or end < 0:
+        return ["## Fault campaign", "", "No long run recorded in `bench/CHAOS.md`.", ""]
+    body = text[start + len("## The long run") : end].strip()
+    return [
+        "## Fault campaign (`make chaos`, the long run recorded in `bench/CHAOS.md`)",
+        "",
+        body,
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -328,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             "```",
             "",
         ]
+    lines += chaos_section()
     lines += [
         "## Planner (`bench/bench_planner.py`)",
         "",
