@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.api import BackupsClient, ClientSettings
 from rotator.metrics import ABANDONED, CONTENT_TYPE, FAILED, OK, Metrics, route_of
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner, RunReport, ServerResult
 from rotator.sandbox import Sandbox, SandboxOptions
-from rotator.secrets import ApiToken
+from tests.sandbox_clients import SandboxTime, sandbox_client, sandbox_runner
 
 NOW = datetime(2025, 1, 16, 3, 0, 30, tzinfo=UTC)
 SLOT = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
 SERVERS = (1, 2, 3)
 FINISHED = 1_736_996_400.0  # the wall clock the metrics read at the end of a run
-
-
-class SandboxTime:
-    """rotator's clocks tied to the sandbox clock: sleeping advances the sandbox."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.start = sandbox.clock.now()
-
-    def now(self) -> datetime:
-        return self.sandbox.clock.now()
-
-    def monotonic(self) -> float:
-        return (self.sandbox.clock.now() - self.start).total_seconds()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sandbox.clock.advance(timedelta(seconds=seconds))
-        await asyncio.sleep(0)
 
 
 @pytest.fixture(name="sandbox_options")
@@ -65,25 +45,8 @@ async def fixture_runner(
 ) -> AsyncIterator[Runner]:
     """A Runner on the in-process sandbox, on the sandbox's clock, without retry waits."""
     clock = SandboxTime(sandbox)
-    settings = ClientSettings(
-        base_url=sandbox_api_url,
-        requests_per_second=1000,
-        burst=1000,
-        retry_wait_initial=0,
-        retry_wait_max=0,
-        retry_wait_jitter=0,
-    )
-    async with BackupsClient(
-        ApiToken(sandbox.token, "test"),
-        settings,
-        transport=sandbox_transport,
-        wall_clock=clock.now,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    ) as client:
-        yield Runner(
-            client, wall_clock=clock.now, monotonic=clock.monotonic, sleep=clock.sleep, poll_initial=30
-        )
+    async with sandbox_client(sandbox, sandbox_api_url, sandbox_transport, clock) as client:
+        yield sandbox_runner(client, clock)
 
 
 @pytest.fixture(name="metrics")

@@ -12,35 +12,17 @@ import httpx
 import pytest
 import structlog
 
-from rotator.api import BackupsClient, ClientSettings
+from rotator.api import BackupsClient
 from rotator.markers import parse_marker
 from rotator.planner import Rail
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner
 from rotator.sandbox import Sandbox, SandboxOptions
-from rotator.secrets import ApiToken
+from tests.sandbox_clients import SandboxTime, sandbox_client, sandbox_runner
 
 NOW = datetime(2025, 1, 16, 3, 0, 30, tzinfo=UTC)
 SLOT = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
 SERVERS = (1, 2, 3, 4, 5)
-
-
-class SandboxTime:
-    """rotator's clocks tied to the sandbox clock: sleeping advances the sandbox."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.start = sandbox.clock.now()
-
-    def now(self) -> datetime:
-        return self.sandbox.clock.now()
-
-    def monotonic(self) -> float:
-        return (self.sandbox.clock.now() - self.start).total_seconds()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sandbox.clock.advance(timedelta(seconds=seconds))
-        await asyncio.sleep(0)
 
 
 @pytest.fixture(name="sandbox_options")
@@ -69,31 +51,14 @@ async def fixture_client(
     sandbox_transport: httpx.ASGITransport, sandbox_api_url: str, sandbox: Sandbox, time: SandboxTime
 ) -> AsyncIterator[BackupsClient]:
     """A BackupsClient into the in-process sandbox, without retry waits."""
-    settings = ClientSettings(
-        base_url=sandbox_api_url,
-        requests_per_second=1000,
-        burst=1000,
-        retry_wait_initial=0,
-        retry_wait_max=0,
-        retry_wait_jitter=0,
-    )
-    async with BackupsClient(
-        ApiToken(sandbox.token, "test"),
-        settings,
-        transport=sandbox_transport,
-        wall_clock=time.now,
-        monotonic=time.monotonic,
-        sleep=time.sleep,
-    ) as client:
+    async with sandbox_client(sandbox, sandbox_api_url, sandbox_transport, time) as client:
         yield client
 
 
 @pytest.fixture(name="runner")
 def fixture_runner(client: BackupsClient, time: SandboxTime) -> Runner:
     """A Runner on the sandbox clock, polling every 30 s."""
-    return Runner(
-        client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30, poll_max=60
-    )
+    return sandbox_runner(client, time, poll_max=60)
 
 
 def job(**changes: Any) -> JobSpec:
@@ -294,18 +259,9 @@ async def test_servers_are_worked_on_as_their_requests_go_out_not_all_up_front(
             else:
                 planned_at_deletes.append(len({e["server_id"] for e in logs if e["event"] == "backup.kept"}))
 
-        settings = ClientSettings(base_url=sandbox_api_url, requests_per_second=1000, burst=1000)
-        async with BackupsClient(
-            ApiToken(sandbox.token, "test"),
-            settings,
-            transport=YieldingWrites(sandbox_transport, note),
-            wall_clock=time.now,
-            monotonic=time.monotonic,
-            sleep=time.sleep,
-        ) as client:
-            runner = Runner(
-                client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30
-            )
+        transport = YieldingWrites(sandbox_transport, note)
+        async with sandbox_client(sandbox, sandbox_api_url, transport, time) as client:
+            runner = sandbox_runner(client, time)
             runner.workers = 2
             report = await runner.run(job(), SLOT)
     assert report.ok, report.summary_line()
@@ -366,27 +322,8 @@ async def run_with_server_unlistable(
     after_create: bool,
 ) -> tuple[Any, OneServerUnlistable]:
     transport = OneServerUnlistable(sandbox_transport, 3, after_create=after_create)
-    settings = ClientSettings(
-        base_url=sandbox_api_url,
-        requests_per_second=1000,
-        burst=1000,
-        retry_attempts=2,
-        retry_wait_initial=0,
-        retry_wait_max=0,
-        retry_wait_jitter=0,
-    )
-    async with BackupsClient(
-        ApiToken(sandbox.token, "test"),
-        settings,
-        transport=transport,
-        wall_clock=time.now,
-        monotonic=time.monotonic,
-        sleep=time.sleep,
-    ) as client:
-        runner = Runner(
-            client, wall_clock=time.now, monotonic=time.monotonic, sleep=time.sleep, poll_initial=30
-        )
-        report = await runner.run(
+    async with sandbox_client(sandbox, sandbox_api_url, transport, time, retry_attempts=2) as client:
+        report = await sandbox_runner(client, time).run(
             job(retention=Retention(keep_last=3), wait_timeout=timedelta(minutes=10)), SLOT
         )
     return report, transport
