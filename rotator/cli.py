@@ -118,7 +118,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``sandbox=False`` leaves out the sandbox's options (and its imports)."""
     parser = _Parser(
         prog="rotator",
         description="Create manual backups on a schedule and prune them by retention rules.",
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_backup_commands(commands, common)
     _add_rotation_commands(commands, common)
-    _add_sandbox_command(commands)
+    _add_sandbox_command(commands, load=sandbox)
     return parser
 
 
@@ -234,10 +235,12 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
     health.set_defaults(handler=_cmd_healthcheck)
 
 
-def _add_sandbox_command(commands: Commands) -> None:
+def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
     sandbox = commands.add_parser(
         "sandbox", help="run an emulator of the provider's API on loopback, with a demo fleet"
     )
+    if not load:
+        return  # not on the command line: its options would only cost starlette's and uvicorn's imports
     try:
         from rotator.sandbox.cli import add_arguments, run  # noqa: PLC0415 - the sandbox is an extra
     except ImportError:
@@ -248,8 +251,10 @@ def _add_sandbox_command(commands: Commands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # commands are matched whole, so the sandbox can only be chosen when "sandbox" is an argument
+    parser = build_parser(sandbox="sandbox" in arguments)
+    args = parser.parse_args(arguments)
     configure_logging(args.log_level or "warning", "auto")
     handler: Handler = args.handler
     try:

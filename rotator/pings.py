@@ -10,6 +10,7 @@ name only the host.
 
 from __future__ import annotations
 
+import functools
 from types import TracebackType
 from typing import Final, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -54,12 +55,25 @@ def _target(url: str) -> str:
 
 
 class Pinger:
-    """Sends the pings; never raises. Pass a client to share it, or let it own one (``aclose()``)."""
+    """Sends the pings; never raises. Pass a client to share it, or let it own one (``aclose()``).
+
+    An owned client is made at the first ping: a daemon whose policies have no ``pings`` never
+    pays for it (an HTTP client loads the CA bundle into its TLS context: ~0.1 s and some MB).
+    """
 
     def __init__(self, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
         self._owned = client is None
-        self._client = client or httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
+        self._shared = client
+        self._closed = False
+
+    @functools.cached_property
+    def _client(self) -> httpx.AsyncClient:
+        if self._shared is not None:
+            return self._shared
+        if self._closed:  # as a closed client would say (a ping after aclose() fails, logged)
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        return httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
 
     async def __aenter__(self) -> Self:
         return self
@@ -70,7 +84,8 @@ class Pinger:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owned:
+        self._closed = True
+        if self._owned and "_client" in self.__dict__:  # made, by a ping
             await self._client.aclose()
 
     async def start(self, policy_url: str | None, body: str = "") -> bool:

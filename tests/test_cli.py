@@ -263,3 +263,23 @@ def test_create_json(api: respx.MockRouter, capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     assert json.loads(out)["id"] == 502
     assert not listing.called
+
+
+def test_only_the_sandbox_command_imports_the_sandbox() -> None:
+    """``rotator run`` and the others parse without starlette and uvicorn; ``sandbox`` has its options."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import sys\n"
+        "from rotator.cli import build_parser\n"
+        "args = build_parser(sandbox=False).parse_args(['run', '--config', 'x.yaml'])\n"
+        "assert args.command == 'run'\n"
+        "heavy = ('rotator.sandbox', 'starlette', 'uvicorn')\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(heavy))\n"
+        "assert not heavy, heavy\n"
+        "args = build_parser().parse_args(['sandbox', '--port', '0'])\n"
+        "assert args.port == 0\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

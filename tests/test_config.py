@@ -268,8 +268,10 @@ def test_duplicate_policy_names(tmp_path: Path) -> None:
         ("policies: [", "not valid YAML (line 1, column 12)"),
         ("- a\n- b\n", "the top level must be a mapping, got list"),
         ("", "policies: required"),
+        ("policies: !!int many\n", "not valid YAML: a tagged value cannot be read"),
+        ("policies:\n- name: !!timestamp soon\n", "not valid YAML: a tagged value cannot be read"),
     ],
-    ids=["syntax", "not-a-mapping", "empty"],
+    ids=["syntax", "not-a-mapping", "empty", "int-tag", "timestamp-tag"],
 )
 def test_file_level_problems(tmp_path: Path, text: str, expected: str) -> None:
     """Broken YAML, a list at the top, an empty file: clean one-line errors."""
@@ -327,3 +329,33 @@ def test_dotted_path() -> None:
     """Locations read like the YAML they point at."""
     assert dotted_path(("policies", 0, "retention", "keep_dayz")) == "policies[0].retention.keep_dayz"
     assert dotted_path(()) == "(top level)"
+
+
+YAML_CASES = [
+    MINIMAL,
+    "a: 0x1F\nb: 1_000\nc: 0o17\nd: .inf\ne: 1e3\nf: yes\ng: ~\nh: 017\ni: 1:20\nj: 08\nk: '5'\n",
+    "l: !!str 5\nm: !!int '7'\nn: [1, -2, +3, 0, 10, 2001-02-03]\no: &a [1]\np: *a\nq: !!set {a, b}\n",
+    "r:\n  <<: {x: 1}\n  y: 2\ns: 1\u0661\nt: 2001-02-03T04:05:06Z\n",
+]
+
+
+@pytest.mark.parametrize("text", YAML_CASES)
+def test_yaml_reads_as_safe_load(text: str) -> None:
+    """The fast reader gives what yaml.safe_load gives, value for value and type for type."""
+    from rotator.config import _parse_yaml  # noqa: PLC0415 - the private reader, on its own
+
+    fast, plain = _parse_yaml(text), yaml.safe_load(text)
+    assert fast == plain
+    assert [type(value) for value in fast.values()] == [type(value) for value in plain.values()]
+    if "*a" in text:
+        assert fast["o"] is fast["p"]  # an alias is still the same object
+
+
+def test_servers_listed_twice_in_a_large_policy(tmp_path: Path) -> None:
+    """Repeated ids are all named, in order, among thousands (and found without a quadratic scan)."""
+    servers = [*range(1, 20_001), 7, 19_999, 7]
+    document = yaml.safe_load(MINIMAL)
+    document["policies"][0]["servers"] = servers
+    lines = error_lines(write(tmp_path, yaml.safe_dump(document)))
+    assert len(lines) == 1
+    assert lines[0].startswith("policies[0].servers: server listed twice: 7, 19999 (got ")
