@@ -66,6 +66,9 @@ WATCHDOG_SEC = 4  # the drop-in's WatchdogSec=: rotator pings every 2 s
 ALIVE_FOR = 10.0  # seconds the daemon must outlive WatchdogSec with its pings
 DYNAMIC_UIDS = range(61184, 65520)  # systemd's DynamicUser= range
 HIDDEN_BY_PROTECT_HOME = (Path("/root"), Path("/home"), Path("/run/user"))
+# PrivateTmp= gives the service an empty /tmp (and the booted system has its own): a checkout
+# there (a CI job's clone, mktemp -d) cannot be the installed rotator the unit starts
+HIDDEN_BY_PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 CGROUP_PREFIX = "rotator-boot-"
 PYTHON_HOME = Path("/opt/rotator-python")  # where boot.sh binds an interpreter hidden by ProtectHome=
 
@@ -286,6 +289,12 @@ def venv_payload(payload: Path) -> str:
     venv = Path(os.path.realpath(sys.prefix))
     if under(venv, HIDDEN_BY_PROTECT_HOME) or under(ROOT, HIDDEN_BY_PROTECT_HOME):
         pytest.skip(f"the project or its venv ({ROOT}, {venv}) is under a path ProtectHome=yes hides")
+    real_root = Path(os.path.realpath(ROOT))
+    if under(venv, HIDDEN_BY_PRIVATE_TMP) or under(real_root, HIDDEN_BY_PRIVATE_TMP):
+        pytest.skip(
+            f"the project or its venv ({ROOT}, {venv}) is under /tmp, which PrivateTmp=yes and the "
+            "booted system's own /tmp hide from the service: run from a checkout elsewhere"
+        )
     base = Path(os.path.realpath(sys.base_prefix))
     if not under(base, HIDDEN_BY_PROTECT_HOME):
         return ""
