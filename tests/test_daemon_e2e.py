@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rotator.markers import make_marker
 from rotator.sandbox import RunningSandbox, SandboxOptions, running_sandbox
 from rotator.sandbox.state import Event
 
@@ -57,6 +58,15 @@ def slot_of(description: str | None) -> tuple[str, str] | None:
     """``(policy, slot)`` from a description ending with a rotator marker with a slot."""
     match = MARKER.search(description or "")
     return (match["policy"], match["slot"]) if match else None
+
+
+def marker_spelling(slot: str) -> str:
+    """A slot as rotator's log writes it (``...T03:00:00Z``), spelled as its marker does (``...T03:00Z``
+    on a whole minute, with seconds otherwise)."""
+    instant = datetime.fromisoformat(slot.replace("Z", "+00:00"))
+    marked = slot_of(make_marker("any", instant))
+    assert marked is not None
+    return marked[1]
 
 
 def server_of(event: Event) -> int:
@@ -389,7 +399,7 @@ def test_faults_never_duplicate_nor_delete_wrongly(
     failed = {(server_of(e), slot_of(e.backup["description"])) for e in sandbox.state.events("failed")}
     pruned = set()
     for event in deleted:
-        run = (server_of(event), ("guarded", logged[event.backup["id"]]["slot"]))
+        run = (server_of(event), ("guarded", marker_spelling(logged[event.backup["id"]]["slot"])))
         pruned.add(run)
         assert run in completed_at, (
             f"deleted {event.backup['id']} in a run whose backup never completed: {run}"
