@@ -28,14 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,48 +42,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.notify_socket import NotifySocket
 from rotator.sandbox import SandboxOptions, running_sandbox
 
 TARGETS = {"rss_mb": 80.0, "cpu_share": 0.01}
 READY_TIMEOUT = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class NotifySocket:
-    """systemd's side of sd_notify: a unix datagram socket, read from a thread, with arrival times."""
-
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # sun_path holds 108 bytes
-        self.path = str(Path(self.directory) / "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            arrived = time.monotonic()
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
-            with self._lock:
-                self.messages.append((arrived, fields))
-
-    def first(self, key: str) -> tuple[float, dict[str, str]] | None:
-        with self._lock:
-            return next(((at, fields) for at, fields in self.messages if key in fields), None)
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(5)
-        self.sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def write_config(path: Path, policies: int, servers: int, now: datetime) -> Path:
@@ -164,7 +125,7 @@ def run_once(config: Path, idle: float) -> IdleRun:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"rotator run sent no READY=1 (exit {process.poll()})")
                 time.sleep(0.002)
-            ready_at, fields = ready
+            ready_at, fields = ready.at, ready.fields
             cpu_at_ready = proc_cpu(process.pid)
             idle_from = time.monotonic()
             cpu_from = proc_cpu(process.pid)

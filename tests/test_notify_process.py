@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bench.notify_socket import Message, NotifySocket
 from rotator.sandbox import RunningSandbox, SandboxOptions, running_sandbox
 
 DEADLINE = 25.0  # seconds any one condition may take before the test fails
@@ -64,48 +60,6 @@ sys.exit(asyncio.run(main()))
 """
 
 
-@dataclass(frozen=True)
-class Message:
-    at: float
-    fields: dict[str, str]
-
-
-class NotifySocket:
-    """systemd's side: a datagram socket collecting messages with their arrival time."""
-
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="rn-", dir="/tmp")  # sun_path holds 108 bytes
-        self.path = str(Path(self.directory) / "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
-            with self._lock:
-                self.messages.append(Message(time.monotonic(), fields))
-
-    def since(self, start: int = 0) -> list[Message]:
-        with self._lock:
-            return self.messages[start:]
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(DEADLINE)
-        self.sock.close()
-        shutil.rmtree(self.directory)
-
-
 def wait_for(
     process: subprocess.Popen[str], condition: Callable[[], object], what: str, timeout: float = DEADLINE
 ) -> None:
@@ -129,7 +83,7 @@ def fixture_notify_socket() -> Iterator[NotifySocket]:
     """A fake systemd notify socket, listened on from a thread."""
     listener = NotifySocket()
     yield listener
-    listener.close()
+    listener.close(DEADLINE)
 
 
 @pytest.fixture(name="sandbox_server")
