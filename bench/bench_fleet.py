@@ -41,7 +41,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.child_env import clean_env
 from rotator.sandbox import FaultOptions, RunningSandbox, SandboxOptions, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,12 +226,6 @@ def write_config(path: Path, setup: FleetSetup, choice: RotatorChoice, servers: 
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
-    env.update(extra)
-    return env
 
 
 @dataclass

@@ -42,6 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.child_env import clean_env
 from bench.notify_socket import NotifySocket
 from rotator.sandbox import SandboxOptions, running_sandbox
 
@@ -105,11 +106,10 @@ class IdleRun:
 def run_once(config: Path, idle: float) -> IdleRun:
     notify = NotifySocket()
     with running_sandbox(SandboxOptions(fleet="empty", servers=1)) as sandbox:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
-        env.pop("WATCHDOG_USEC", None)
-        env.update(
+        env = clean_env(
             NOTIFY_SOCKET=notify.path, ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token
         )
+        env.pop("WATCHDOG_USEC", None)
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-m", "rotator", "run", "--config", str(config)],

@@ -11,7 +11,6 @@ against a deadline.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.child_env import clean_env
 from rotator.markers import make_marker
 from rotator.sandbox import RunningSandbox, SandboxOptions, running_sandbox
 from rotator.sandbox.state import Event
@@ -110,9 +110,7 @@ def write_config(path: Path, policies: list[dict[str, Any]], **sections: Any) ->
 
 
 def rotator_env(sandbox: RunningSandbox) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
-    env.update(ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token)
-    return env
+    return clean_env(ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token)
 
 
 def run_rotator(sandbox: RunningSandbox, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

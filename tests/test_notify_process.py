@@ -15,7 +15,6 @@ the notifier itself; and on ``rotator run`` against the sandbox.
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.child_env import clean_env
 from bench.notify_socket import Message, NotifySocket
 from rotator.sandbox import RunningSandbox, SandboxOptions, running_sandbox
 
@@ -132,8 +132,7 @@ def test_ready_watchdog_reloading_stopping(
     tmp_path: Path,
 ) -> None:
     """READY with a status, WATCHDOG at half of WATCHDOG_USEC, RELOADING on SIGHUP, STOPPING on SIGTERM."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
-    env.update(
+    env = clean_env(
         NOTIFY_SOCKET=notify_socket.path,
         WATCHDOG_USEC=str(WATCHDOG_USEC),
         ROTATOR_API_URL=sandbox_server.api_url,

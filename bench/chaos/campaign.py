@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
 import subprocess
@@ -63,6 +62,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from bench.chaos.invariants import PolicySpec, Report, check
+from bench.child_env import clean_env
 from rotator.sandbox import Clock, FaultOptions, RunningSandbox, SandboxOptions, running_sandbox
 from rotator.sandbox.state import BackupType, SandboxState
 
@@ -232,8 +232,7 @@ class Rotator:
         self.number = number
         self._on_event = on_event
         self._log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "CREDENTIALS_DIRECTORY"))}
-        env.update(ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token)
+        env = clean_env(ROTATOR_API_URL=sandbox.api_url, ROTATOR_API_TOKEN=sandbox.token)
         self.process = subprocess.Popen(
             [*ROTATOR, *argv],
             env=env,
