@@ -48,6 +48,7 @@ from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner
 from rotator.secrets import ApiToken
 from tests.clock import FakeTime
+from tests.test_api import backup_json
 
 TOKEN = "tok-bad-input-7f3e-SECRET"
 MEMORY_ORIGIN = "https://api.test"
@@ -112,27 +113,6 @@ class Seen:
 Corruption = Callable[["FakeApi", Seen], Answer]
 
 
-def backup_json(
-    backup_id: int,
-    server_id: int,
-    created_at: str,
-    *,
-    status: str = "completed",
-    backup_type: str = "manual",
-    description: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": backup_id,
-        "server": {"id": server_id, "name": f"web-{server_id}"},
-        "backup_type": backup_type,
-        "status": status,
-        "size_mb": 4456 if status == "completed" else None,
-        "created_at": created_at,
-        "expires_at": None,
-        "description": description,
-    }
-
-
 def fleet() -> list[dict[str, Any]]:
     """Per server: six nightly backups owned by the policy and one automatic backup; ids not in age order."""
     backups = []
@@ -142,10 +122,18 @@ def fleet() -> list[dict[str, Any]]:
             description = mark_description(f"nightly {slot:%Y-%m-%d}", "nightly", slot)
             backup_id = 100 * server + (day * 7) % OWNED_PER_SERVER + 1
             backups.append(
-                backup_json(backup_id, server, f"{slot:%Y-%m-%dT%H:%M:%SZ}", description=description)
+                backup_json(
+                    backup_id, f"{slot:%Y-%m-%dT%H:%M:%SZ}", server_id=server, description=description
+                )
             )
         backups.append(
-            backup_json(100 * server + 50, server, "2025-01-16T01:00:00Z", backup_type="automatic")
+            backup_json(
+                100 * server + 50,
+                "2025-01-16T01:00:00Z",
+                server_id=server,
+                backup_type="automatic",
+                description=None,
+            )
         )
     return backups
 
@@ -228,8 +216,8 @@ class FakeApi:
         asked = json.loads(seen.body)
         backup = backup_json(
             self._next_id,
-            asked["server_id"],
             "2025-01-16T03:00:31Z",
+            server_id=asked["server_id"],
             status="in_progress",
             description=asked.get("description"),
         )
@@ -428,7 +416,10 @@ def endless(fresh_items: bool) -> Corruption:
     def corrupt(api: FakeApi, seen: Seen) -> Answer:
         results = []
         if fresh_items:
-            results = [backup_json(10_000 + 2 * seen.page + i, 1, "2025-01-01T03:00:00Z") for i in range(2)]
+            results = [
+                backup_json(10_000 + 2 * seen.page + i, "2025-01-01T03:00:00Z", server_id=1, description=None)
+                for i in range(2)
+            ]
         count = len(api.items(seen))
         return json_answer(
             {"count": count, "next": seen.link(api.origin, page=seen.page + 1), "results": results}
@@ -459,7 +450,7 @@ def spaces(total: int, chunk: int = 64 * 1024) -> Callable[[], Iterator[bytes]]:
 def millions_of_items(total: int = 3_000_000, per_chunk: int = 250) -> Callable[[], Iterator[bytes]]:
     """``total`` backups, as fast as they can be written (the same ones over again: the client
     must refuse the page for its size before it could notice)."""
-    item = json.dumps(backup_json(7, 1, "2025-01-01T03:00:00Z")).encode()
+    item = json.dumps(backup_json(7, "2025-01-01T03:00:00Z", server_id=1, description=None)).encode()
     batch = b",".join([item] * per_chunk)
 
     def chunks() -> Iterator[bytes]:
