@@ -63,7 +63,6 @@ class Pinger:
 
     def __init__(self, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        self._owned = client is None
         self._shared = client
         self._closed = False
 
@@ -85,7 +84,7 @@ class Pinger:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._owned and "_client" in self.__dict__:  # made, by a ping
+        if self._shared is None and "_client" in self.__dict__:  # ours, made by a ping
             await self._client.aclose()
 
     async def start(self, policy_url: str | None, body: str = "") -> bool:
