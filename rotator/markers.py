@@ -3,12 +3,16 @@
 Every backup a policy creates ends its description with a marker::
 
     Nightly backup [rotator:nightly@2025-01-16T03:00Z]
+    Nightly backup [rotator:nightly@2025-01-16T03:00Z#2]
     Ad-hoc backup [rotator:nightly]
 
 ``POLICY`` is the policy's name (letters, digits, ``-``, ``_``, ``.``) and the
-optional ``SLOT`` the scheduled time in UTC, to the minute. A backup is owned by
-a policy when its description *ends* with that policy's marker; nothing else in
-the description matters.
+optional ``SLOT`` the scheduled time in UTC, to the minute. ``#N`` is the
+attempt: a slot whose backup failed is tried again, and the N-th attempt (N >= 2)
+says so, so that "at most one completed backup per slot" stays checkable; the
+first attempt has no ``#`` (``#1`` is not rotator's spelling and no marker). A
+backup is owned by a policy when its description *ends* with that policy's
+marker; nothing else in the description matters.
 """
 
 from __future__ import annotations
@@ -22,11 +26,16 @@ from typing import Final
 POLICY_NAME_PATTERN: Final = r"[A-Za-z0-9._-]+"
 """The grammar of a policy name (also what the configuration accepts)."""
 
+MAX_ATTEMPT: Final = 999
+"""The highest attempt a marker spells (three digits)."""
+_ATTEMPT: Final = r"[2-9]|[1-9]\d{1,2}"
+
 _POLICY_NAME = re.compile(POLICY_NAME_PATTERN)
 _MARKER_AT_END = re.compile(
     r"\[rotator:(?P<policy>" + POLICY_NAME_PATTERN + r")"
     r"(?:@(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2})"
-    r"(?::(?P<second>\d{2}))?Z)?"
+    r"(?::(?P<second>\d{2}))?Z"
+    r"(?:#(?P<attempt>" + _ATTEMPT + r"))?)?"
     r"\]\Z"
 )
 MARKER_PREFIX: Final = "[rotator:"
@@ -41,18 +50,21 @@ def owned_marker_pattern(policy: str) -> re.Pattern[str]:
     Every description it matches, :func:`parse_marker` reads as ``policy``'s
     marker; a miss proves nothing (e.g. a slot on the 29th): ask ``parse_marker``.
     """
-    return re.compile(r"\[rotator:" + re.escape(policy) + r"(?:@" + _PLAIN_SLOT + r")?\]\Z")
+    return re.compile(
+        r"\[rotator:" + re.escape(policy) + r"(?:@" + _PLAIN_SLOT + r"(?:#(?:" + _ATTEMPT + r"))?)?\]\Z"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A parsed marker: the policy that created the backup and, if recorded, its slot (UTC)."""
+    """A parsed marker: the policy that created the backup, its slot (UTC) if recorded, and the attempt."""
 
     policy: str
     slot: datetime | None = None
+    attempt: int = 1
 
     def __str__(self) -> str:
-        return make_marker(self.policy, self.slot)
+        return make_marker(self.policy, self.slot, self.attempt)
 
 
 def is_policy_name(name: str) -> bool:
@@ -60,24 +72,29 @@ def is_policy_name(name: str) -> bool:
     return _POLICY_NAME.fullmatch(name) is not None
 
 
-def make_marker(policy: str, slot: datetime | None = None) -> str:
-    """``[rotator:POLICY]`` or ``[rotator:POLICY@YYYY-MM-DDTHH:MMZ]``.
+def make_marker(policy: str, slot: datetime | None = None, attempt: int = 1) -> str:
+    """``[rotator:POLICY]``, ``[rotator:POLICY@YYYY-MM-DDTHH:MMZ]`` or ``[...@...Z#N]`` (attempt N >= 2).
 
     ``slot`` must be aware; it is written in UTC to the minute, or to the second
     when it has seconds (an interval schedule of less than a minute); fractions
-    of a second are dropped.
+    of a second are dropped. Only a slot has attempts.
     """
     if not is_policy_name(policy):
         raise ValueError(f"not a policy name: {policy!r} (letters, digits, '-', '_', '.')")
+    if isinstance(attempt, bool) or not 1 <= attempt <= MAX_ATTEMPT:
+        raise ValueError(f"an attempt is a whole number from 1 to {MAX_ATTEMPT}, not {attempt!r}")
     if slot is None:
+        if attempt != 1:
+            raise ValueError("only a slot's marker has attempts")
         return f"[rotator:{policy}]"
     if slot.tzinfo is None or slot.utcoffset() is None:
         raise ValueError(f"slot must be an aware datetime, got {slot!r}")
     utc = slot.astimezone(UTC)
     seconds = f":{utc.second:02d}" if utc.second else ""  # only sub-minute interval slots have seconds
+    suffix = f"#{attempt}" if attempt > 1 else ""
     return (
         f"[rotator:{policy}@{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
-        f"T{utc.hour:02d}:{utc.minute:02d}{seconds}Z]"
+        f"T{utc.hour:02d}:{utc.minute:02d}{seconds}Z{suffix}]"
     )
 
 
@@ -88,14 +105,14 @@ def parse_marker(description: str | None) -> Marker | None:
     match = _MARKER_AT_END.search(description)
     if match is None:
         return None
-    policy, year, month, day, hour, minute, second = match.groups()
+    policy, year, month, day, hour, minute, second, attempt = match.groups()
     if year is None:
         return Marker(policy)
     try:  # datetime() rather than strptime(): ownership is checked for every backup listed
         slot = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC)
     except ValueError:  # e.g. month 13: not a marker any policy wrote
         return None
-    return Marker(policy, slot)
+    return Marker(policy, slot, int(attempt) if attempt else 1)
 
 
 def mentions_marker(description: str | None) -> bool:
@@ -107,7 +124,7 @@ def mentions_marker(description: str | None) -> bool:
     return bool(description) and MARKER_PREFIX in (description or "").casefold()
 
 
-def mark_description(description: str, policy: str, slot: datetime | None = None) -> str:
+def mark_description(description: str, policy: str, slot: datetime | None = None, attempt: int = 1) -> str:
     """``description`` with the policy's marker appended (separated by a space when not empty)."""
-    marker = make_marker(policy, slot)
+    marker = make_marker(policy, slot, attempt)
     return f"{description} {marker}" if description else marker

@@ -1,102 +1,115 @@
-"""Schedules: APScheduler triggers built from a policy's ``schedule``, and the slots they define.
+"""Schedules: a policy's ``schedule`` as the trigger the daemon fires by and slots are computed from.
 
-A *slot* is a scheduled time without its jitter. It names a run: the backup a
-run creates is marked with its slot, which makes creation idempotent across
-crashes, restarts and a second instance. Interval schedules are anchored at a
-fixed instant so that their slots do not move when rotator restarts.
+Both kinds come back as a :class:`~rotator.slots.SlotTrigger`: APScheduler's own
+cron or interval trigger (without jitter) for the arithmetic, fired at the
+slots :mod:`rotator.slots` defines plus the jitter. Interval schedules are
+anchored at a fixed instant so that their slots do not move when rotator restarts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from rotator.slots import SlotTrigger, can_fire, latest_slot, next_slots, upcoming
+
+__all__ = [
+    "INTERVAL_ANCHOR",
+    "can_fire",
+    "cron_trigger",
+    "interval_trigger",
+    "latest_slot",
+    "next_slots",
+    "upcoming",
+]
+
 # Interval slots are counted from here (in the policy's zone), so they survive restarts.
 INTERVAL_ANCHOR = datetime(2000, 1, 1)  # noqa: DTZ001 - made aware in the policy's zone below
-_LOOKBACK = timedelta(days=400)  # far enough back to find the previous slot of a yearly cron
 
 
-def cron_trigger(expression: str, timezone: str, jitter: timedelta | None = None) -> CronTrigger:
-    """``CronTrigger.from_crontab`` in the policy's zone; ``ValueError`` naming a bad expression."""
+def _jitter(jitter: timedelta | None) -> int | None:
+    return int(jitter.total_seconds()) if jitter else None
+
+
+_WEEKDAYS: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday(text: str) -> int:
+    """A crontab weekday (0 or 7 Sunday, 1 Monday ... 6 Saturday, or a name) as 0..6."""
+    name = text.lower()
+    if name in _WEEKDAYS:
+        return _WEEKDAYS.index(name)
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text) % 7
+    raise ValueError(f"not a day of the week: {text!r}")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field in APScheduler 3's numbering (0 is Monday there, Sunday in cron).
+
+    APScheduler 3's ``from_crontab`` passes the field on unchanged (its issue 286), so that
+    ``0 3 * * 0`` would run on Mondays; the field is expanded to the days it names and
+    written as APScheduler's numbers.
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for token in field.split(","):
+        span, _, step_text = token.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"not a step: {step_text!r}")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, _, high = span.partition("-")
+            first, last = _weekday(low), _weekday(high)
+            if high == "7":
+                last = 7  # 5-7: Friday to Sunday
+            if last < first:
+                raise ValueError(f"not a range of days: {span!r}")
+        else:
+            first = last = _weekday(span)
+            if step is not None:
+                last = 6
+        days.update(day % 7 for day in range(first, last + 1, step or 1))
+    return ",".join(str((day - 1) % 7) for day in sorted(days, key=lambda day: (day - 1) % 7))
+
+
+def cron_trigger(expression: str, timezone: str, jitter: timedelta | None = None) -> SlotTrigger:
+    """A crontab expression (five fields, cron's weekdays) in the policy's zone.
+
+    ``ValueError`` naming a bad expression.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"not a cron expression: {expression!r} (wrong number of fields; got {len(fields)}, expected 5)"
+        )
+    minute, hour, day, month, weekday = fields
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=ZoneInfo(timezone))
+        cron = CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=crontab_weekdays(weekday),
+            timezone=ZoneInfo(timezone),
+        )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not a cron expression: {expression!r} ({exc})") from None
-    trigger.jitter = int(jitter.total_seconds()) if jitter else None
-    return trigger
+    return SlotTrigger(cron, _jitter(jitter))
 
 
-def interval_trigger(every: timedelta, timezone: str, jitter: timedelta | None = None) -> IntervalTrigger:
+def interval_trigger(every: timedelta, timezone: str, jitter: timedelta | None = None) -> SlotTrigger:
     if every < timedelta(seconds=1):
         raise ValueError("an interval must be at least 1s")
     zone = ZoneInfo(timezone)
-    return IntervalTrigger(
-        seconds=every.total_seconds(),
-        start_date=INTERVAL_ANCHOR.replace(tzinfo=zone),
-        timezone=zone,
-        jitter=int(jitter.total_seconds()) if jitter else None,
+    interval = IntervalTrigger(
+        seconds=every.total_seconds(), start_date=INTERVAL_ANCHOR.replace(tzinfo=zone), timezone=zone
     )
-
-
-def _unjittered(trigger: BaseTrigger) -> BaseTrigger:
-    if isinstance(trigger, CronTrigger | IntervalTrigger) and trigger.jitter:
-        clone: BaseTrigger = trigger.__class__.__new__(trigger.__class__)
-        clone.__setstate__(trigger.__getstate__())
-        clone.jitter = None
-        return clone
-    return trigger
-
-
-def upcoming(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
-    """Slots strictly after ``after`` (UTC), in order, without jitter."""
-    plain = _unjittered(trigger)
-    previous: datetime | None = None
-    moment = after + timedelta(microseconds=1)
-    while True:
-        fire = plain.get_next_fire_time(previous, moment)
-        if fire is None:
-            return
-        yield fire.astimezone(UTC)
-        previous, moment = fire, fire + timedelta(microseconds=1)
-
-
-def next_slots(trigger: BaseTrigger, now: datetime, count: int) -> list[datetime]:
-    slots: list[datetime] = []
-    for slot in upcoming(trigger, now):
-        slots.append(slot)
-        if len(slots) == count:
-            break
-    return slots
-
-
-def latest_slot(trigger: BaseTrigger, now: datetime) -> datetime | None:
-    """The most recent slot at or before ``now`` (UTC), or None if there was none in the lookback."""
-    plain = _unjittered(trigger)
-    if isinstance(plain, IntervalTrigger):
-        # absolute time, as APScheduler counts intervals (aware arithmetic would be wall-clock,
-        # an hour off across a DST change)
-        step = plain.interval.total_seconds()
-        start = plain.start_date.timestamp()
-        elapsed = now.timestamp() - start
-        if elapsed < 0:
-            return None
-        return datetime.fromtimestamp(start + step * (elapsed // step), tz=UTC)
-    # widen the window until it holds a slot: a minutely cron looks back an hour, a yearly one a year
-    for lookback in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), _LOOKBACK):
-        found: datetime | None = None
-        for slot in upcoming(plain, now - lookback):
-            if slot > now:
-                break
-            found = slot
-        if found is not None:
-            return found
-    return None
-
-
-def can_fire(trigger: BaseTrigger, now: datetime) -> bool:
-    return next(upcoming(trigger, now), None) is not None
+    return SlotTrigger(interval, _jitter(jitter))
