@@ -3,9 +3,21 @@
 Every API request goes through the same gate, in this order: added latency,
 the rate limit (a gateway-style token bucket that counts every request and
 sends ``RateLimit-*`` headers on every answer when configured), the bearer
-token, an injected 5xx, then the operation itself. ``/_sandbox/*`` (stats,
-events and notes, clock, faults, injected, reset) needs no token and is never
-faulted or counted.
+token (a 401 echoing the ``Authorization`` header under ``auth_echo``), a
+third party's deletion (``third_party_delete_rate``), an injected 5xx, then
+the operation itself.
+
+Within the operations: a listing is read from the lagging view
+(``listing_lag``); a page after the first may be shifted by a third party
+first (``page_shift_rate``), and a page other than the last may come back
+empty (``empty_page_rate``); its first page may be written to the event log
+(``log_listings``). A create cuts its description (``description_max_length``),
+creates the backup, may lie in its answer (``lie_known_id_rate``,
+``lie_other_server_rate``), holds the answer (``create_answer_delay``), and may
+drop the connection (``drop_rate``).
+
+``/_sandbox/*`` (stats, events and notes, clock, faults, injected, reset, a
+third party's deletion) needs no token and is never faulted or counted.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +46,8 @@ from rotator.sandbox.options import FaultOptions, SandboxOptions
 from rotator.sandbox.ratelimit import RateDecision, TokenBucket
 from rotator.sandbox.state import (
     BACKUP_TYPES,
+    THIRD_PARTY,
+    BackupRecord,
     RestoreRefused,
     SandboxState,
     UnknownBackup,
@@ -44,7 +58,19 @@ API_PREFIX = "/api/v1"
 CREATE_MESSAGE = "Backup is being created. This may take several minutes depending on server size."
 DESCRIPTION_MAX_LENGTH = 255
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
-INJECTED_KINDS = ("server_error", "rate_limited", "dropped", "failed", "slow")
+INJECTED_KINDS = (
+    "server_error",
+    "rate_limited",
+    "dropped",
+    "failed",
+    "slow",
+    "delayed",
+    "page_shift",
+    "lie_known_id",
+    "lie_other_server",
+    "empty_page",
+    "third_party_delete",
+)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -87,11 +113,11 @@ class Sandbox:
         self.sleep = sleep
         self._monotonic = monotonic
         self._lock = threading.Lock()
+        self._faults = self.options.faults
         self.state = self._build_state()
         self._stats: dict[str, Counter[str]] = {}
         self._injected: Counter[str] = Counter()
         self._fault_rng = _fault_rng(self.options.seed)
-        self._faults = self.options.faults
         self._limiter = self._build_limiter(self._faults)
 
     @property
@@ -113,6 +139,7 @@ class Sandbox:
             ):
                 self._limiter = self._build_limiter(faults)
             self._faults = faults
+            self._configure_state(self.state, faults)
 
     def update_faults(self, **changes: Any) -> FaultOptions:
         """Change some fault options by name; raise ``ValueError`` on a bad one."""
@@ -123,11 +150,11 @@ class Sandbox:
     def reset(self) -> None:
         """Back to the start: the fleet rebuilt as of the clock's now, no events, no stats."""
         with self._lock:
+            self._faults = self.options.faults
             self.state = self._build_state()
             self._stats = {}
             self._injected = Counter()
             self._fault_rng = _fault_rng(self.options.seed)
-            self._faults = self.options.faults
             self._limiter = self._build_limiter(self._faults)
 
     def record(self, route: str, outcome: str) -> None:
@@ -143,7 +170,7 @@ class Sandbox:
         return {"requests": dict(sorted(requests.items())), "total": total}
 
     def count_injected(self, kind: str) -> None:
-        """Count one injected fault: ``server_error``, ``rate_limited``, ``dropped`` or ``slow``."""
+        """Count one injected fault of a kind of :data:`INJECTED_KINDS` (but ``failed``)."""
         with self._lock:
             self._injected[kind] += 1
 
@@ -167,13 +194,52 @@ class Sandbox:
         """Which 5xx an injected error answers with."""
         return self._fault_rng.choice(SERVER_ERROR_STATUSES)
 
+    def third_party_delete(self) -> BackupRecord | None:
+        """A third party deletes the newest completed manual backup of a random server (if any has one)."""
+        deleted = self.state.third_party_delete_newest(self._fault_rng)
+        if deleted is not None:
+            self.count_injected("third_party_delete")
+        return deleted
+
+    def shift_pages(self, earlier: Sequence[BackupRecord]) -> BackupRecord | None:
+        """A third party deletes one of ``earlier`` (a listing's pages before the one asked for) and makes
+        a manual backup of its server, which sorts last; return the deleted one (``None``: none there)."""
+        present = [record for record in earlier if self.state.exists(record.id)]
+        if not present:
+            return None
+        gone, _ = self.state.third_party_replace(self._fault_rng.choice(present).id)
+        self.count_injected("page_shift")
+        return gone
+
+    def lie_about(self, record: BackupRecord, answer: dict[str, Any]) -> dict[str, Any]:
+        """The create answer ``answer`` for ``record``, maybe with another backup's id or another server."""
+        faults = self._faults
+        state = self.state
+        if self.roll(faults.lie_known_id_rate):
+            older = [b.id for b in state.backups(server_id=record.server_id) if b.id != record.id]
+            if older:
+                answer = {**answer, "id": self._fault_rng.choice(older)}
+                self.count_injected("lie_known_id")
+        if self.roll(faults.lie_other_server_rate):
+            others = [server for server in state.servers() if server.id != record.server_id]
+            if others:
+                answer = {**answer, "server": self._fault_rng.choice(others).to_json()}
+                self.count_injected("lie_other_server")
+        return answer
+
     def _build_state(self) -> SandboxState:
-        return SandboxState(
+        state = SandboxState(
             fleet.build(self.options, self.clock.now()),
             clock=self.clock,
             seed=self.options.seed,
             create_seconds=self.options.create_seconds,
         )
+        self._configure_state(state, self._faults)
+        return state
+
+    @staticmethod
+    def _configure_state(state: SandboxState, faults: FaultOptions) -> None:
+        state.configure(api_clock_offset=faults.api_clock_offset, listing_lag=faults.listing_lag)
 
     def _build_limiter(self, faults: FaultOptions) -> TokenBucket | None:
         if faults.rate_limit is None:
@@ -219,6 +285,7 @@ def build_app(sandbox: Sandbox) -> Starlette:
         Route("/_sandbox/clock", control.clock, methods=["GET", "POST"]),
         Route("/_sandbox/faults", control.faults, methods=["GET", "POST"]),
         Route("/_sandbox/reset", control.reset, methods=["POST"]),
+        Route("/_sandbox/third-party/delete", control.third_party_delete, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox
@@ -329,6 +396,8 @@ class _Api:
                 rate_headers,
             )
         response = self._authenticate(request)
+        if response is None and sandbox.roll(faults.third_party_delete_rate):
+            sandbox.third_party_delete()
         if response is None and sandbox.roll(faults.error_rate):
             sandbox.count_injected("server_error")
             response = _server_error(sandbox.server_error_status())
@@ -348,47 +417,56 @@ class _Api:
         return response
 
     def _authenticate(self, request: Request) -> Response | None:
-        challenge = {"WWW-Authenticate": 'Bearer realm="api"'}
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        sent = request.headers.get("authorization")
+        scheme, _, credentials = (sent or "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
-            return _detail(401, "Authentication credentials were not provided.", challenge)
+            return self._refuse("Authentication credentials were not provided.", sent)
         if not hmac.compare_digest(credentials.strip().encode(), self.sandbox.token.encode()):
-            return _detail(401, "Invalid token.", challenge)
+            return self._refuse("Invalid token.", sent)
         return None
+
+    def _refuse(self, detail: str, sent: str | None) -> Response:
+        """A 401; under ``auth_echo`` its detail repeats the ``Authorization`` header sent, if any."""
+        if sent is not None and self.sandbox.faults.auth_echo:
+            detail = f"{detail} You sent: Authorization: {sent}"
+        return _detail(401, detail, {"WWW-Authenticate": 'Bearer realm="api"'})
 
     async def list_backups(self, request: Request) -> Response:
         """``GET /backups/``: filtered, by id, DRF page-number pages with absolute links."""
         params = request.query_params
-        errors: dict[str, list[str]] = {}
-        server_id: int | None = None
-        raw_server = params.get("server_id", "")
-        if raw_server:
-            server_id = _parse_id(raw_server.strip())
-            if server_id is None:
-                errors["server_id"] = ["Enter a whole number."]
-        backup_type = params.get("backup_type") or None
-        if backup_type is not None and backup_type not in BACKUP_TYPES:
-            errors["backup_type"] = [
-                f"Select a valid choice. {backup_type} is not one of the available choices."
-            ]
+        server_id, backup_type, errors = _listing_filters(params)
         if errors:
             return JSONResponse(errors, status_code=400)
-        matching = self.sandbox.state.backups(server_id=server_id, backup_type=backup_type)
-        page_size = self.sandbox.options.page_size
+        sandbox = self.sandbox
+        faults = sandbox.faults
+        state = sandbox.state
+        matching = state.listing(server_id=server_id, backup_type=backup_type)
+        page_size = sandbox.options.page_size
         pages = max(1, math.ceil(len(matching) / page_size))
         raw_page = params.get("page", "1")
         page = pages if raw_page == "last" else _parse_id(raw_page)
         if page is None or not 1 <= page <= pages:
             return _detail(404, "Invalid page.")
-        url = request.url
-        next_url = str(url.include_query_params(page=page + 1)) if page < pages else None
-        previous_url: str | None = None
-        if page == 2:
-            previous_url = str(url.remove_query_params("page"))
-        elif page > 2:
-            previous_url = str(url.include_query_params(page=page - 1))
-        state = self.sandbox.state
-        window = matching[(page - 1) * page_size : page * page_size]
+        start = (page - 1) * page_size
+        # a third party's manual backup could not match a listing of automatic ones: count would drop
+        shifted = (
+            page >= 2
+            and backup_type != "automatic"
+            and sandbox.roll(faults.page_shift_rate)
+            and sandbox.shift_pages(matching[:start]) is not None
+        )
+        if shifted:
+            matching = state.listing(server_id=server_id, backup_type=backup_type)
+            pages = max(1, math.ceil(len(matching) / page_size))
+        window = matching[start : start + page_size]
+        if page < pages and sandbox.roll(faults.empty_page_rate):
+            sandbox.count_injected("empty_page")
+            window = []
+        if page == 1 and sandbox.options.log_listings:
+            state.log_listing(
+                {"server_id": server_id, "backup_type": backup_type, "count": len(matching), "pages": pages}
+            )
+        next_url, previous_url = _page_links(request, page, pages)
         return JSONResponse(
             {
                 "count": len(matching),
@@ -403,20 +481,22 @@ class _Api:
         data, problem = await _json_body(request)
         if problem is not None or data is None:
             return problem or _detail(400, "Malformed request.")
+        sandbox = self.sandbox
+        faults = sandbox.faults
         errors: dict[str, list[str]] = {}
         server_id = _integer_field(data, "server_id", errors)
         description = data.get("description")
         if description is not None:
             if not isinstance(description, str):
                 errors["description"] = ["Not a valid string."]
+            elif faults.description_max_length is not None:
+                description = description[: faults.description_max_length]  # silently, as some APIs do
             elif len(description) > DESCRIPTION_MAX_LENGTH:
                 errors["description"] = [
                     f"Ensure this field has no more than {DESCRIPTION_MAX_LENGTH} characters."
                 ]
         if errors:
             return JSONResponse(errors, status_code=400)
-        sandbox = self.sandbox
-        faults = sandbox.faults
         try:
             sandbox.state.server(server_id)
         except UnknownServer:
@@ -430,7 +510,10 @@ class _Api:
         )
         if slow:
             sandbox.count_injected("slow")
-        body = {**sandbox.state.to_json(record), "message": CREATE_MESSAGE}
+        body = sandbox.lie_about(record, {**sandbox.state.to_json(record), "message": CREATE_MESSAGE})
+        if faults.create_answer_delay > 0:
+            sandbox.count_injected("delayed")
+            await sandbox.sleep(faults.create_answer_delay)
         if sandbox.roll(faults.drop_rate):
             sandbox.count_injected("dropped")
             return _DroppedResponse(json.dumps(body).encode(), status_code=201, media_type="application/json")
@@ -549,6 +632,52 @@ class _Control:
         """Rebuild the fleet and forget events, stats and changed faults."""
         self.sandbox.reset()
         return JSONResponse({"detail": "Sandbox reset.", "clock": self.sandbox.clock.to_json()})
+
+    async def third_party_delete(self, request: Request) -> Response:
+        """``{"backup_id": N}``: a third party deletes that backup; answers the ``deleted`` event."""
+        data, problem = await _json_body(request)
+        if problem is not None or data is None:
+            return problem or _detail(400, "Malformed request.")
+        errors: dict[str, list[str]] = {}
+        backup_id = _integer_field(data, "backup_id", errors)
+        unknown = sorted(set(data) - {"backup_id"})
+        if unknown:
+            errors["non_field_errors"] = [f"Unknown field(s): {', '.join(unknown)}."]
+        if errors:
+            return JSONResponse(errors, status_code=400)
+        state = self.sandbox.state
+        try:
+            state.delete_backup(backup_id, by=THIRD_PARTY)
+        except UnknownBackup:
+            return _not_found()
+        return JSONResponse(state.events("deleted")[-1].to_json())
+
+
+def _listing_filters(params: Mapping[str, str]) -> tuple[int | None, str | None, dict[str, list[str]]]:
+    """A listing's ``server_id`` and ``backup_type`` filters, and django-filter's errors for them."""
+    errors: dict[str, list[str]] = {}
+    server_id: int | None = None
+    raw_server = params.get("server_id", "")
+    if raw_server:
+        server_id = _parse_id(raw_server.strip())
+        if server_id is None:
+            errors["server_id"] = ["Enter a whole number."]
+    backup_type = params.get("backup_type") or None
+    if backup_type is not None and backup_type not in BACKUP_TYPES:
+        errors["backup_type"] = [f"Select a valid choice. {backup_type} is not one of the available choices."]
+    return server_id, backup_type, errors
+
+
+def _page_links(request: Request, page: int, pages: int) -> tuple[str | None, str | None]:
+    """Absolute ``next`` and ``previous`` links of ``page`` (DRF: page 1 is linked without ``page``)."""
+    url = request.url
+    next_url = str(url.include_query_params(page=page + 1)) if page < pages else None
+    previous_url: str | None = None
+    if page == 2:
+        previous_url = str(url.remove_query_params("page"))
+    elif page > 2:
+        previous_url = str(url.include_query_params(page=page - 1))
+    return next_url, previous_url
 
 
 def _clock_changes(data: dict[str, Any]) -> tuple[bool | None, datetime | None, timedelta | None]:

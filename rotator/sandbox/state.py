@@ -9,7 +9,15 @@ the event log with the sandbox-clock instant at which it happened.
 Whoever drives the sandbox can write into the same log: a ``note`` (e.g. "the
 client process was killed here") or a ``snapshot`` of every backup present, so
 that a reader of the log afterwards can replay the state from a known start
-and see outside happenings in the same order as the backups' own events.
+and see outside happenings in the same order as the backups' own events. A
+*third party* (someone else with access to the account) can delete and create
+backups too; its events say ``"by": "third_party"``.
+
+Listings may lag the writes (``listing_lag``): while a lag is set, each backup
+that appears, changes status or goes keeps a short history (a deleted one in a
+graveyard), so that :meth:`SandboxState.listing` can show it as it was that
+long ago; histories older than the lag are forgotten. Without a lag nothing is
+kept and a listing is the true state.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import heapq
 import random
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -26,7 +34,10 @@ from rotator.sandbox.clock import Clock, format_instant
 
 BackupType = Literal["manual", "automatic"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")
-EventKind = Literal["created", "completed", "failed", "deleted", "expired", "restored", "note"]
+EventKind = Literal["created", "completed", "failed", "deleted", "expired", "restored", "note", "listed"]
+Actor = Literal["third_party"]
+THIRD_PARTY: Actor = "third_party"
+THIRD_PARTY_DESCRIPTION = "third party backup"
 
 AUTOMATIC_LIFETIME = timedelta(days=30)
 AUTOMATIC_DESCRIPTION = "Automatic daily backup"
@@ -88,7 +99,9 @@ class Event:
     """Something that happened to a backup, at a sandbox-clock instant, with its snapshot.
 
     A ``note`` event carries no backup (``backup`` is empty) but the ``note``
-    its writer gave (see :meth:`SandboxState.note`).
+    its writer gave (see :meth:`SandboxState.note`); a ``listed`` event carries
+    the ``listing`` a client read (see :meth:`SandboxState.log_listing`). ``by``
+    names who other than the API's client did it (``"third_party"``).
     """
 
     seq: int
@@ -96,18 +109,58 @@ class Event:
     at: datetime
     backup: dict[str, Any]
     note: dict[str, Any] | None = None
+    by: Actor | None = None
+    listing: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """``{"seq", "kind", "at", "backup"}``, or for a note ``{"seq", "kind", "at", "exact", "note"}``.
+        """``{"seq", "kind", "at", "backup"}`` (plus ``"by"`` for a third party's deed); for a note
+        ``{"seq", "kind", "at", "exact", "note"}``; for a listing ``{..., "exact", "listing"}``.
 
-        ``at`` has whole seconds, as the API writes times; a note also gives its ``exact`` instant
-        (microseconds), since notes mark moments that a reader may need to place precisely.
+        ``at`` has whole seconds, as the API writes times; notes and listings also give their ``exact``
+        instant (microseconds), since they mark moments that a reader may need to place precisely.
         """
         head = {"seq": self.seq, "kind": self.kind, "at": format_instant(self.at)}
         if self.note is not None:
-            exact = self.at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-            return {**head, "exact": exact, "note": self.note}
+            return {**head, "exact": exact_instant(self.at), "note": self.note}
+        if self.listing is not None:
+            return {**head, "exact": exact_instant(self.at), "listing": self.listing}
+        if self.by is not None:
+            return {**head, "backup": self.backup, "by": self.by}
         return {**head, "backup": self.backup}
+
+
+@dataclass(slots=True)
+class _Past:
+    """What a lagging listing must remember of one backup: when it appeared, changed status and went.
+
+    ``born`` is ``None`` for a backup that was there before anything was remembered of it; ``first``
+    is its status and size then.
+    """
+
+    record: BackupRecord
+    born: datetime | None
+    first: tuple[str, int | None]
+    changes: list[tuple[datetime, str, int | None]] = field(default_factory=list)
+    gone: datetime | None = None
+
+    def as_of(self, at: datetime) -> BackupRecord | None:
+        """The backup as it was at ``at``, or ``None`` if it was not there then."""
+        if (self.born is not None and self.born > at) or (self.gone is not None and self.gone <= at):
+            return None
+        status, size_mb = self.first
+        for when, later_status, later_size in self.changes:
+            if when > at:
+                break
+            status, size_mb = later_status, later_size
+        if (status, size_mb) == (self.record.status, self.record.size_mb):
+            return self.record
+        return replace(self.record, status=status, size_mb=size_mb)
+
+    def forgettable(self, at: datetime) -> bool:
+        """Whether a listing as of ``at`` (or later) no longer needs this history."""
+        if self.gone is not None:
+            return self.gone <= at
+        return (self.born is None or self.born <= at) and all(when <= at for when, _, _ in self.changes)
 
 
 @dataclass(slots=True)
@@ -122,6 +175,15 @@ class Fleet:
 def whole_seconds(instant: datetime) -> datetime:
     """``instant`` in UTC without its fraction of a second (the API shows whole seconds)."""
     return instant.astimezone(UTC).replace(microsecond=0)
+
+
+def exact_instant(instant: datetime) -> str:
+    """``instant`` in UTC to the microsecond with a ``Z`` (for moments a reader must place precisely)."""
+    return instant.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _completed_manual(record: BackupRecord) -> bool:
+    return record.backup_type == "manual" and record.status == "completed"
 
 
 class SandboxState:
@@ -148,6 +210,9 @@ class SandboxState:
         self._due_seq = 0
         self._outcomes: dict[int, tuple[str, int | None]] = {}
         self._events: list[Event] = []
+        self._api_offset = timedelta(0)
+        self._lag = timedelta(0)
+        self._past: dict[int, _Past] = {}  # only while a listing lag is set
         self.doomed = 0  # creates that were set to end ``failed`` (by ``fail_rate``)
         for record in fleet.backups:
             self._insert(record)
@@ -155,6 +220,17 @@ class SandboxState:
         for server in fleet.servers:
             if server.automatic_at is not None:
                 self._push(_next_daily(now, server.automatic_at), _DUE_SCHEDULE, server.id)
+
+    def configure(self, *, api_clock_offset: float, listing_lag: float) -> None:
+        """Set how far the API's clock is off the sandbox clock and how far its listings lag (seconds).
+
+        A lag takes effect for changes from now on; without one, what a lag remembered is forgotten.
+        """
+        with self._lock:
+            self._api_offset = timedelta(seconds=api_clock_offset)
+            self._lag = timedelta(seconds=listing_lag)
+            if not self._lag:
+                self._past.clear()
 
     # -- reading -----------------------------------------------------------------
 
@@ -184,6 +260,44 @@ class SandboxState:
             if backup_type is None:
                 return list(candidates)
             return [record for record in candidates if record.backup_type == backup_type]
+
+    def listing(self, *, server_id: int | None = None, backup_type: str | None = None) -> list[BackupRecord]:
+        """The backups a listing shows: as they were ``listing_lag`` ago (by id), or as they are.
+
+        A backup that appeared less than the lag ago is not there yet, one that went less than the
+        lag ago is still there, and a status change shows once it is that old.
+        """
+        with self._lock:
+            current = self.backups(server_id=server_id, backup_type=backup_type)
+            if not self._lag:
+                return current
+            at = self.clock.now() - self._lag
+            self._forget(at)
+            if not self._past:
+                return current
+            shown: list[BackupRecord] = []
+            for record in current:
+                past = self._past.get(record.id)
+                view = record if past is None else past.as_of(at)
+                if view is not None:
+                    shown.append(view)
+            lingering = [
+                view
+                for past in self._past.values()
+                if past.gone is not None
+                and (server_id is None or past.record.server_id == server_id)
+                and (backup_type is None or past.record.backup_type == backup_type)
+                and (view := past.as_of(at)) is not None
+            ]
+            if lingering:
+                shown = sorted([*shown, *lingering], key=lambda b: b.id)
+            return shown
+
+    def exists(self, backup_id: int) -> bool:
+        """Whether a backup with this id is there now (whatever a lagging listing shows)."""
+        with self._lock:
+            self.settle()
+            return backup_id in self._backups
 
     def backup(self, backup_id: int) -> BackupRecord:
         """The visible backup with this id; raise :class:`UnknownBackup` otherwise."""
@@ -239,13 +353,14 @@ class SandboxState:
                 server_id=server.id,
                 backup_type="manual",
                 status="in_progress",
-                created_at=whole_seconds(now),
+                created_at=whole_seconds(now + self._api_offset),
                 description=description,
             )
             failed = self._rng.random() < fail_rate
             self.doomed += failed
             self._outcomes[record.id] = ("failed", None) if failed else ("completed", self._size(server))
             self._insert(record)
+            self._born(record, now)
             self._log("created", now, record)
             duration = self.create_seconds if seconds is None else seconds
             self._push(now + timedelta(seconds=duration), _DUE_FINISH, record.id)
@@ -286,13 +401,60 @@ class SandboxState:
             self._insert(record)
             return record
 
-    def delete_backup(self, backup_id: int) -> BackupRecord:
-        """Delete a visible backup for good; raise :class:`UnknownBackup` otherwise."""
+    def add_third_party_backup(
+        self, server_id: int, description: str = THIRD_PARTY_DESCRIPTION
+    ) -> BackupRecord:
+        """A third party makes a manual backup, completed at once; its ``created`` event says ``by``."""
+        with self._lock:
+            self.settle()
+            server = self.server(server_id)
+            now = self.clock.now()
+            record = BackupRecord(
+                id=self._take_id(),
+                server_id=server.id,
+                backup_type="manual",
+                status="completed",
+                created_at=whole_seconds(now + self._api_offset),
+                size_mb=self._size(server),
+                description=description,
+            )
+            self._insert(record)
+            self._born(record, now)
+            self._log("created", now, record, by=THIRD_PARTY)
+            return record
+
+    def delete_backup(self, backup_id: int, *, by: Actor | None = None) -> BackupRecord:
+        """Delete a visible backup for good; raise :class:`UnknownBackup` otherwise.
+
+        ``by="third_party"``: someone else than the API's client did it, and its event says so.
+        """
         with self._lock:
             record = self.backup(backup_id)
-            self._remove(record)
-            self._log("deleted", self.clock.now(), record)
+            now = self.clock.now()
+            self._remove(record, now)
+            self._log("deleted", now, record, by=by)
             return record
+
+    def third_party_delete_newest(self, rng: random.Random) -> BackupRecord | None:
+        """A third party deletes the newest completed manual backup of a random server that has one."""
+        with self._lock:
+            self.settle()
+            servers = [
+                server_id
+                for server_id, backups in sorted(self._by_server.items())
+                if any(_completed_manual(record) for record in backups.values())
+            ]
+            if not servers:
+                return None
+            backups = self._by_server[rng.choice(servers)].values()
+            newest = max(filter(_completed_manual, backups), key=lambda b: (b.created_at, b.id))
+            return self.delete_backup(newest.id, by=THIRD_PARTY)
+
+    def third_party_replace(self, backup_id: int) -> tuple[BackupRecord, BackupRecord]:
+        """A third party deletes this backup and makes a manual one of the same server: (gone, new)."""
+        with self._lock:
+            gone = self.delete_backup(backup_id, by=THIRD_PARTY)
+            return gone, self.add_third_party_backup(gone.server_id)
 
     def restore(self, server_id: int, backup_id: int) -> BackupRecord:
         """Restore ``server_id`` from ``backup_id``: it must be this server's and completed."""
@@ -306,6 +468,13 @@ class SandboxState:
                 raise RestoreRefused(f"Backup {backup_id} is not completed (status: {record.status}).")
             self._log("restored", self.clock.now(), record)
             return record
+
+    def log_listing(self, listing: Mapping[str, Any]) -> Event:
+        """Write that a client read a listing (``{"server_id", "backup_type", "count", "pages"}``)."""
+        with self._lock:
+            event = Event(len(self._events) + 1, "listed", self.clock.now(), {}, listing=dict(listing))
+            self._events.append(event)
+            return event
 
     def note(self, note: Mapping[str, Any]) -> Event:
         """Write ``note`` (a JSON object) into the event log at the clock's now, after settling."""
@@ -344,21 +513,25 @@ class SandboxState:
         outcome = self._outcomes.pop(backup_id, None)
         if record is None or outcome is None or record.status != "in_progress":
             return
+        past = self._remembered(record)
         record.status, record.size_mb = outcome
+        if past is not None:
+            past.changes.append((at, record.status, record.size_mb))
         self._log("completed" if record.status == "completed" else "failed", at, record)
 
     def _expire(self, backup_id: int, at: datetime) -> None:
         record = self._backups.get(backup_id)
-        if record is None or record.expires_at is None or record.expires_at > at:
+        if record is None or record.expires_at is None:
             return
-        self._remove(record)
+        self._remove(record, at)
         self._log("expired", at, record)
 
     def _run_schedule(self, server_id: int, at: datetime) -> None:
         server = self._servers[server_id]
         if server.automatic_at is None:
             return
-        created = whole_seconds(at)
+        # the API writes its own clock's times; the backup still expires on the sandbox clock
+        created = whole_seconds(at + self._api_offset)
         record = BackupRecord(
             id=self._take_id(),
             server_id=server_id,
@@ -369,22 +542,45 @@ class SandboxState:
             expires_at=created + AUTOMATIC_LIFETIME,
             description=AUTOMATIC_DESCRIPTION,
         )
-        self._insert(record)
+        self._insert(record, expires_due=whole_seconds(at) + AUTOMATIC_LIFETIME)
+        self._born(record, at)
         self._log("created", at, record)
         self._push(at + timedelta(days=1), _DUE_SCHEDULE, server_id)
 
-    def _insert(self, record: BackupRecord) -> None:
+    def _insert(self, record: BackupRecord, *, expires_due: datetime | None = None) -> None:
         self._backups[record.id] = record
         self._by_server.setdefault(record.server_id, {})[record.id] = record
         self._sorted = None
         if record.expires_at is not None:
-            self._push(record.expires_at, _DUE_EXPIRE, record.id)
+            self._push(expires_due or record.expires_at, _DUE_EXPIRE, record.id)
 
-    def _remove(self, record: BackupRecord) -> None:
+    def _remove(self, record: BackupRecord, at: datetime) -> None:
+        past = self._remembered(record)
+        if past is not None:
+            past.gone = at  # into the graveyard: a lagging listing still shows it for a while
         del self._backups[record.id]
         del self._by_server[record.server_id][record.id]
         self._outcomes.pop(record.id, None)
         self._sorted = None
+
+    def _born(self, record: BackupRecord, at: datetime) -> None:
+        if self._lag:
+            self._past[record.id] = _Past(record, at, (record.status, record.size_mb))
+
+    def _remembered(self, record: BackupRecord) -> _Past | None:
+        """The history of ``record`` about to change, begun now if need be; ``None`` without a lag."""
+        if not self._lag:
+            return None
+        past = self._past.get(record.id)
+        if past is None:
+            past = self._past[record.id] = _Past(record, None, (record.status, record.size_mb))
+        return past
+
+    def _forget(self, at: datetime) -> None:
+        """Drop the histories (and graveyard) no listing as of ``at`` or later needs."""
+        stale = [backup_id for backup_id, past in self._past.items() if past.forgettable(at)]
+        for backup_id in stale:
+            del self._past[backup_id]
 
     def _push(self, due: datetime, what: int, subject: int) -> None:
         self._due_seq += 1
@@ -398,8 +594,8 @@ class SandboxState:
     def _size(self, server: Server) -> int:
         return max(1, round(server.size_mb * self._rng.uniform(0.97, 1.03)))
 
-    def _log(self, kind: EventKind, at: datetime, record: BackupRecord) -> None:
-        self._events.append(Event(len(self._events) + 1, kind, at, self.to_json(record)))
+    def _log(self, kind: EventKind, at: datetime, record: BackupRecord, *, by: Actor | None = None) -> None:
+        self._events.append(Event(len(self._events) + 1, kind, at, self.to_json(record), by=by))
 
 
 def _next_daily(now: datetime, at: time) -> datetime:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from rotator.sandbox import DroppedConnection, FaultOptions, Sandbox
+from rotator.sandbox.app import INJECTED_KINDS
 from rotator.sandbox.cli import add_arguments, options_from_args
 from rotator.sandbox.testing import ManualMonotonic
 
@@ -50,8 +51,8 @@ async def test_injected_faults_are_counted_by_kind(
     sandbox_client: httpx.AsyncClient, sandbox: Sandbox, sandbox_monotonic: ManualMonotonic
 ) -> None:
     """5xx, 429, dropped creates and creates set to fail, each counted; reset forgets them."""
-    kinds = ("server_error", "rate_limited", "dropped", "failed", "slow")
-    assert sandbox.injected() == dict.fromkeys(kinds, 0)
+    nothing = dict.fromkeys(INJECTED_KINDS, 0)
+    assert sandbox.injected() == nothing
     sandbox.update_faults(error_rate=1.0)
     await sandbox_client.get(BACKUPS)
     sandbox.update_faults(error_rate=0.0, drop_rate=1.0, fail_rate=1.0)
@@ -59,7 +60,7 @@ async def test_injected_faults_are_counted_by_kind(
         await sandbox_client.post(BACKUPS, json={"server_id": WEB})
     sandbox.update_faults(drop_rate=0.0, rate_limit=1.0, burst=1)
     assert [(await sandbox_client.get(BACKUPS)).status_code for _ in range(2)] == [200, 429]
-    assert sandbox.injected() == {"server_error": 1, "rate_limited": 1, "dropped": 1, "failed": 1, "slow": 0}
+    assert sandbox.injected() == {**nothing, "server_error": 1, "rate_limited": 1, "dropped": 1, "failed": 1}
     assert (await sandbox_client.get("/_sandbox/injected")).json() == sandbox.injected()
     sandbox.reset()
     assert sum(sandbox.injected().values()) == 0
