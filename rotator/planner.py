@@ -53,7 +53,8 @@ def prune_actions(
     # the plan lists deletes newest first; the oldest go first
     for decision in sorted(plan.delete, key=lambda d: d.backup.sort_key):
         backup = decision.backup
-        if backup.server_id != plan.server_id or policy.untouched_reason(backup) is not None:
+        deletable = policy.untouched_reason(backup) is None or policy.owns_failed(backup)
+        if backup.server_id != plan.server_id or not deletable:
             blocked.append(Blocked(decision, Rail.NOT_CANDIDATE))  # belt and braces: the plan said delete
         elif backup.id == new_backup_id:
             blocked.append(Blocked(decision, Rail.NEW_BACKUP))

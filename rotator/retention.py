@@ -25,6 +25,21 @@ rule keeps it:
 - ``min_keep: M``: the M newest candidates are always kept (reason ``min_keep``,
   given only when no other rule keeps the candidate).
 
+Failed attempts: a manual backup owned by the policy whose status is
+``failed`` never expires by itself. It is deleted (reason ``failed,
+superseded``) once a candidate of the same server created after it exists (a
+later owned backup completed), and never while none does. Any other status
+that is not ``completed`` is untouched.
+
+Planning on a view that misses some backups never deletes more than planning
+on the complete view: every rule keeps, of the backups present, at least those
+it keeps in the complete view (the N newest, the newest of each of the N most
+recent buckets, those within D days, the ``min_keep`` newest all stay kept when
+other backups are taken away), and a failed attempt is superseded in the view
+only if it is in the complete one. So ``plan(view).deleted`` is a subset of
+``plan(complete).deleted`` (tested as a property); the danger is a view that
+lists backups that are gone, which is why runs plan on fresh views.
+
 The engine sorts once and then jumps from bucket to bucket by binary search, so
 a plan costs O(n log n) however many candidates there are.
 """
@@ -43,13 +58,15 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rotator.markers import is_policy_name, mentions_marker, owned_marker_pattern, parse_marker
-from rotator.models import COMPLETED, MANUAL, Backup
+from rotator.models import COMPLETED, FAILED, MANUAL, Backup
 
 NOT_OWNED: Final = "not owned"
 """The untouched reason of a manual completed backup that is not the policy's."""
 
 LAST: Final = "last"
 MIN_KEEP: Final = "min_keep"
+SUPERSEDED: Final = "failed, superseded"
+"""The reason a failed attempt is deleted: a later owned backup of its server completed."""
 
 
 class Verdict(StrEnum):
@@ -120,6 +137,13 @@ class Policy:
     def zone(self) -> ZoneInfo:
         return load_zone(self.timezone)
 
+    def owns_failed(self, backup: Backup) -> bool:
+        """Whether ``backup`` is a failed manual backup carrying this policy's marker (a failed attempt)."""
+        if backup.backup_type != MANUAL or backup.status != FAILED:
+            return False
+        marker = parse_marker(backup.description)
+        return marker is not None and marker.policy == self.name
+
     def untouched_reason(self, backup: Backup) -> str | None:
         """Why ``backup`` (of one of this policy's servers) is not a candidate; ``None`` if it is."""
         if backup.backup_type != MANUAL:
@@ -175,10 +199,11 @@ _set_reasons: Final = Decision.__dict__["reasons"].__set__
 class ServerPlan:
     """The plan for one server of a policy; every tuple is newest first.
 
-    ``deleted`` holds the backups to delete; ``delete`` gives them as decisions
-    (with no reasons), built on first use: a delete says nothing beyond its
-    backup, and a plan over a million candidates should not pay for a million
-    objects before anyone asks.
+    ``deleted`` holds the candidates to delete and ``superseded`` the failed
+    attempts to delete; ``delete`` gives both as decisions (a candidate's with
+    no reasons, a failed attempt's with ``failed, superseded``), built on first
+    use: a delete says nothing beyond its backup, and a plan over a million
+    candidates should not pay for a million objects before anyone asks.
     """
 
     policy: str
@@ -187,10 +212,15 @@ class ServerPlan:
     keep: tuple[Decision, ...]
     deleted: tuple[Backup, ...]
     untouched: tuple[Decision, ...]
+    superseded: tuple[Backup, ...] = ()
 
     @cached_property
     def delete(self) -> tuple[Decision, ...]:
-        return tuple(map(Decision, self.deleted))
+        decisions = tuple(map(Decision, self.deleted))
+        if not self.superseded:
+            return decisions
+        failed = tuple(Decision(backup, (SUPERSEDED,)) for backup in self.superseded)
+        return tuple(sorted((*decisions, *failed), key=lambda d: d.backup.sort_key, reverse=True))
 
     def rows(self) -> tuple[tuple[Verdict, Decision], ...]:
         """Every backup of the server, newest first, with what the plan does with it."""
@@ -397,6 +427,18 @@ def _plan_one_server(listing: list[Backup], policy: Policy, now: datetime, serve
         order = sorted(range(len(candidates)), key=lambda position: _AGE(candidates[position]))
         times = [created[position] for position in order]
     candidates = [candidates[position] for position in order]
+    superseded: list[Backup] = []
+    if candidates:
+        newest = candidates[-1].sort_key
+        still: list[Decision] = []
+        for decision in untouched:
+            backup = decision.backup
+            if backup.sort_key < newest and policy.owns_failed(backup):
+                superseded.append(backup)
+            else:
+                still.append(decision)
+        untouched = still
+        superseded.sort(key=attrgetter("sort_key"), reverse=True)
     untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
     reasons = _keep_reasons(times, policy.retention, policy.zone, now)
 
@@ -408,7 +450,9 @@ def _plan_one_server(listing: list[Backup], policy: Policy, now: datetime, serve
         keep.append(Decision(candidates[index], tuple(reasons[index])))
         above = index
     deleted.extend(reversed(candidates[:above]))
-    return ServerPlan(policy.name, server_id, now, tuple(keep), tuple(deleted), tuple(untouched))
+    return ServerPlan(
+        policy.name, server_id, now, tuple(keep), tuple(deleted), tuple(untouched), tuple(superseded)
+    )
 
 
 def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> PolicyPlan:

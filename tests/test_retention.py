@@ -9,6 +9,7 @@ import pytest
 
 from rotator.markers import make_marker
 from rotator.models import Backup, ServerRef
+from rotator.planner import prune_actions
 from rotator.retention import (
     NOT_OWNED,
     Decision,
@@ -363,7 +364,8 @@ UNTOUCHED_TABLE = [
     pytest.param({"backup_type": "automatic"}, "automatic", id="automatic"),
     pytest.param({"backup_type": "snapshot"}, "snapshot", id="unknown-type"),
     pytest.param({"status": "in_progress"}, "in_progress", id="in-progress"),
-    pytest.param({"status": "failed"}, "failed", id="failed"),
+    pytest.param({"status": "failed", "policy": "weekly"}, "failed", id="failed-of-another-policy"),
+    pytest.param({"status": "failed", "description": "Pre-update backup"}, "failed", id="failed-unmarked"),
     pytest.param({"status": "deleting"}, "deleting", id="unknown-status"),
     pytest.param({"status": "Completed"}, "Completed", id="status-is-exact"),
     pytest.param({"description": "Pre-update backup"}, NOT_OWNED, id="no-marker"),
@@ -482,3 +484,38 @@ def test_bad_policy_is_refused() -> None:
         Policy("nightly", Retention(keep_last=1), timezone="Mars/Olympus")
     with pytest.raises(ValueError, match="unknown time zone"):
         Policy("nightly", Retention(keep_last=1), timezone="../etc/passwd")
+
+
+def test_a_failed_attempt_is_deleted_once_a_later_owned_backup_completed() -> None:
+    """An owned failed backup never expires: it goes as ``failed, superseded`` once a newer one completed."""
+    failed = backup(1, "2025-01-14T03:00", status="failed")
+    newer = backup(2, "2025-01-15T03:00")
+    plan = plan_server([failed, newer], policy(keep_last=5), NOW)
+    assert [(d.backup.id, d.reasons) for d in plan.delete] == [(1, ("failed, superseded",))]
+    assert plan.superseded == (failed,)
+    assert kept_ids(plan) == [2]
+    assert plan.untouched == ()
+
+
+def test_a_failed_attempt_stays_while_no_later_owned_backup_completed() -> None:
+    """Without a completed owned backup after it, a failed attempt is kept (untouched)."""
+    older = backup(1, "2025-01-13T03:00")
+    failed = backup(2, "2025-01-14T03:00", status="failed")
+    running = backup(3, "2025-01-15T03:00", status="in_progress")
+    others = backup(4, "2025-01-15T04:00", policy="weekly")
+    plan = plan_server([older, failed, running, others], policy(keep_last=5), NOW)
+    assert plan.delete == ()
+    assert [d.backup.id for d in plan.untouched] == [4, 3, 2]
+    alone = plan_server([failed], policy(keep_last=5), NOW)
+    assert alone.delete == ()
+    assert alone.untouched == (Decision(failed, ("failed",)),)
+
+
+def test_the_rails_let_a_superseded_failed_attempt_through() -> None:
+    """prune_actions sends the delete of a superseded failed attempt (it is the policy's own)."""
+    failed = backup(1, "2025-01-14T03:00", status="failed")
+    newer = backup(2, "2025-01-15T03:00")
+    plan = plan_server([failed, newer], policy(keep_last=5), NOW)
+    actions = prune_actions(plan, policy(keep_last=5), max_deletes=10, dry_run=False, new_backup_id=2)
+    assert [d.backup.id for d in actions.delete] == [1]
+    assert actions.blocked == ()

@@ -120,15 +120,44 @@ def plan(items: list[Backup], policy: Policy, now: datetime = NOW) -> ServerPlan
 def test_only_candidates_are_deleted_and_the_plan_partitions_the_listing(
     items: list[Backup], policy: Policy
 ) -> None:
-    """keep and delete partition the candidates; everything else is untouched."""
+    """keep and delete partition the candidates, plus the superseded failed attempts; the rest is untouched."""
     result = plan(items, policy)
     candidates = {item.id for item in items if is_candidate(item, policy)}
-    assert ids(result.keep) | ids(result.delete) == candidates
+    newest = max((item.sort_key for item in items if item.id in candidates), default=None)
+    superseded = {
+        item.id
+        for item in items
+        if item.status == "failed"
+        and "[rotator:nightly" in (item.description or "")
+        and newest is not None
+        and item.sort_key < newest
+    }
+    assert ids(result.keep) | {b.id for b in result.deleted} == candidates
+    assert ids(result.delete) == {b.id for b in result.deleted} | superseded
+    assert all(d.reasons == ("failed, superseded",) for d in result.delete if d.backup.id in superseded)
     assert not ids(result.keep) & ids(result.delete)
-    assert ids(result.untouched) == {item.id for item in items} - candidates
+    assert ids(result.untouched) == {item.id for item in items} - candidates - superseded
     assert len(result.keep) + len(result.delete) + len(result.untouched) == len(items)
     assert all(decision.reasons for decision in result.keep)
     assert all(len(decision.reasons) == 1 for decision in result.untouched)
+
+
+@FAST
+@given(listings(), policies(), st.data())
+def test_a_view_missing_backups_never_deletes_more_than_the_complete_view(
+    items: list[Backup], policy: Policy, data: st.DataObject
+) -> None:
+    """Deletions planned on a view that skipped some backups are a subset of the complete view's.
+
+    A page-number listing can skip a backup; this is why a plan on such a view
+    is still safe (its danger is the other way: a view listing backups that are gone).
+    """
+    complete = plan(items, policy)
+    view = data.draw(st.lists(st.sampled_from(items), unique_by=lambda b: b.id)) if items else []
+    partial = plan(view, policy)
+    assert ids(partial.delete) <= ids(complete.delete)
+    kept_in_complete = ids(complete.keep) & {b.id for b in view}
+    assert kept_in_complete <= ids(partial.keep)
 
 
 @FAST
