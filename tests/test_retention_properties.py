@@ -120,7 +120,7 @@ def plan(items: list[Backup], policy: Policy, now: datetime = NOW) -> ServerPlan
 def test_only_candidates_are_deleted_and_the_plan_partitions_the_listing(
     items: list[Backup], policy: Policy
 ) -> None:
-    """keep and delete partition the candidates, plus the superseded failed attempts; the rest is untouched."""
+    """keep and delete partition the candidates (plus superseded failed attempts); the rest is untouched."""
     result = plan(items, policy)
     candidates = {item.id for item in items if is_candidate(item, policy)}
     newest = max((item.sort_key for item in items if item.id in candidates), default=None)
