@@ -227,10 +227,17 @@ class SandboxState:
         A lag takes effect for changes from now on; without one, what a lag remembered is forgotten.
         """
         with self._lock:
+            self.settle()  # what fell due before the change happened under the faults in force then
             self._api_offset = timedelta(seconds=api_clock_offset)
             self._lag = timedelta(seconds=listing_lag)
             if not self._lag:
                 self._past.clear()
+
+    @property
+    def remembered(self) -> int:
+        """How many backups (deleted ones too) a lagging listing keeps a history of; 0 without a lag."""
+        with self._lock:
+            return len(self._past)
 
     # -- reading -----------------------------------------------------------------
 
