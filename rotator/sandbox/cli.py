@@ -80,6 +80,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SLOW_SECONDS,
         help="sandbox-clock seconds a slow create takes (default: %(default)s)",
     )
+    faults.add_argument(
+        "--create-answer-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold every create's answer this long (real time) after the backup was created",
+    )
+    faults.add_argument(
+        "--api-clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how far the API's clock, which writes created_at and expires_at, is off the sandbox clock "
+        "(negative: behind)",
+    )
+    faults.add_argument(
+        "--listing-lag",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="listings show backups as they were this many sandbox-clock seconds ago (eventual consistency)",
+    )
+    faults.add_argument(
+        "--page-shift-rate",
+        type=float,
+        default=0.0,
+        help="share of listing pages after the first before which a third party deletes a backup of an "
+        "earlier page and creates one (the page's first backup is skipped)",
+    )
+    faults.add_argument(
+        "--empty-page-rate",
+        type=float,
+        default=0.0,
+        help="share of listing pages other than the last answered with no results (count and links kept)",
+    )
+    faults.add_argument(
+        "--third-party-delete-rate",
+        type=float,
+        default=0.0,
+        help="share of requests before which a third party deletes a server's newest completed manual backup",
+    )
+    faults.add_argument(
+        "--lie-known-id-rate",
+        type=float,
+        default=0.0,
+        help="share of creates answered with the id of another, older backup of the server",
+    )
+    faults.add_argument(
+        "--lie-other-server-rate",
+        type=float,
+        default=0.0,
+        help="share of creates answered naming another server",
+    )
+    faults.add_argument(
+        "--description-max-length",
+        type=int,
+        metavar="N",
+        help="cut longer create descriptions to N characters silently (default: refuse over 255 with 400)",
+    )
+    faults.add_argument(
+        "--auth-echo",
+        action="store_true",
+        help="401 answers echo the request's Authorization header, token and all (a debug-mode API)",
+    )
+    log = parser.add_argument_group("event log")
+    log.add_argument(
+        "--log-listings",
+        action="store_true",
+        help="write a 'listed' event for the first page of every listing read through the API",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> SandboxOptions:
@@ -95,6 +165,7 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         owner=args.owner,
         create_seconds=args.create_seconds,
         frozen_clock=frozen,
+        log_listings=args.log_listings,
         faults=FaultOptions(
             latency=args.latency,
             error_rate=args.error_rate,
@@ -105,6 +176,16 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
             fail_rate=args.fail_rate,
             slow_rate=args.slow_rate,
             slow_seconds=args.slow_seconds,
+            api_clock_offset=args.api_clock_offset,
+            listing_lag=args.listing_lag,
+            create_answer_delay=args.create_answer_delay,
+            page_shift_rate=args.page_shift_rate,
+            description_max_length=args.description_max_length,
+            auth_echo=args.auth_echo,
+            lie_known_id_rate=args.lie_known_id_rate,
+            lie_other_server_rate=args.lie_other_server_rate,
+            empty_page_rate=args.empty_page_rate,
+            third_party_delete_rate=args.third_party_delete_rate,
         ),
     )
 

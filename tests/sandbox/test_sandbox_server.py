@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from rotator.sandbox import RunningSandbox
+from rotator.sandbox import FaultOptions, RunningSandbox
 from rotator.sandbox import server as sandbox_server_module
 from rotator.sandbox.cli import add_arguments, is_loopback, options_from_args, run
 
@@ -117,6 +118,60 @@ def test_cli_options_reach_the_sandbox() -> None:
     faults = options.faults
     assert (faults.latency, faults.error_rate, faults.rate_limit, faults.burst) == (0.1, 0.05, 20.0, 40)
     assert (faults.drop_rate, faults.fail_rate) == (0.01, 0.02)
+
+
+def test_cli_sets_the_faults_of_an_api_that_lags_shifts_and_lies() -> None:
+    """Each of these faults has a flag that lands in FaultOptions; --log-listings in SandboxOptions."""
+    args = parse(
+        "--api-clock-offset", "-3600", "--listing-lag", "5", "--create-answer-delay", "1.5",
+        "--page-shift-rate", "0.1", "--description-max-length", "100", "--auth-echo",
+        "--lie-known-id-rate", "0.2", "--lie-other-server-rate", "0.3", "--empty-page-rate", "0.4",
+        "--third-party-delete-rate", "0.05", "--log-listings",
+    )  # fmt: skip
+    options = options_from_args(args)
+    faults = options.faults
+    assert (faults.api_clock_offset, faults.listing_lag, faults.create_answer_delay) == (-3600.0, 5.0, 1.5)
+    assert (faults.page_shift_rate, faults.empty_page_rate, faults.third_party_delete_rate) == (
+        0.1,
+        0.4,
+        0.05,
+    )
+    assert (faults.lie_known_id_rate, faults.lie_other_server_rate) == (0.2, 0.3)
+    assert (faults.description_max_length, faults.auth_echo) == (100, True)
+    assert options.log_listings is True
+    defaults = options_from_args(parse())
+    assert defaults.faults == FaultOptions()
+    assert defaults.log_listings is False
+
+
+def test_cli_help_lists_every_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    """``rotator sandbox --help`` names a flag for every fault option and --log-listings."""
+    parser = argparse.ArgumentParser(prog="rotator sandbox")
+    add_arguments(parser)
+    parser.print_help()
+    text = capsys.readouterr().out
+    flags = {
+        "rate_limit_headers": "--no-rate-limit-headers",
+        **{
+            f.name: "--" + f.name.replace("_", "-")
+            for f in fields(FaultOptions)
+            if f.name != "rate_limit_headers"
+        },
+    }
+    missing = [flag for flag in [*flags.values(), "--log-listings"] if flag not in text]
+    assert not missing
+
+
+def test_cli_refuses_bad_new_fault_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """A negative lag or delay, a rate over 1 and a negative length exit 2 with a reason."""
+    for argv in (
+        ("--listing-lag", "-1"),
+        ("--create-answer-delay", "-0.5"),
+        ("--page-shift-rate", "1.5"),
+        ("--description-max-length", "-1"),
+    ):
+        assert run(parse(*argv)) == 2, argv
+    assert capsys.readouterr().err.count("rotator sandbox:") == 4
 
 
 @pytest.mark.parametrize(
