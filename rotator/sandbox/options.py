@@ -75,7 +75,8 @@ class FaultOptions:
       same listing and creates a manual one that matches it (not for
       ``backup_type=automatic`` listings): ``count`` stays, and the requested
       page's first backup slides onto the page already read (page-number
-      pagination without a snapshot).
+      pagination without a snapshot). The third party acts on the true
+      state, so under ``listing_lag`` the shift shows only once the lag passed.
     - ``empty_page_rate`` is the share of listing pages other than the last
       answered with no results, ``count``, ``next`` and ``previous`` unchanged.
     - ``third_party_delete_rate`` is the share of API requests (after the token
