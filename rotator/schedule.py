@@ -67,9 +67,9 @@ def crontab_weekdays(field: str) -> str:
             first, last = 0, 6
         elif "-" in span:
             low, _, high = span.partition("-")
-            first, last = _weekday(low), _weekday(high)
-            if high == "7":
-                last = 7  # 5-7: Friday to Sunday
+            # 7 ends a range as Sunday (5-7: Friday to Sunday) and starts one only as 7-7
+            first = 7 if low == "7" else _weekday(low)
+            last = 7 if high == "7" else _weekday(high)
             if last < first:
                 raise ValueError(f"not a range of days: {span!r}")
         else:
