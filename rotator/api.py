@@ -14,8 +14,9 @@ What the documentation leaves open is handled as its notes ask:
   naive timestamp, a 2xx DELETE with a body that is not JSON) raises
   :class:`InvalidResponse` naming what is wrong;
 * GET and DELETE are retried (stamina) on transport errors, 429, 502, 503
-  and 504; POST create is never retried blindly: a lost answer is resolved
-  by re-listing the server's backups (:meth:`BackupsClient.create_backup`);
+  and 504; POST create is sent again only when it surely had no effect (not
+  sent, or a 429); otherwise its outcome is unknown and the caller finds out
+  from the listings (:meth:`BackupsClient.create_backup`);
 * a 429 pauses every caller of the client until its ``Retry-After``.
 
 Size bounds (``ClientSettings``), so that a broken or hostile API gets a clear
@@ -42,10 +43,9 @@ import enum
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Collection, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeVar
@@ -70,7 +70,7 @@ from rotator.errors import (
     Unauthorized,
     UnexpectedStatus,
 )
-from rotator.models import MANUAL, Backup, BackupPage, CreatedBackup, Listing
+from rotator.models import Backup, BackupPage, CreatedBackup, Listing
 from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
 from rotator.secrets import ApiToken
 
@@ -107,9 +107,6 @@ class ClientSettings:
     retry_wait_max: float = 30.0
     retry_wait_jitter: float = 1.0
     ca_bundle: Path | None = None
-    # The API's clock is not ours: a created backup may carry a time this much
-    # before our request began (plus the API's truncation to whole seconds).
-    clock_skew: timedelta = timedelta(minutes=5)
     max_pages: int = 100_000  # a listing longer than this is refused as endless
     max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
     answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
@@ -159,6 +156,11 @@ class _Tally:
             raise self._incomplete(
                 f"the listing changed while it was read (count {self.count}, then {page.count})"
             )
+        if not page.results and page.next:
+            raise self._incomplete(
+                f"page {self.pages} of the listing is empty while its count says "
+                f"{self.count - len(self.backups)} more backups remain"
+            )
         for backup in page.results:
             if backup.id in self.ids:
                 raise self._incomplete(
@@ -184,7 +186,7 @@ class _Tally:
             raise self._incomplete(
                 f"the listing does not add up: count says {self.count}, the pages held {len(self.backups)}"
             )
-        return Listing(count=self.count, backups=tuple(self.backups))
+        return Listing(count=self.count, backups=tuple(self.backups), pages=self.pages)
 
 
 @dataclass
@@ -319,6 +321,7 @@ class BackupsClient:
         observer: ApiObserver | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
+        self._token = token
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self.budget = budget or RequestBudget(
@@ -453,7 +456,8 @@ class BackupsClient:
         status = response.status_code
         if 200 <= status < 300:
             return
-        message = _server_message(response)
+        # the server's own words may echo what it was sent (a 401 quoting the Authorization header)
+        message = self._token.scrub(_server_message(response))
         kwargs: dict[str, Any] = {"method": method, "path": path, "status": status}
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), self._wall_clock())
@@ -626,7 +630,7 @@ class BackupsClient:
                     )
                 yield page  # its count and backups are checked (by the caller's tally) before its link
                 if (link is None) != (number == len(urls) + 1) or (link is not None and linked != number + 1):
-                    said = f"links to {page.next[:200]}" if page.next else "is the last"
+                    said = f"links to {self._token.scrub(page.next)[:200]}" if page.next else "is the last"
                     raise IncompleteListing(
                         f"the listing changed while it was read (page {number} of {len(urls) + 1} {said})",
                         method="GET",
@@ -681,32 +685,23 @@ class BackupsClient:
         _check_delete_answer(response, backup_id)
         return DeleteOutcome.DELETED
 
-    async def create_backup(
-        self, server_id: int, description: str | None = None, *, known_ids: Collection[int] | None = None
-    ) -> CreatedBackup:
-        """Start a manual backup. Never creates two: a lost answer is resolved by re-listing.
+    async def create_backup(self, server_id: int, description: str | None = None) -> CreatedBackup:
+        """Start a manual backup with one POST; never sent twice when it may have reached the API.
 
-        When an attempt's outcome is unknown (the request may have reached the
-        API: a timeout or lost connection after sending, or a 5xx), the server's
-        manual backups are listed and the one with exactly this description that
-        is new is adopted. Only when there is none is the create tried again,
-        within the retry bounds. When the description cannot identify the backup
-        (empty, or more than one match), :class:`CreateOutcomeUnknown` is raised
-        instead of guessing.
-
-        "New" means: not among ``known_ids``, the ids of the server's backups
-        listed before this call, when the caller has them (the runner does); no
-        clock is compared then. Without them, created since the call began, less
-        ``clock_skew``: an API clock further behind than that would hide the
-        backup and a second one would be made.
+        Tried again only when it surely had no effect: the connection could not
+        be made, or the API answered 429 (within the retry bounds). When the
+        request may have reached the API (a timeout or lost connection after
+        sending, a 5xx), :class:`CreateOutcomeUnknown` is raised: whether a
+        backup was started is for the caller to find out from the listings
+        (the runner, by the slot's marker: :mod:`rotator.slots`), not for a
+        second POST to guess. An answer that is garbage or names another
+        server is :class:`InvalidResponse` (a backup may still have started).
         """
         body: dict[str, Any] = {"server_id": server_id}
         if description is not None:
             body["description"] = description
         url = self._url("backups/")
         path = _path_of(url)
-        # the API writes whole seconds and its clock may run behind ours
-        began = self._wall_clock().replace(microsecond=0) - self.settings.clock_skew
         async for attempt in self._retrying(self._create_retry_hook):
             with attempt:
                 try:
@@ -714,66 +709,20 @@ class BackupsClient:
                 except (TransportError, ServerError) as exc:
                     if isinstance(exc, TransportError) and not exc.request_sent:
                         raise  # it never reached the API: safe to try again
-                    log.warning(
-                        "backup.create_outcome_unknown",
-                        server_id=server_id,
-                        attempt=attempt.num,
-                        error=str(exc),
-                    )
-                    adopted = await self._find_created(server_id, description, began, known_ids, path)
-                    if adopted is not None:
-                        log.info("backup.create_adopted", server_id=server_id, backup_id=adopted.id)
-                        return adopted
-                    raise  # it did not happen: the hook lets stamina try again
+                    log.warning("backup.create_outcome_unknown", server_id=server_id, error=str(exc))
+                    raise CreateOutcomeUnknown(
+                        f"the create's outcome is unknown ({exc}): a backup may have been started",
+                        path=path,
+                    ) from exc
                 return _created(response, server_id)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _create_retry_hook(self, exc: Exception) -> bool:
-        """A create is tried again only once the listing showed it did not happen (or on a 429)."""
-        retry = isinstance(exc, TransportError | RateLimited | ServerError)
+        """A create is tried again only when it surely did nothing: not sent, or refused with a 429."""
+        retry = (isinstance(exc, TransportError) and not exc.request_sent) or isinstance(exc, RateLimited)
         if retry:
             self.stats.retry("POST")
         return retry
-
-    async def _find_created(
-        self,
-        server_id: int,
-        description: str | None,
-        began: datetime,
-        known_ids: Collection[int] | None,
-        path: str,
-    ) -> CreatedBackup | None:
-        if not description:
-            raise CreateOutcomeUnknown(
-                f"the create's answer was lost and a backup without a description cannot be told "
-                f"apart: check server {server_id}'s backups before creating another",
-                path=path,
-            )
-        try:
-            listing = await self.list_backups(server_id=server_id, backup_type=MANUAL)
-        except ApiError as exc:
-            raise CreateOutcomeUnknown(
-                f"the create's answer was lost and the server's backups could not be listed to check ({exc})",
-                path=path,
-            ) from exc
-        known = frozenset(known_ids) if known_ids is not None else None
-        matches = [
-            b
-            for b in listing.backups
-            if b.server_id == server_id
-            and b.description == description
-            and (b.id not in known if known is not None else b.created_at >= began)
-        ]
-        if len(matches) > 1:
-            raise CreateOutcomeUnknown(
-                f"the create's answer was lost and {len(matches)} backups of server {server_id} "
-                f"carry the same description: not guessing which is new",
-                path=path,
-                candidates=tuple(sorted(b.id for b in matches)),
-            )
-        if not matches:
-            return None
-        return CreatedBackup.model_validate(matches[0].model_dump())
 
     async def restore_server(self, server_id: int, backup_id: int) -> Any:
         """Ask the API to restore ``server_id`` from ``backup_id``; any 2xx is success. Never retried."""

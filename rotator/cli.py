@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -34,10 +35,10 @@ from rotator.pings import Pinger
 from rotator.planview import build_plans
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
-from rotator.runner import Runner, RunReport
+from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
-from rotator.secrets import TOKEN_ENV, load_token
+from rotator.secrets import TOKEN_ENV, load_token, scrub
 from rotator.telemetry import Telemetry, reported_run
 
 API_URL_ENV = "ROTATOR_API_URL"
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except errors.RotatorError as exc:
-        print(f"rotator: {describe_error(exc)}", file=sys.stderr)
+        print(f"rotator: {scrub(describe_error(exc))}", file=sys.stderr)
         return exc.exit_code
     except (OSError, RuntimeError) as exc:  # e.g. a port in use, a file that vanished
         print(f"rotator: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -281,6 +282,8 @@ def describe_error(exc: errors.RotatorError) -> str:
         return f"{exc}: is the API URL right and reachable?"
     if isinstance(exc, errors.IncompleteListing):
         return f"{exc}; nothing was changed"
+    if isinstance(exc, errors.CreateOutcomeUnknown):
+        return f"{exc}; check 'rotator backups list --server ID' before creating another"
     if isinstance(exc, errors.ConfigError):
         return str(exc)  # one line per problem, each naming its path
     return str(exc).replace("\n", " ")
@@ -585,7 +588,21 @@ def _runner(client: BackupsClient, config: RotatorConfig) -> Runner:
         client,
         poll_initial=config.daemon.poll_interval.total_seconds(),
         poll_max=config.daemon.poll_max_interval.total_seconds(),
+        quiet_period=config.api.create_quiet_period.total_seconds(),
+        max_view_age=config.api.max_view_age.total_seconds(),
     )
+
+
+def run_once_exit_code(reports: Sequence[RunReport]) -> int:
+    """0 when every run was ok; 1 when any failed (or a create's outcome stayed unknown); else 75
+    (:data:`errors.EXIT_ABANDONED`) when a SIGTERM cut a run short: not a failure, the next run
+    finishes the slot."""
+    statuses = {report.status for report in reports}
+    if statuses & {Status.FAILED, Status.UNKNOWN}:
+        return errors.EXIT_FAILURE
+    if Status.ABANDONED in statuses:
+        return errors.EXIT_ABANDONED
+    return errors.EXIT_OK
 
 
 def _cmd_run_once(args: argparse.Namespace) -> int:
@@ -605,6 +622,10 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
     async def go() -> list[RunReport]:
         async with _client(args, config) as client, Pinger() as pinger:
             runner = _runner(client, config)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
+                loop.add_signal_handler(sig, runner.abandon.set)
             return list(
                 await asyncio.gather(
                     *(
@@ -626,7 +647,7 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
     reports = asyncio.run(go())
     for report in reports:
         print(report.summary_line())
-    return errors.EXIT_OK if all(report.ok for report in reports) else errors.EXIT_FAILURE
+    return run_once_exit_code(reports)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -666,6 +687,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         flags = [f for f, on in (("dry run", job.spec.dry_run), ("prune only", not job.spec.create)) if on]
         extra = f" ({', '.join(flags)})" if flags else ""
         print(f"policy {job.name}: {len(policy.servers)} servers, time zone {policy.timezone}{extra}")
+        limit = config.api.max_description_length
+        longest = longest_description(job.spec)
+        if limit is not None and job.spec.create and longest > limit:
+            print(
+                f"  warning: descriptions with their marker take up to {longest} characters, more than "
+                f"api.max_description_length ({limit}): an API that cuts them loses the marker, and "
+                "the policy would never prune those backups; shorten the description template"
+            )
         if job.trigger is None:
             print("  no schedule: runs only with 'rotator run-once'")
             continue
@@ -673,6 +702,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         for slot in next_slots(job.trigger, now, 3):
             print(f"  next run {format_timestamp(slot)}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
     return errors.EXIT_OK
+
+
+def longest_description(spec: JobSpec) -> int:
+    """The longest description ``spec`` writes: the template at a slot with seconds, the last attempt."""
+    slot = datetime(2025, 12, 28, 23, 59, 59, tzinfo=UTC)
+    return len(spec.describe(slot, spec.attempts))
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:

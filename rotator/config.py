@@ -20,6 +20,7 @@ The API token is not configured here (it comes from ``ROTATOR_API_TOKEN``, the
 from __future__ import annotations
 
 import gc
+import ipaddress
 import os
 import pickle
 from collections import Counter
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 import yaml
 from apscheduler.triggers.base import BaseTrigger
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -184,6 +186,8 @@ class PolicyConfig(Section):
     catch_up: bool = True
     dry_run: bool = False
     pings: PingsConfig | None = None
+    retries: Annotated[int, Field(ge=0, le=20)] = 2
+    retry_delay: Duration = timedelta(minutes=10)
 
     @field_validator("description")
     @classmethod
@@ -224,8 +228,29 @@ class PolicyConfig(Section):
         )
 
 
+def _bounded(limit: timedelta) -> Any:
+    def check(value: timedelta) -> timedelta:
+        if value > limit:
+            raise ValueError(f"must be at most {format_duration(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiConfig(Section):
-    """``api``: where the provider's API is and how hard rotator may press it."""
+    """``api``: where the provider's API is, how hard rotator may press it, and how far it trusts it."""
 
     url: str = DEFAULT_API_URL
     token_file: Path | None = None
@@ -233,6 +258,14 @@ class ApiConfig(Section):
     requests_per_second: Annotated[float, Field(gt=0)] = 5.0
     burst: Annotated[int, Field(ge=1)] = 10
     max_concurrency: Annotated[int, Field(ge=1)] = 8
+    # plain http sends the bearer token in clear: only to this machine, unless allowed outright
+    allow_insecure_http: bool = False
+    # no second create for a slot until its backup stayed unlisted this long (the API's listing lag)
+    create_quiet_period: Annotated[Duration, _bounded(timedelta(hours=1))] = timedelta(minutes=2)
+    # a prune plan rests on a view at most this old when its first DELETE goes
+    max_view_age: Annotated[Duration, _bounded(timedelta(hours=1))] = timedelta(seconds=60)
+    # the API's longest description, when known: check-config warns about templates beyond it
+    max_description_length: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("url")
     @classmethod
@@ -243,6 +276,16 @@ class ApiConfig(Section):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_token_in_clear(self) -> ApiConfig:
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not self.allow_insecure_http and not is_loopback(parts.hostname or ""):
+            raise ValueError(
+                f"url {self.url!r} is plain http to another host: the API token would travel in clear "
+                "(use https, or set api.allow_insecure_http: true)"
+            )
+        return self
 
 
 _yaml_file: ContextVar[Path | None] = ContextVar("rotator_config_yaml_file", default=None)

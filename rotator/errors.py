@@ -35,6 +35,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_ABANDONED = 75  # EX_TEMPFAIL: run-once was stopped (SIGTERM) before it finished; the next run finishes
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd units use RestartPreventExitStatus=78
 
 

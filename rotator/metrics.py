@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # only the type: api.py may import this module without a cycl
 OK: Final = "ok"
 FAILED: Final = "failed"
 ABANDONED: Final = "abandoned"
+UNKNOWN: Final = "unknown"
 
 CONTENT_TYPE: Final[str] = _CONTENT_TYPE
 """The Content-Type of :meth:`Metrics.render`'s output (Prometheus' text format)."""
@@ -61,13 +62,10 @@ def route_of(path: str) -> str:
 
 
 def run_outcome(report: RunReport) -> str:
-    """The run's outcome as one label: ``failed`` if any server failed, else ``abandoned`` or ``ok``."""
-    outcomes = {str(result.outcome) for result in report.servers}
-    if FAILED in outcomes:
-        return FAILED
-    if ABANDONED in outcomes:
-        return ABANDONED
-    return OK
+    """The run's outcome as one label: ``failed`` (a server failed or its create's outcome is
+    unknown), else ``abandoned`` (a shutdown cut it short) or ``ok``."""
+    status = str(report.status)
+    return FAILED if status in (FAILED, UNKNOWN) else status
 
 
 class Metrics:

@@ -121,10 +121,11 @@ class CreatedBackup(Backup):
 
 @dataclass(frozen=True)
 class Listing:
-    """A whole listing: every page read, adding up to ``count``."""
+    """A whole listing: every page read (``pages`` of them), adding up to ``count``."""
 
     count: int
     backups: tuple[Backup, ...]
+    pages: int = 1
 
     def to_api(self) -> dict[str, Any]:
         """The API's envelope with every page merged: ``{"count", "results"}``."""

@@ -8,6 +8,8 @@ from typing import Literal, TextIO
 
 import structlog
 
+from rotator.secrets import scrub
+
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -21,9 +23,14 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     out = stream or sys.stderr
     numeric = logging.getLevelNamesMapping()[level.upper()]
     pretty = fmt == "console" or (fmt == "auto" and out.isatty())
-    renderer: structlog.typing.Processor = (
+    render: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty()) if pretty else structlog.processors.JSONRenderer()
     )
+
+    def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:
+        # the last line of defence: no token this process holds leaves in a log line
+        return scrub(str(render(logger, name, event)))
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from rotator.runner import Outcome, RunReport
+from rotator.runner import Outcome, RunReport, Status
 
 log = structlog.get_logger("rotator.pings")
 
@@ -100,9 +100,19 @@ class Pinger:
         return await self._ping(url, "fail", body, "fail")
 
     async def finished(self, url: str | None, report: RunReport) -> bool:
-        """``success`` or ``fail`` as the report says, with :func:`ping_body` as the body."""
+        """``success`` or ``fail`` as the report says, with :func:`ping_body` as the body.
+
+        An abandoned run (a shutdown or restart cut it short) sends neither: it
+        did not fail, and the next start's catch-up finishes its slot. The check
+        stays started, so a daemon that never comes back still goes overdue.
+        """
         if report.ok:
             return await self.success(url, ping_body(report))
+        if report.status is Status.ABANDONED:
+            log.info(
+                "ping.skipped", reason="run abandoned by a shutdown", target=_target(url) if url else None
+            )
+            return False
         return await self.fail(url, ping_body(report))
 
     async def _ping(self, url: str | None, suffix: str, body: str, kind: str) -> bool:

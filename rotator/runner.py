@@ -1,38 +1,65 @@
-"""One run of a policy: create -> wait -> prune, for every server, with the safety rails.
+"""One run of a policy: create -> wait -> prune on every server, with the safety rails.
 
 The run is stateless: the API is the state. A backup that a policy creates
-carries ``[rotator:POLICY@SLOT]``, so a run that crashed, or another instance,
-is recognised and its backup adopted instead of creating a second one.
+carries ``[rotator:POLICY@SLOT]`` (``#N`` for the N-th attempt), so a run that
+crashed, or another instance, is recognised by its marker and its backup
+adopted instead of creating a second one (:func:`rotator.slots.decide`).
 
-Request cost: listings are read either for the whole account (``backup_type=
-manual``, one listing serving every server) or per server, whichever takes
-fewer pages; a complete listing read after a server's new backup completed
-also serves that server's prune plan. A run therefore costs about one create
-and the deletes per server, plus the listings.
+Each server goes its own way through the run, so that one slow backup holds
+nobody else up: decide (adopt, create, retry, confirm the view, wait, give up),
+wait for the backup, prune. What they read is batched: the views at the start,
+each poll round while backups are in progress, and the fresh views before
+prunes are each one :meth:`~rotator.inventory.Inventory.read` for all servers
+asking at the time, at the lowest page cost.
+
+The promises, and where they are kept:
+
+* **No second backup for a slot.** A create is decided only on a confirmed
+  view (one that cannot have skipped the slot's backup). A create whose
+  outcome is unknown (timeout, lost connection, 5xx) is never sent again
+  within ``quiet_period`` (longer than the API's listing lag): later polls
+  adopt it by its marker; if it never shows, the server's result is
+  ``unknown``. A create answer that names a backup already listed, or whose
+  description lost the marker, fails the server, and no more are created for it.
+* **Never a prune on a stale view.** Every prune plan rests on a view read
+  after the server's wait ended and at most ``max_view_age`` before its first
+  DELETE (else the server is listed again); the new backup must be in it,
+  completed, and is never deleted.
+* **A failed backup does not block its slot.** Only an in-progress or
+  completed backup is adopted; a failed attempt is retried (``retries``,
+  ``retry_delay``) with the next attempt's marker, within the run when
+  ``retry_in_run`` (``run-once``), else by the daemon (:attr:`RunReport.retry`).
+* **A shutdown is not a failure.** A run cut short reports ``abandoned``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Final
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from rotator import errors
 from rotator.api import BackupsClient
-from rotator.markers import make_marker, mark_description, parse_marker
-from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, Listing
+from rotator.durations import format_duration
+from rotator.inventory import Inventory, Rounds, Stopped, View, Views
+from rotator.markers import Marker, mark_description, parse_marker
+from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup
 from rotator.planner import Blocked, PruneActions, Rail, prune_actions
 from rotator.retention import Decision, Policy, plan_server
+from rotator.slots import Action, SlotDecision, decide
 
 log = structlog.get_logger("rotator.runner")
 
 Sleep = Callable[[float], Awaitable[None]]
+DEFAULT_QUIET_PERIOD: Final = 120.0
+DEFAULT_MAX_VIEW_AGE: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +72,19 @@ class JobSpec:
     wait_timeout: timedelta = timedelta(hours=2)
     max_deletes_per_run: int = 10
     dry_run: bool = False
+    retries: int = 2
+    retry_delay: timedelta = timedelta(minutes=10)
 
     @property
     def name(self) -> str:
         return self.policy.name
 
-    def describe(self, slot: datetime) -> str:
+    @property
+    def attempts(self) -> int:
+        """Attempts a slot gets: the first and its retries."""
+        return 1 + self.retries
+
+    def describe(self, slot: datetime, attempt: int = 1) -> str:
         """The new backup's description: the template filled in, the ownership marker appended."""
         local = slot.astimezone(ZoneInfo(self.policy.timezone))
         text = self.description.format(
@@ -59,13 +93,23 @@ class JobSpec:
             time=local.strftime("%H:%M"),
             slot=_iso(slot.replace(microsecond=0)),
         )
-        return mark_description(text.strip(), self.name, slot)
+        return mark_description(text.strip(), self.name, slot, attempt)
 
 
 class Outcome(StrEnum):
     OK = "ok"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # a create whose outcome never became known: maybe a backup, maybe not
     ABANDONED = "abandoned"  # shutdown came first
+
+
+class Status(StrEnum):
+    """A run's outcome as a whole: the worst of its servers' (failed, unknown, abandoned, ok)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    ABANDONED = "abandoned"
 
 
 @dataclass
@@ -76,10 +120,12 @@ class ServerResult:
     outcome: Outcome = Outcome.OK
     backup: Backup | None = None
     adopted: bool = False
+    attempt: int = 0  # the slot's attempt this run used (0: none)
     deleted: list[int] = field(default_factory=list)
     kept: int = 0
     blocked: list[Blocked] = field(default_factory=list)
     error: str | None = None
+    retry: bool = False  # an attempt failed and another remains: the daemon schedules it
 
     def fail(self, error: str, outcome: Outcome = Outcome.FAILED) -> None:
         self.outcome = outcome
@@ -97,8 +143,25 @@ class RunReport:
     duration: float = 0.0
 
     @property
+    def status(self) -> Status:
+        outcomes = {result.outcome for result in self.servers}
+        for outcome, status in (
+            (Outcome.FAILED, Status.FAILED),
+            (Outcome.UNKNOWN, Status.UNKNOWN),
+            (Outcome.ABANDONED, Status.ABANDONED),
+        ):
+            if outcome in outcomes:
+                return status
+        return Status.OK
+
+    @property
     def ok(self) -> bool:
-        return all(result.outcome is Outcome.OK for result in self.servers)
+        return self.status is Status.OK
+
+    @property
+    def retry(self) -> list[int]:
+        """Servers whose attempt failed with attempts left: their retry is due after ``retry_delay``."""
+        return [result.server_id for result in self.servers if result.retry]
 
     def totals(self) -> dict[str, int]:
         return {
@@ -107,81 +170,52 @@ class RunReport:
             "adopted": sum(1 for r in self.servers if r.adopted),
             "deleted": sum(len(r.deleted) for r in self.servers),
             "kept": sum(r.kept for r in self.servers),
-            "failed": sum(1 for r in self.servers if r.outcome is not Outcome.OK),
+            "failed": sum(1 for r in self.servers if r.outcome is Outcome.FAILED),
+            "unknown": sum(1 for r in self.servers if r.outcome is Outcome.UNKNOWN),
+            "abandoned": sum(1 for r in self.servers if r.outcome is Outcome.ABANDONED),
             "blocked": sum(len(r.blocked) for r in self.servers),
         }
 
     def summary_line(self) -> str:
         t = self.totals()
-        state = "ok" if self.ok else "FAILED"
+        state = "ok" if self.ok else self.status.value.upper()
         failures = "; ".join(
             f"server {r.server_id}: {r.error}" for r in self.servers if r.outcome is not Outcome.OK
         )
         return (
             f"policy {self.policy} {state}{' (dry run)' if self.dry_run else ''}: "
             f"{t['servers']} servers, {t['created']} created, {t['adopted']} adopted, "
-            f"{t['deleted']} deleted, {t['kept']} kept, {t['blocked']} blocked, {t['failed']} failed "
+            f"{t['deleted']} deleted, {t['kept']} kept, {t['blocked']} blocked, {t['failed']} failed, "
+            f"{t['unknown']} unknown, {t['abandoned']} abandoned "
             f"in {self.duration:.1f}s" + (f" — {failures}" if failures else "")
         )
 
 
-class Listings:
-    """Reads complete listings of manual backups for a set of servers, at the lowest page count.
+class _Abandoned(Exception):
+    """This server's work stops: the run is being abandoned (shutdown after the grace)."""
 
-    One listing of the account's manual backups serves every server at once;
-    per-server listings cost at least a page each. It picks whichever takes
-    fewer pages, from the counts it has seen (probing the account listing's
-    first page when it knows nothing yet).
-    """
 
-    def __init__(self, client: BackupsClient) -> None:
-        self._client = client
-        self.account_count: int | None = None  # manual backups in the account, last seen
-        self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
+@dataclass
+class _Run:
+    """One run's shared parts: what it does, its batched reads, and when it began."""
 
-    async def for_servers(
-        self, server_ids: Iterable[int]
-    ) -> tuple[dict[int, list[Backup]], dict[int, errors.ApiError]]:
-        """Every listed server's manual backups, each list complete, and the servers whose listing
-        could not be read whole, with the error. One account listing serves all or raises."""
-        wanted = sorted(set(server_ids))
-        if not wanted:
-            return {}, {}
-        per_server = sum(self._client.pages_for(self.server_counts.get(sid, 0)) for sid in wanted)
-        if len(wanted) > 1 and (
-            self.account_count is None or self._client.pages_for(self.account_count) < per_server
-        ):
-            account = await self._client.list_backups_within(per_server - 1, backup_type=MANUAL)
-            self.account_count = account.count
-            if isinstance(account, Listing):
-                grouped: dict[int, list[Backup]] = {sid: [] for sid in wanted}
-                for backup in account.backups:
-                    if backup.server_id in grouped:
-                        grouped[backup.server_id].append(backup)
-                self.server_counts.update((sid, len(items)) for sid, items in grouped.items())
-                return grouped, {}
-        answers = await asyncio.gather(
-            *(self._client.list_backups(server_id=sid, backup_type=MANUAL) for sid in wanted),
-            return_exceptions=True,
-        )
-        grouped = {}
-        failed: dict[int, errors.ApiError] = {}
-        for sid, answer in zip(wanted, answers, strict=True):
-            if isinstance(answer, errors.ApiError):
-                failed[sid] = answer  # this server's own listing: the others are still good
-            elif isinstance(answer, BaseException):
-                raise answer  # a bug or a cancellation, not the API
-            else:
-                # a server filter the API ignored must not leak other servers' backups into a plan
-                grouped[sid] = [b for b in answer.backups if b.server_id == sid]
-        self.server_counts.update((sid, len(items)) for sid, items in grouped.items())
-        return grouped, failed
+    job: JobSpec
+    slot: datetime
+    dry: bool
+    now: datetime | None
+    retry_in_run: bool
+    polls: Rounds
+    reads: Rounds
 
-    def note_created(self, server_id: int) -> None:
-        """A create adds one backup to the listings: keep the page estimates honest."""
-        self.server_counts[server_id] = self.server_counts.get(server_id, 0) + 1
-        if self.account_count is not None:
-            self.account_count += 1
+
+@dataclass
+class _Created:
+    """A create this run sent: its attempt, the backup if the answer came, when, and what was there before."""
+
+    attempt: int
+    backup_id: int | None
+    since: float  # monotonic
+    known_ids: frozenset[int]
 
 
 class Runner:
@@ -196,6 +230,8 @@ class Runner:
         sleep: Sleep = asyncio.sleep,
         poll_initial: float = 5.0,
         poll_max: float = 60.0,
+        quiet_period: float = DEFAULT_QUIET_PERIOD,
+        max_view_age: float = DEFAULT_MAX_VIEW_AGE,
     ) -> None:
         self.client = client
         self._wall_clock = wall_clock
@@ -203,14 +239,14 @@ class Runner:
         self._sleep = sleep
         self.poll_initial = poll_initial
         self.poll_max = poll_max
-        self.listings = Listings(client)
+        self.quiet_period = quiet_period
+        self.max_view_age = max_view_age
+        self.inventory = Inventory(client, monotonic=monotonic)
         self.abandon = asyncio.Event()  # set on shutdown after the grace: stop waiting, start no delete
-        # Servers worked on at once when creating and when pruning: enough to keep every concurrent
-        # place of the budget busy. Each worker does a server's own work (checking its listing for the
-        # slot's backup, planning and logging its keeps) just before that server's requests, so that
-        # the CPU it takes is spread between the requests instead of holding the event loop (seconds,
-        # for a thousand servers) while the request budget stands idle.
+        # Servers worked on at once (creating, planning, deleting): enough to keep every concurrent
+        # place of the budget busy, and each server's own CPU work spread between the requests.
         self.workers = 2 * client.budget.max_concurrency
+        self.views_read = 0  # views a run planned a prune on that had to be read again (too old)
 
     async def run(
         self,
@@ -220,25 +256,58 @@ class Runner:
         servers: Sequence[int] | None = None,
         dry_run: bool = False,
         now: datetime | None = None,
+        retry_in_run: bool = True,
     ) -> RunReport:
-        """One run of ``job`` for ``slot`` on ``servers`` (default: all of the policy's)."""
+        """One run of ``job`` for ``slot`` on ``servers`` (default: all of the policy's).
+
+        ``now``: the time retention is judged at (default: the wall clock at
+        each prune). ``retry_in_run``: a failed attempt is retried within this
+        run after ``retry_delay`` (``run-once``); otherwise the server fails
+        with :attr:`ServerResult.retry` set, for the daemon to schedule.
+        """
         started = self._monotonic()
         dry = dry_run or job.dry_run
         targets = list(servers) if servers is not None else list(job.policy.servers)
         results = {sid: ServerResult(sid) for sid in targets}
+        interval = [self.poll_initial]
+
+        async def poll_pause() -> bool:
+            await self._interruptible_sleep(interval[0])
+            interval[0] = min(interval[0] * 1.5, self.poll_max)
+            return not self.abandon.is_set()
+
+        async def no_pause() -> bool:
+            await asyncio.sleep(0)  # let every server that asks in this moment join the round
+            return not self.abandon.is_set()
+
+        run = _Run(
+            job,
+            slot,
+            dry,
+            now,
+            retry_in_run,
+            polls=Rounds(self.inventory.read, poll_pause),
+            reads=Rounds(self.inventory.read, no_pause),
+        )
+        gate = asyncio.Semaphore(self.workers)
         bound = structlog.contextvars.bound_contextvars(policy=job.name, slot=_iso(slot))
         with bound:
             log.info("run.started", servers=len(targets), dry_run=dry)
-            prune_from: dict[int, list[Backup]] = {}
             finished = False
             try:
-                if job.create:
-                    prune_from = await self._create_and_wait(job, slot, results, dry)
-                else:
-                    prune_from = await self._listings_or_fail(results.values())
-                await self._prune(job, results, prune_from, dry, now or self._wall_clock())
+                views, failed = await self._read_all(targets)
+                for sid, error in failed.items():
+                    results[sid].fail(f"listing failed, nothing done: {error}")
+                    log.error(
+                        "prune.blocked", rail=Rail.PARTIAL_LISTING.value, server_id=sid, error=str(error)
+                    )
+                await asyncio.gather(
+                    *(self._server(run, results[sid], views[sid], gate) for sid in targets if sid in views)
+                )
                 finished = True
             finally:
+                await run.polls.aclose()
+                await run.reads.aclose()
                 if not finished:  # cancelled or crashed: no server whose run was cut short counts as ok
                     for result in results.values():
                         if result.outcome is Outcome.OK:
@@ -246,183 +315,160 @@ class Runner:
                 report = RunReport(job.name, slot, dry, list(results.values()))
                 report.duration = self._monotonic() - started
                 log.info(
-                    "run.finished", ok=report.ok, duration_s=round(report.duration, 2), **report.totals()
+                    "run.finished",
+                    status=report.status.value,
+                    ok=report.ok,
+                    duration_s=round(report.duration, 2),
+                    **report.totals(),
                 )
         return report
 
-    # -- create and wait -----------------------------------------------------
-
-    async def _create_and_wait(
-        self, job: JobSpec, slot: datetime, results: dict[int, ServerResult], dry: bool
-    ) -> dict[int, list[Backup]]:
-        existing = await self._listings_or_fail(results.values())
-        pending: dict[int, Backup] = {}
-        ready: dict[int, list[Backup]] = {}
-        description = job.describe(slot)
-        stem = _slot_stem(job.name, slot)
-
-        async def create(result: ServerResult) -> None:
-            sid = result.server_id
-            mine = [b for b in existing[sid] if _is_slot_backup(b, job.name, slot, stem)]
-            if mine:
-                backup = max(mine, key=lambda b: b.sort_key)
-                result.backup, result.adopted = backup, True
-                log.info("backup.adopted", server_id=sid, backup_id=backup.id, status=backup.status)
-            elif dry:
-                log.info("backup.would_create", server_id=sid, description=description)
-                ready[sid] = existing[sid]
-                return
-            else:
-                try:
-                    # what the server had before: a lost answer's backup is the new one with this
-                    # description, found without comparing the API's clock with ours
-                    known = {b.id for b in existing[sid]}
-                    backup = await self.client.create_backup(sid, description, known_ids=known)
-                except errors.ApiError as exc:
-                    result.fail(f"create failed: {exc}")
-                    log.error("backup.create_failed", server_id=sid, error=str(exc))
-                    return
-                result.backup = backup
-                self.listings.note_created(sid)
-                log.info("backup.created", server_id=sid, backup_id=backup.id, description=description)
-            if backup.status == IN_PROGRESS:
-                pending[sid] = backup
-            else:
-                self._settle(result, backup, existing[sid], ready)
-
-        await self._each(create, [results[sid] for sid in existing])
-        # the listing read before the creates is stale now: a fleet's worth of backups not to keep
-        # alive (and have the garbage collector walk) while the next listing is read
-        existing.clear()
-        await self._wait(job, results, pending, ready)
-        return ready
-
-    def _settle(
-        self, result: ServerResult, backup: Backup, listing: list[Backup], ready: dict[int, list[Backup]]
-    ) -> None:
-        """A backup that is no longer in progress: completed (its listing serves the prune), or not."""
-        result.backup = backup
-        if backup.status == COMPLETED:
-            log.info("backup.completed", server_id=result.server_id, backup_id=backup.id)
-            ready[result.server_id] = listing
-        else:
-            result.fail(f"backup {backup.id} is {backup.status}, nothing pruned")
-            log.error("backup.failed", server_id=result.server_id, backup_id=backup.id, status=backup.status)
-
-    async def _wait(
-        self,
-        job: JobSpec,
-        results: dict[int, ServerResult],
-        pending: dict[int, Backup],
-        ready: dict[int, list[Backup]],
-    ) -> None:
-        deadline = self._monotonic() + job.wait_timeout.total_seconds()
-        interval = self.poll_initial
-        poll_errors: dict[int, str] = {}  # the last poll's error, for the servers it could not read
-        while pending:
-            if self.abandon.is_set():
-                for sid, backup in pending.items():
-                    results[sid].fail("shutdown before the backup completed", Outcome.ABANDONED)
-                    log.warning("backup.wait_abandoned", server_id=sid, backup_id=backup.id)
-                return
-            left = deadline - self._monotonic()
-            if left <= 0:
-                for sid, backup in pending.items():
-                    why = f"backup {backup.id} still in progress after the wait_timeout"
-                    if sid in poll_errors:
-                        why += f" (its last poll failed: {poll_errors[sid]})"
-                    results[sid].fail(why)
-                    log.error("backup.failed", server_id=sid, backup_id=backup.id, status="wait_timeout")
-                return
-            await self._interruptible_sleep(min(interval, left))
-            interval = min(interval * 1.5, self.poll_max)
-            if self.abandon.is_set():
-                continue
-            try:
-                listings, failed = await self.listings.for_servers(pending)
-            except errors.ApiError as exc:
-                poll_errors = dict.fromkeys(pending, str(exc))
-                log.warning("backup.poll_failed", error=str(exc), waiting=len(pending))
-                continue
-            poll_errors = {sid: str(error) for sid, error in failed.items()}
-            for sid, error in failed.items():
-                log.warning("backup.poll_failed", server_id=sid, error=str(error))
-            for sid in [sid for sid in pending if sid in listings]:
-                current = next((b for b in listings[sid] if b.id == pending[sid].id), None)
-                if current is None:
-                    results[sid].fail(f"backup {pending[sid].id} vanished while being waited for")
-                    log.error("backup.failed", server_id=sid, backup_id=pending[sid].id, status="vanished")
-                    del pending[sid]
-                elif current.status != IN_PROGRESS:
-                    del pending[sid]
-                    self._settle(results[sid], current, listings[sid], ready)
-
-    async def _interruptible_sleep(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        stopper = asyncio.ensure_future(self.abandon.wait())
+    async def _read_all(self, targets: list[int]) -> Views:
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, stopper):
-                task.cancel()
-
-    async def _listings_or_fail(self, results: Iterable[ServerResult]) -> dict[int, list[Backup]]:
-        """The servers' listings; a server whose listing could not be read whole fails, nothing done."""
-        targets = list(results)
-        try:
-            listings, failed = await self.listings.for_servers(r.server_id for r in targets)
+            return await self.inventory.read(targets)
         except errors.ApiError as exc:
-            for result in targets:
-                result.fail(f"listing failed, nothing done: {exc}")
-            log.error("prune.blocked", rail=Rail.PARTIAL_LISTING.value, error=str(exc))
-            return {}
-        for result in targets:
-            error = failed.get(result.server_id)
-            if error is not None:
-                result.fail(f"listing failed, nothing done: {error}")
-                log.error(
-                    "prune.blocked",
-                    rail=Rail.PARTIAL_LISTING.value,
-                    server_id=result.server_id,
-                    error=str(error),
-                )
-        return listings
+            return {}, dict.fromkeys(targets, exc)
+
+    # -- one server --------------------------------------------------------------
+
+    async def _server(self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore) -> None:
+        try:
+            if run.job.create:
+                settled = await self._ensure_backup(run, result, view, gate)
+                if settled is None:
+                    return  # failed, unknown or a dry run's would-create: see below for the dry run
+                view = settled
+            async with gate:
+                await self._prune(run, result, view)
+        except _Abandoned:
+            result.fail("shutdown before the server's work was done", Outcome.ABANDONED)
+            log.warning("server.abandoned", server_id=result.server_id)
+
+    async def _next_view(self, rounds: Rounds, sid: int) -> View | errors.ApiError:
+        if self.abandon.is_set():
+            raise _Abandoned
+        try:
+            return await rounds.view(sid)
+        except Stopped:
+            raise _Abandoned from None
+        except errors.ApiError as exc:
+            return exc
+
+    async def _ensure_backup(
+        self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore
+    ) -> View | None:
+        """Adopt or create the slot's backup and wait for it; the view its completion was seen in.
+
+        None when the server is done for this run: failed, unknown, given up,
+        or a dry run (which then prunes, as a dry run, on the view it has).
+        """
+        flow = _Flow(self, run, result, view, gate)
+        while True:
+            if self.abandon.is_set():
+                raise _Abandoned
+            decision = decide(
+                flow.view.backups,
+                run.job.name,
+                run.slot,
+                attempts=run.job.attempts,
+                confirmed=flow.view.confirmed,
+                unknown_attempt=flow.pending(),
+            )
+            step = await _STEPS[decision.action](flow, decision)
+            if step is _AGAIN:
+                continue
+            if step is not _WAIT:
+                return step if isinstance(step, View) else None
+            if not await flow.wait():
+                return None
+
+    async def _create(self, run: _Run, result: ServerResult, view: View, attempt: int) -> _Created | None:
+        """Send the create of ``attempt``; what is known of it, or None when the server is done (failed)."""
+        job, sid = run.job, result.server_id
+        description = job.describe(run.slot, attempt)
+        started = self._monotonic()
+        known = view.ids
+        try:
+            backup = await self.client.create_backup(sid, description)
+        except errors.CreateOutcomeUnknown as exc:
+            log.warning("backup.create_unknown", server_id=sid, attempt=attempt, error=str(exc))
+            result.attempt = attempt
+            return _Created(attempt, None, started, known)
+        except errors.ApiError as exc:
+            result.fail(f"create failed: {exc}")
+            log.error("backup.create_failed", server_id=sid, error=str(exc))
+            return None
+        self.inventory.note_created(sid)
+        if backup.id in known:
+            result.fail(
+                f"the create's answer names backup {backup.id}, which was already listed: "
+                "the answer cannot be trusted; nothing pruned, no more creates for this server"
+            )
+            log.error("backup.create_invalid", server_id=sid, backup_id=backup.id, reason="known id")
+            return None
+        expected = Marker(job.name, run.slot.astimezone(UTC).replace(microsecond=0), attempt)
+        if parse_marker(backup.description) != expected:
+            result.backup = backup
+            result.fail(
+                f"the API changed backup {backup.id}'s description, losing its marker {expected}: "
+                "the policy would never recognise or prune it; no more creates for this server in this "
+                "run (check api.max_description_length and the description template)"
+            )
+            log.error(
+                "backup.marker_lost",
+                server_id=sid,
+                backup_id=backup.id,
+                sent=description,
+                returned=backup.description,
+            )
+            return None
+        if backup.description != description:
+            log.warning("backup.description_changed", server_id=sid, backup_id=backup.id)
+        result.backup, result.adopted, result.attempt = backup, False, attempt
+        log.info("backup.created", server_id=sid, backup_id=backup.id, description=description)
+        return _Created(attempt, backup.id, started, known)
 
     # -- prune -----------------------------------------------------------------
 
-    async def _prune(
-        self,
-        job: JobSpec,
-        results: dict[int, ServerResult],
-        listings: dict[int, list[Backup]],
-        dry: bool,
-        now: datetime,
-    ) -> None:
-        async def prune(result: ServerResult) -> None:
-            sid = result.server_id
-            listing = listings.get(sid)
-            if listing is None:
-                return  # failed earlier: nothing is pruned on this server this run
-            plan = plan_server(listing, job.policy, now, server_id=sid)
-            new_id = result.backup.id if result.backup is not None else None
-            actions = prune_actions(
-                plan, job.policy, max_deletes=job.max_deletes_per_run, dry_run=dry, new_backup_id=new_id
-            )
-            await self._apply(result, plan.keep, actions)
-
-        await self._each(prune, [r for r in results.values() if r.outcome is Outcome.OK])
-
-    async def _each(
-        self, work: Callable[[ServerResult], Awaitable[None]], results: list[ServerResult]
-    ) -> None:
-        """``work`` on every server, by :attr:`workers` workers taking the next server when one is done."""
-        queue = iter(results)
-
-        async def worker() -> None:
-            for result in queue:
-                await work(result)
-
-        await asyncio.gather(*(worker() for _ in range(max(1, min(self.workers, len(results))))))
+    async def _prune(self, run: _Run, result: ServerResult, view: View) -> None:
+        """Plan on a fresh view (re-read when older than ``max_view_age``) and send its deletes."""
+        job, sid = run.job, result.server_id
+        new = result.backup
+        for _ in range(3):
+            if view.age(self._monotonic()) <= self.max_view_age:
+                break
+            self.views_read += 1
+            fresh = await self._next_view(run.reads, sid)
+            if isinstance(fresh, errors.ApiError):
+                result.fail(f"listing before the prune failed, nothing deleted: {fresh}")
+                log.error("prune.blocked", rail=Rail.PARTIAL_LISTING.value, server_id=sid, error=str(fresh))
+                return
+            view = fresh
+        else:
+            result.fail("no view of the server fresh enough to prune on; nothing deleted")
+            log.error("prune.blocked", rail="stale_view", server_id=sid)
+            return
+        if new is not None and not run.dry:
+            listed = next((b for b in view.backups if b.id == new.id), None)
+            if listed is None or listed.status != COMPLETED:
+                result.fail(f"the new backup {new.id} is not listed as completed any more; nothing deleted")
+                log.error(
+                    "prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid, backup_id=new.id
+                )
+                return
+        plan = plan_server(view.backups, job.policy, run.now or self._wall_clock(), server_id=sid)
+        actions = prune_actions(
+            plan,
+            job.policy,
+            max_deletes=job.max_deletes_per_run,
+            dry_run=run.dry,
+            new_backup_id=new.id if new is not None else None,
+        )
+        if actions.delete and view.age(self._monotonic()) > self.max_view_age:
+            result.fail("the view grew too old while the prune was planned; nothing deleted")
+            log.error("prune.blocked", rail="stale_view", server_id=sid)
+            return
+        await self._apply(result, plan.keep, actions)
 
     async def _apply(self, result: ServerResult, keep: Sequence[Decision], actions: PruneActions) -> None:
         sid = result.server_id
@@ -455,27 +501,218 @@ class Runner:
                     server_id=sid,
                     backup_id=backup_id,
                     created_at=_iso(decision.backup.created_at),
+                    reasons=list(decision.reasons),
                 )
             result.deleted.append(backup_id)
 
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self.abandon.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
 
-def _slot_stem(policy: str, slot: datetime) -> str:
-    """What every marker of ``policy``'s ``slot`` contains, however written: ``[rotator:POLICY@...THH:MM``
-    (with ``:SS`` for a slot that has seconds), a cheap test before the marker is parsed."""
-    return make_marker(policy, slot)[: -len("Z]")]
+
+class _Flow:
+    """One server's way to its slot's backup within a run: what it sent, what it waits for, since when."""
+
+    def __init__(self, runner: Runner, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore):
+        self.runner = runner
+        self.run = run
+        self.result = result
+        self.view = view
+        self.gate = gate
+        self.created: _Created | None = None
+        self.deadline: float | None = None
+        self.tried = False  # this run made or waited for an attempt: a retry waits retry_delay first
+        self.poll_error: str | None = None
+
+    @property
+    def sid(self) -> int:
+        return self.result.server_id
+
+    def pending(self) -> int | None:
+        """The attempt whose create may still show up (outcome unknown, or not listed yet): wait for it."""
+        created = self.created
+        if created is None or (created.backup_id is not None and created.backup_id in self.view.ids):
+            return None
+        if self.runner._monotonic() - created.since < self.runner.quiet_period:
+            return created.attempt
+        return None
+
+    async def adopt(self, decision: SlotDecision) -> _Step:
+        backup = decision.backup
+        assert backup is not None
+        result = self.result
+        if result.backup is None or result.backup.id != backup.id:
+            created = self.created
+            # this run's own create: by its id, or (its answer lost) by the attempt its marker names
+            mine = created is not None and (
+                created.backup_id == backup.id
+                or (created.backup_id is None and created.attempt == decision.attempt)
+            )
+            result.attempt, result.adopted = decision.attempt, not mine
+            if not mine:
+                log.info("backup.adopted", server_id=self.sid, backup_id=backup.id, status=backup.status)
+            self.deadline = self.runner._monotonic() + self.run.job.wait_timeout.total_seconds()
+        result.backup = backup
+        if backup.status == COMPLETED:
+            log.info("backup.completed", server_id=self.sid, backup_id=backup.id)
+            return self.view
+        self.tried = True
+        return _WAIT
+
+    async def give_up(self, decision: SlotDecision) -> _Step:
+        attempts = self.run.job.attempts
+        self.result.fail(f"all {attempts} attempts of the slot failed; nothing pruned")
+        log.error("backup.given_up", server_id=self.sid, attempts=attempts)
+        return None
+
+    async def confirm(self, decision: SlotDecision) -> _Step:
+        confirmed, failed = await self.runner.inventory.confirm({self.sid: self.view})
+        if self.sid in failed:
+            self.result.fail(f"listing could not be confirmed, nothing created: {failed[self.sid]}")
+            log.error("backup.not_created", server_id=self.sid, error=str(failed[self.sid]))
+            return None
+        self.view = confirmed[self.sid]
+        return _AGAIN
+
+    async def hold(self, decision: SlotDecision) -> _Step:
+        return _WAIT  # a create's outcome is unknown and its quiet period has not passed
+
+    async def create(self, decision: SlotDecision) -> _Step:
+        runner, run, result, created = self.runner, self.run, self.result, self.created
+        if created is not None and created.backup_id is None and self._unmarked_new_backup():
+            result.fail(
+                "a create's outcome was unknown and a new backup without the policy's marker appeared: "
+                "not creating another (did the API change the description?)",
+                Outcome.UNKNOWN,
+            )
+            log.error("backup.create_unknown", server_id=self.sid, reason="unmarked new backup")
+            return None
+        if created is not None and created.backup_id is not None and created.attempt == decision.attempt:
+            result.fail(f"backup {created.backup_id} vanished while being waited for; nothing pruned")
+            log.error("backup.failed", server_id=self.sid, backup_id=created.backup_id, status="vanished")
+            return None
+        if run.dry:
+            description = run.job.describe(run.slot, decision.attempt)
+            log.info("backup.would_create", server_id=self.sid, description=description)
+            async with self.gate:
+                await runner._prune(run, result, self.view)
+            return None
+        if decision.action is Action.RETRY and self.tried:
+            return await self._retry_later(decision)
+        async with self.gate:
+            self.created = await runner._create(run, result, self.view, decision.attempt)
+        if self.created is None:
+            return None
+        self.tried = True
+        if created is None or created.attempt != decision.attempt or self.deadline is None:
+            # the attempt's wait starts at its first POST: a create sent again does not extend it
+            self.deadline = self.created.since + run.job.wait_timeout.total_seconds()
+        return _WAIT
+
+    async def _retry_later(self, decision: SlotDecision) -> _Step:
+        job, result = self.run.job, self.result
+        if not self.run.retry_in_run:
+            result.retry = True
+            result.fail(
+                f"attempt {decision.attempt - 1} failed; attempt {decision.attempt} is due "
+                f"in {format_duration(job.retry_delay)}"
+            )
+            log.error("backup.retry_scheduled", server_id=self.sid, attempt=decision.attempt)
+            return None
+        log.info(
+            "backup.retry_waiting",
+            server_id=self.sid,
+            attempt=decision.attempt,
+            delay_s=job.retry_delay.total_seconds(),
+        )
+        await self.runner._interruptible_sleep(job.retry_delay.total_seconds())
+        fresh = await self.runner._next_view(self.run.reads, self.sid)
+        if isinstance(fresh, errors.ApiError):
+            result.fail(f"listing failed before the retry, nothing created: {fresh}")
+            return None
+        self.tried = False
+        self.view = fresh
+        return _AGAIN
+
+    def _unmarked_new_backup(self) -> bool:
+        """A new manual backup appeared after an unknown create, but it does not carry our marker."""
+        assert self.created is not None
+        known = self.created.known_ids
+        for backup in self.view.backups:
+            if backup.id in known or backup.backup_type != MANUAL:
+                continue
+            marker = parse_marker(backup.description)
+            if marker is None or marker.policy != self.run.job.name:
+                return True
+        return False
+
+    async def wait(self) -> bool:
+        """Until the next poll round; False when the wait is over (the server is done)."""
+        runner, result = self.runner, self.result
+        if self.deadline is None:
+            self.deadline = runner._monotonic() + self.run.job.wait_timeout.total_seconds()
+        if runner._monotonic() >= self.deadline:
+            self._timed_out()
+            return False
+        polled = await runner._next_view(self.run.polls, self.sid)
+        if isinstance(polled, errors.ApiError):
+            self.poll_error = str(polled)
+            log.warning("backup.poll_failed", server_id=self.sid, error=self.poll_error)
+            return True
+        self.poll_error = None
+        self.view = polled
+        before = result.backup
+        if before is not None:
+            seen = next((b for b in polled.backups if b.id == before.id), None)
+            if seen is not None and seen.status not in (IN_PROGRESS, COMPLETED):
+                # failed, or a status rotator does not know: not a usable backup; a retry may follow
+                result.backup, self.created, self.deadline = None, None, None
+                log.error("backup.failed", server_id=self.sid, backup_id=before.id, status=seen.status)
+        return True
+
+    def _timed_out(self) -> None:
+        result, job = self.result, self.run.job
+        if result.backup is None:
+            result.fail(
+                "a create's outcome stayed unknown: no backup of the slot was listed within "
+                f"the wait_timeout ({format_duration(job.wait_timeout)})",
+                Outcome.UNKNOWN,
+            )
+            log.error("backup.create_unknown", server_id=self.sid, reason="never listed")
+            return
+        why = f"backup {result.backup.id} still in progress after the wait_timeout"
+        if self.poll_error:
+            why += f" (its last poll failed: {self.poll_error})"
+        result.fail(why)
+        log.error("backup.failed", server_id=self.sid, backup_id=result.backup.id, status="wait_timeout")
 
 
-def _is_slot_backup(backup: Backup, policy: str, slot: datetime, stem: str) -> bool:
-    """Whether ``backup`` is ``policy``'s backup of ``slot`` (``stem``: :func:`_slot_stem` of them)."""
-    if stem not in (backup.description or ""):
-        return False  # not this slot's, without parsing a marker (checked for every backup listed)
-    marker = parse_marker(backup.description)
-    return (
-        marker is not None
-        and marker.policy == policy
-        and marker.slot is not None
-        and marker.slot == slot.astimezone(UTC).replace(microsecond=0)
-    )
+class _Sentinel:
+    """A named step result of :class:`_Flow` (see :data:`_Step`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_WAIT: Final = _Sentinel("wait")  # wait for the next poll round, then decide again
+_AGAIN: Final = _Sentinel("again")  # decide again now, on the view just read
+_Step = View | _Sentinel | None  # a View: the backup completed in it; None: the server is done
+_STEPS: Final[dict[Action, Callable[[_Flow, SlotDecision], Awaitable[_Step]]]] = {
+    Action.ADOPT: _Flow.adopt,
+    Action.GIVE_UP: _Flow.give_up,
+    Action.CONFIRM: _Flow.confirm,
+    Action.WAIT: _Flow.hold,
+    Action.CREATE: _Flow.create,
+    Action.RETRY: _Flow.create,
+}
 
 
 def _iso(moment: datetime) -> str:

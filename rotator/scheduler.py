@@ -20,16 +20,16 @@ import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
 from rotator.config import RotatorConfig
 from rotator.health import HealthServer
-from rotator.markers import parse_marker
-from rotator.models import IN_PROGRESS, Backup
+from rotator.models import Backup
 from rotator.notify import Notifier
 from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner, RunReport
-from rotator.schedule import latest_slot, next_slots
+from rotator.slots import Action, decide, latest_slot, next_slots, whole_minutes
 from rotator.telemetry import Telemetry, reported_run
 
 log = structlog.get_logger("rotator.daemon")
@@ -57,7 +57,7 @@ class ScheduledJob:
             slot = latest_slot(self.trigger, now)
             if slot is not None:
                 return slot
-        return now.astimezone(UTC).replace(second=0, microsecond=0)
+        return whole_minutes(now)
 
 
 @dataclass
@@ -107,6 +107,7 @@ class Daemon:
         )
         self.history = _History()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._retries: dict[tuple[str, datetime], set[int]] = {}  # (policy, slot) -> servers due a retry
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._stopping = False
@@ -276,6 +277,7 @@ class Daemon:
                     metrics=self.telemetry.metrics,
                     servers=servers,
                     dry_run=self.dry_run,
+                    retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
                 )
             except Exception:  # one policy's bug must not stop the others
                 log.exception("run.crashed", policy=job.name)
@@ -283,12 +285,48 @@ class Daemon:
             self.history.last_reports[job.name] = report
             (log.info if report.ok else log.error)("run.summary", summary=report.summary_line())
             self.notifier.status(self.status_line())
+            if report.retry:
+                self._schedule_retry(job, slot, report.retry)
+
+    def _schedule_retry(self, job: ScheduledJob, slot: datetime, servers: Sequence[int]) -> None:
+        """A run of ``slot`` for ``servers`` after the policy's ``retry_delay``: their next attempt."""
+        due = self._retries.setdefault((job.name, slot), set())
+        due.update(servers)
+        when = self._wall_clock() + job.spec.retry_delay
+        log.info(
+            "retry.scheduled",
+            policy=job.name,
+            slot=slot.isoformat(),
+            servers=sorted(due),
+            at=when.isoformat(),
+        )
+        self.scheduler.add_job(
+            self._retry_run,
+            trigger=DateTrigger(run_date=when, timezone=UTC),
+            args=[job.name, slot],
+            id=f"{job.name}@{slot.isoformat()}#retry",
+            name=f"policy {job.name}: retry of {slot.isoformat()}",
+            replace_existing=True,
+            misfire_grace_time=int(self.settings.misfire_grace.total_seconds()),
+        )
+
+    async def _retry_run(self, name: str, slot: datetime) -> None:
+        servers = sorted(self._retries.pop((name, slot), set()))
+        job = self.jobs.get(name)
+        if self._stopping or job is None or not servers:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # a newer slot overtook this one: its own run gives these servers their backup
+        await self._run(job, slot, servers=servers, catching_up=True)
 
     async def _catch_up_all(self) -> None:
         await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
 
     async def catch_up(self, job: ScheduledJob) -> None:
-        """Run the latest slot now for servers that missed it while rotator was down, once."""
+        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime)."""
         if not job.catch_up or not job.spec.create or job.trigger is None:
             return
         now = self._wall_clock()
@@ -296,11 +334,13 @@ class Daemon:
         if slot is None:
             return
         try:
-            listings, failed = await self.runner.listings.for_servers(job.spec.policy.servers)
+            views, failed = await self.runner.inventory.read(job.spec.policy.servers)
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
             return
-        due = [sid for sid, backups in listings.items() if missed_slot(backups, job.name, slot)]
+        due = [
+            sid for sid, view in views.items() if slot_due(view.backups, job.name, slot, job.spec.attempts)
+        ]
         for sid, error in failed.items():
             # not known to be done: its run finds out (a slot's backup that exists is adopted, not made again)
             log.warning("catch_up.listing_failed", policy=job.name, server_id=sid, error=str(error))
@@ -318,24 +358,20 @@ class Daemon:
             log.error("run.crashed", policy=event.job_id, error=repr(event.exception))
 
 
-def missed_slot(backups: Sequence[Backup], policy: str, slot: datetime) -> bool:
-    """Whether a server's run of ``slot`` is missing or unfinished.
+def slot_due(backups: Sequence[Backup], policy: str, slot: datetime, attempts: int = 1) -> bool:
+    """Whether a server's run of ``slot`` is missing or unfinished, judged by the slot's marker alone.
 
-    Missing: the newest backup owned by ``policy`` is older than ``slot`` and none
-    carries it. Unfinished: the slot's backup is still in progress, so the run
-    that created it stopped before its wait and prune (a crash, a kill); running
-    the slot again adopts that backup and finishes the job.
+    Due: the slot has no backup yet, or only failed attempts with attempts left
+    (a retry), or its backup is still in progress (the run that created it
+    stopped before its wait and prune: running the slot again adopts it and
+    finishes the job). Not due: the slot has a completed backup, or every
+    attempt failed. No timestamp is compared: the API's clock is not ours.
     """
-    newest: datetime | None = None
-    for backup in backups:
-        marker = parse_marker(backup.description)
-        if marker is None or marker.policy != policy:
-            continue
-        if marker.slot == slot:
-            return backup.status == IN_PROGRESS
-        if newest is None or backup.created_at > newest:
-            newest = backup.created_at
-    return newest is None or newest < slot
+    decision = decide(backups, policy, slot, attempts=attempts)
+    if decision.action is Action.ADOPT:
+        assert decision.backup is not None
+        return decision.backup.status != "completed"
+    return decision.action is not Action.GIVE_UP
 
 
 def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
@@ -349,6 +385,8 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             wait_timeout=policy.wait_timeout,
             max_deletes_per_run=policy.max_deletes_per_run,
             dry_run=policy.dry_run,
+            retries=policy.retries,
+            retry_delay=policy.retry_delay,
         )
         trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
         pings = policy.pings.url if policy.pings is not None else None

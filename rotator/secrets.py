@@ -22,6 +22,22 @@ from rotator.errors import ConfigError
 
 TOKEN_ENV: Final = "ROTATOR_API_TOKEN"  # noqa: S105 - the variable's name, not a token
 CREDENTIAL_NAME: Final = "api-token"
+MASK: Final = "********"
+_SCRUB_MIN_LENGTH: Final = 6  # shorter values would mask ordinary words; no real token is that short
+_known: set[str] = set()  # every token value this process holds, for scrub()
+
+
+def scrub(text: str) -> str:
+    """``text`` with every API token this process holds replaced by a mask.
+
+    The last line of defence for text that came from elsewhere (an API that
+    echoes the request's Authorization header in a 401, say) on its way to an
+    exception, a log line or the terminal.
+    """
+    for value in _known:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
 
 
 class ApiToken:
@@ -38,12 +54,18 @@ class ApiToken:
             raise ConfigError(f"the API token from {source} contains whitespace or control characters")
         self._value = value
         self.source = source
+        if len(value) >= _SCRUB_MIN_LENGTH:
+            _known.add(value)
 
     def reveal(self) -> str:
         return self._value
 
+    def scrub(self, text: str) -> str:
+        """``text`` without this token (masked), whatever its length."""
+        return text.replace(self._value, MASK) if self._value in text else text
+
     def __repr__(self) -> str:
-        return f"ApiToken(source={self.source!r}, value='********')"
+        return f"ApiToken(source={self.source!r}, value='{MASK}')"
 
     __str__ = __repr__
 

@@ -50,6 +50,7 @@ async def reported_run(
     servers: Sequence[int] | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    retry_in_run: bool = True,
 ) -> RunReport:
     """One run with its monitoring: ``/start`` ping, the run, its metrics, then the success or fail ping.
 
@@ -59,7 +60,9 @@ async def reported_run(
     if ping:
         assert pinger is not None
         await pinger.start(pings_url, f"policy {spec.name}: run of slot {slot.isoformat()} started")
-    report = await runner.run(spec, slot, servers=servers, dry_run=dry_run, now=now)
+    report = await runner.run(
+        spec, slot, servers=servers, dry_run=dry_run, now=now, retry_in_run=retry_in_run
+    )
     if metrics is not None:
         metrics.observe_run(report)
     if ping:

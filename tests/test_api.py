@@ -557,115 +557,63 @@ async def test_create_returns_the_in_progress_backup(
     assert created.description == "Pre-deployment backup"
 
 
-async def test_create_with_lost_answer_adopts_exactly_one_backup(
-    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(httpx.ReadTimeout("answer lost"), id="read-timeout"),
+        pytest.param(httpx.RemoteProtocolError("connection lost"), id="dropped"),
+        pytest.param(httpx.Response(500), id="500"),
+        pytest.param(httpx.Response(502), id="502"),
+        pytest.param(httpx.Response(503), id="503"),
+        pytest.param(httpx.Response(504), id="504"),
+    ],
+)
+async def test_a_create_that_may_have_reached_the_api_is_never_sent_again(
+    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups, failure: Any
 ) -> None:
-    """The POST went through but its answer was lost: the client adopts it and never posts again."""
-    server_backups.lose = 1
-    created = await client.create_backup(12345, "nightly [rotator:nightly@2025-01-16T03:00Z]")
-    assert created.id == 900
-    assert len(server_backups.items) == 1
-    assert api.routes[0].call_count == 1  # exactly one POST
-
-
-async def test_create_adopts_despite_the_api_clock_running_behind(
-    client: BackupsClient, server_backups: FakeServerBackups
-) -> None:
-    """A backup stamped 90 s before our request began is still ours (clock skew, whole seconds)."""
-    server_backups.lose = 1
-    server_backups.skew = -90.5
-    created = await client.create_backup(12345, "marked [rotator:p@2025-01-16T03:00Z]")
-    assert created.id == 900
-    assert len(server_backups.items) == 1
-
-
-async def test_create_with_known_ids_adopts_whatever_the_clocks(
-    client: BackupsClient, server_backups: FakeServerBackups, clock: FakeTime
-) -> None:
-    """With the ids listed before the call, the new backup is the one not among them: an API clock
-    hours behind (beyond clock_skew) does not hide it, and an older same-description one is not it."""
-    older = (clock.now() - timedelta(hours=5)).isoformat().replace("+00:00", "Z")
-    server_backups.items.append(backup_json(42, older, description="same"))
-    server_backups.lose = 1
-    server_backups.skew = -3 * 3600.0
-    created = await client.create_backup(12345, "same", known_ids={42})
-    assert created.id == 900
-    assert len(server_backups.items) == 2  # one POST, adopted: no second backup
-
-
-async def test_create_without_known_ids_misses_a_backup_stamped_before_the_skew(
-    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
-) -> None:
-    """The documented limit of the time window: an API clock further behind than clock_skew hides
-    the backup, so the create is tried again (why the runner passes known_ids)."""
-    server_backups.lose = 1
-    server_backups.skew = -3 * 3600.0
-    await client.create_backup(12345, "marked [rotator:p@2025-01-16T03:00Z]")
-    assert len(server_backups.items) == 2
-
-
-async def test_create_retries_when_the_listing_shows_none(
-    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
-) -> None:
-    """A 503 that created nothing: the listing proves it, so the create is tried again, once."""
-    fake = FakeServerBackups(clock)
-    post = api.post("/backups/").mock(side_effect=[httpx.Response(503), fake.post])
-    api.get("/backups/").mock(side_effect=fake.listing)
-    created = await client.create_backup(12345, "unique description")
-    assert created.id == 900
-    assert post.call_count == 2
-    assert len(fake.items) == 1
+    """A timeout, a lost connection or a 5xx after sending: outcome unknown, exactly one POST, no listing."""
+    post = api.post("/backups/").mock(side_effect=[failure, server_backups.post])
+    listing = api.get("/backups/").mock(side_effect=server_backups.listing)
+    with pytest.raises(errors.CreateOutcomeUnknown, match="outcome is unknown"):
+        await client.create_backup(12345, "nightly [rotator:nightly@2025-01-16T03:00Z]")
+    assert post.call_count == 1
+    assert not listing.called
 
 
 async def test_create_connect_error_is_retried_without_listing(
     client: BackupsClient, api: respx.MockRouter, clock: FakeTime
 ) -> None:
-    """A request that never reached the API cannot have created anything."""
+    """A request that never reached the API cannot have created anything: it is sent again."""
     fake = FakeServerBackups(clock)
-    api.post("/backups/").mock(side_effect=[httpx.ConnectError("refused"), fake.post])
+    post = api.post("/backups/").mock(side_effect=[httpx.ConnectError("refused"), fake.post])
     listing = api.get("/backups/").mock(side_effect=fake.listing)
     assert (await client.create_backup(12345, "d")).id == 900
+    assert post.call_count == 2
     assert not listing.called
 
 
-async def test_create_lost_without_description_reports_unknown(
-    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups
+async def test_create_refused_with_429_is_sent_again(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
 ) -> None:
-    """Without a description nothing can identify the backup: report, do not guess or create again."""
-    server_backups.lose = 1
-    with pytest.raises(errors.CreateOutcomeUnknown, match="without a description"):
-        await client.create_backup(12345)
-    assert len(server_backups.items) == 1
-    assert api.routes[0].call_count == 1
-
-
-async def test_create_lost_with_ambiguous_description_reports_unknown(
-    client: BackupsClient, api: respx.MockRouter, server_backups: FakeServerBackups, clock: FakeTime
-) -> None:
-    """An older backup in the window carries the same description: not guessing which is new."""
-    server_backups.items.append(
-        backup_json(
-            42, (clock.now() - timedelta(seconds=30)).isoformat().replace("+00:00", "Z"), description="same"
-        )
+    """A 429 did nothing: the create is sent again after the wait, once."""
+    fake = FakeServerBackups(clock)
+    post = api.post("/backups/").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "0"}), fake.post]
     )
-    server_backups.lose = 1
-    with pytest.raises(errors.CreateOutcomeUnknown, match="same description") as caught:
-        await client.create_backup(12345, "same")
-    assert caught.value.candidates == (42, 900)
-    assert api.routes[0].call_count == 1
+    assert (await client.create_backup(12345, "d")).id == 900
+    assert post.call_count == 2
+    assert len(fake.items) == 1
 
 
-async def test_create_ignores_same_description_outside_the_window(
-    client: BackupsClient, server_backups: FakeServerBackups, clock: FakeTime
+async def test_create_answer_naming_another_server_is_invalid(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
 ) -> None:
-    """Yesterday's backup with the same description is not today's answer."""
-    server_backups.items.append(
-        backup_json(
-            42, (clock.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z"), description="same"
-        )
+    """An answer about another server's backup is not this create's answer."""
+    api.post("/backups/").mock(
+        return_value=httpx.Response(201, json=backup_json(77, "2025-01-16T15:45:00Z", server_id=999))
     )
-    server_backups.lose = 1
-    assert (await client.create_backup(12345, "same")).id == 900
+    with pytest.raises(errors.InvalidResponse, match="backup of server 999, not of server 12345"):
+        await client.create_backup(12345, "d")
 
 
 async def test_create_400_and_404_are_not_retried(client: BackupsClient, api: respx.MockRouter) -> None:
@@ -751,6 +699,42 @@ async def test_token_never_in_logs_errors_or_reprs(
     seen += [json.dumps(entry, default=repr) for entry in logs]
     assert logs, "the failures were logged"
     assert not [text for text in seen if TOKEN in text]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"detail": f"Invalid token. You sent: Authorization: Bearer {TOKEN}"}, id="detail"),
+        pytest.param({"authorization": [f"Bearer {TOKEN} is not valid"]}, id="field-errors"),
+    ],
+)
+async def test_a_401_echoing_the_token_is_scrubbed(
+    client: BackupsClient, api: respx.MockRouter, body: dict[str, Any]
+) -> None:
+    """An API that quotes the Authorization header back does not get the token into rotator's words."""
+    api.get("/backups/").mock(return_value=httpx.Response(401, json=body))
+    with structlog.testing.capture_logs() as logs, pytest.raises(errors.Unauthorized) as caught:
+        await client.list_backups()
+    assert TOKEN not in str(caught.value)
+    assert "********" in str(caught.value)
+    assert not [entry for entry in logs if TOKEN in json.dumps(entry, default=repr)]
+
+
+async def test_an_empty_page_with_backups_left_is_refused_at_once(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
+    """Page 2 holds nothing while the count says 8 more remain: an error now, not after 100,000 pages."""
+    first = [backup_json(i, "2025-01-16T03:00:00Z") for i in range(1, 3)]
+    route = api.get("/backups/").mock(
+        side_effect=[
+            page(first, count=10, next_url=f"{API}/backups/?cursor=b"),
+            page([], count=10, next_url=f"{API}/backups/?cursor=c"),
+            page([], count=10, next_url=f"{API}/backups/?cursor=d"),
+        ]
+    )
+    with pytest.raises(errors.IncompleteListing, match="page 2 of the listing is empty .* 8 more backups"):
+        await client.list_backups()
+    assert route.call_count == 2
 
 
 async def test_token_is_not_sent_with_a_foreign_request(client: BackupsClient) -> None:

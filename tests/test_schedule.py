@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rotator.schedule import can_fire, cron_trigger, interval_trigger, latest_slot, next_slots
-from rotator.scheduler import missed_slot
+from rotator.scheduler import slot_due
 from tests.test_retention import backup
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
@@ -70,30 +70,35 @@ def test_bad_cron_expressions_are_named(expression: str) -> None:
 SLOT = datetime(2025, 1, 16, 2, 0, tzinfo=UTC)
 
 
-def test_missed_slot() -> None:
-    """A server missed the slot when its newest owned backup is older and none carries the slot."""
+def test_a_slot_is_due_until_its_marker_shows_a_usable_backup() -> None:
+    """Catch-up asks the slot's marker, never a timestamp: backups of other slots or policies do not count."""
+    marked = f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]"
     yesterday = backup(1, SLOT - timedelta(days=1))
-    this_slot = backup(2, SLOT + timedelta(seconds=30))
     other_policy = backup(3, SLOT + timedelta(hours=1), policy="weekly")
-    assert missed_slot([yesterday], "nightly", SLOT)
-    assert missed_slot([], "nightly", SLOT)
-    assert missed_slot([yesterday, other_policy], "nightly", SLOT)
-    assert not missed_slot([yesterday, this_slot], "nightly", SLOT)
-    # the API's clock ran behind: the slot's backup is stamped before the slot, still not missed
-    early = backup(4, SLOT - timedelta(seconds=20), description=f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]")
-    assert not missed_slot([yesterday, early], "nightly", SLOT)
+    assert slot_due([yesterday], "nightly", SLOT)
+    assert slot_due([], "nightly", SLOT)
+    assert slot_due([yesterday, other_policy], "nightly", SLOT)
+    assert not slot_due(
+        [yesterday, backup(2, SLOT + timedelta(seconds=30), description=marked)], "nightly", SLOT
+    )
+    # the API's clock runs 5 minutes ahead: a newer-looking owned backup of an earlier slot is not this slot's
+    ahead = backup(4, SLOT + timedelta(minutes=5), description="x [rotator:nightly@2025-01-15T02:00Z]")
+    assert slot_due([ahead], "nightly", SLOT)
+    # ... and its clock behind: the slot's backup stamped before the slot still counts
+    assert not slot_due([backup(5, SLOT - timedelta(minutes=5), description=marked)], "nightly", SLOT)
 
 
-def test_a_slot_whose_backup_is_still_in_progress_is_unfinished() -> None:
-    """A run killed during its wait left an in-progress backup: catching up finishes that run."""
+def test_a_slot_whose_backup_is_unfinished_or_failed_is_due() -> None:
+    """In progress: the run that made it stopped early; failed: a retry is due while attempts remain."""
     yesterday = backup(1, SLOT - timedelta(days=1))
     marked = f"x [rotator:nightly@{SLOT:%Y-%m-%dT%H:%MZ}]"
     pending = backup(2, SLOT + timedelta(seconds=30), status="in_progress", description=marked)
     failed = backup(3, SLOT + timedelta(seconds=30), status="failed", description=marked)
     done = backup(4, SLOT + timedelta(seconds=30), description=marked)
-    assert missed_slot([yesterday, pending], "nightly", SLOT)
-    assert not missed_slot([yesterday, failed], "nightly", SLOT)
-    assert not missed_slot([yesterday, done], "nightly", SLOT)
+    assert slot_due([yesterday, pending], "nightly", SLOT)
+    assert slot_due([yesterday, failed], "nightly", SLOT, attempts=3)
+    assert not slot_due([yesterday, failed], "nightly", SLOT, attempts=1)  # every attempt failed
+    assert not slot_due([yesterday, failed, done], "nightly", SLOT, attempts=3)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
