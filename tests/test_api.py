@@ -732,7 +732,7 @@ async def test_an_empty_page_with_backups_left_is_refused_at_once(
             page([], count=10, next_url=f"{API}/backups/?cursor=d"),
         ]
     )
-    with pytest.raises(errors.IncompleteListing, match="page 2 of the listing is empty .* 8 more backups"):
+    with pytest.raises(errors.IncompleteListing, match=r"page 2 of the listing is empty .* 8 more backups"):
         await client.list_backups()
     assert route.call_count == 2
 

@@ -670,7 +670,10 @@ LISTING_CASES = [
         "next-two-page-cycle", one_a_page(_back_to_the_first_page), Invalid, r"next links go round in a loop"
     ),
     Case(
-        "next-endless-empty-pages", endless(fresh_items=False), Incomplete, r"is empty while its count says \d+ more"
+        "next-endless-empty-pages",
+        endless(fresh_items=False),
+        Incomplete,
+        r"is empty while its count says \d+ more",
     ),
     Case(
         "next-endless-new-items",

@@ -40,7 +40,7 @@ def job(servers: tuple[int, ...] = (1, 2), **changes: Any) -> JobSpec:
 
 
 def slot_backups(sandbox: Sandbox, server_id: int, slot: datetime = SLOT) -> list[Any]:
-    """The sandbox's backups of server ``server_id`` that carry the policy's marker of ``slot`` (any attempt)."""
+    """Server ``server_id``'s backups carrying the policy's marker of ``slot`` (any attempt)."""
     found = []
     for record in sandbox.state.backups(server_id=server_id):
         marker = parse_marker(record.description)
