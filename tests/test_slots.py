@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from unittest import mock
 from zoneinfo import ZoneInfo
 
@@ -109,6 +110,23 @@ def transitions(name: str) -> tuple[Transition, ...]:
 ZONES = sorted(name for name in zoneinfo.available_timezones() if transitions(name))
 
 
+def _tz_data(name: str) -> bytes | str:
+    """The zone's TZif file, or its name when it is not read from a file on TZPATH."""
+    for root in zoneinfo.TZPATH:
+        path = Path(root) / name
+        if path.is_file():
+            return path.read_bytes()
+    return name
+
+
+SAME_DATA: dict[str, str] = {}
+"""Each zone's first zone (in name order) with the very same TZif file: a link, such as US/Eastern
+for America/New_York, is the same data under a second name, and is checked once."""
+_FIRST_WITH: dict[bytes | str, str] = {}
+for _name in ZONES:
+    SAME_DATA[_name] = _FIRST_WITH.setdefault(_tz_data(_name), _name)
+
+
 def representatives(name: str) -> list[Transition]:
     """The zone's first transition of each kind: a gap or a fold, and its size."""
     chosen: dict[tuple[bool, timedelta], Transition] = {}
@@ -131,6 +149,9 @@ def test_transitions_are_found() -> None:
     assert [t.first_wall for t in sao_paulo] == [datetime(2018, 11, 4)]  # noqa: DTZ001 - a wall time
     assert transitions("UTC") == ()
     assert len(ZONES) > 300
+    if isinstance(_tz_data("US/Eastern"), bytes):  # the system's tz files (not the tzdata package)
+        assert SAME_DATA["US/Eastern"] == "America/New_York"
+    assert len(set(SAME_DATA.values())) > 200
 
 
 # -- the oracle ---------------------------------------------------------------------------------
@@ -338,7 +359,14 @@ def check_next(
 @pytest.mark.parametrize("name", ZONES)
 def test_every_zones_transitions(name: str) -> None:
     """Around the first transition of each kind in every zone that has one: the documented slots of the
-    nightly crons, of crons on the first and the middle wall time of its gap or fold, and hourly."""
+    nightly crons, of crons on the first and the middle wall time of its gap or fold, and hourly. A link
+    to a zone checked under its own name has that zone's transitions."""
+    if SAME_DATA[name] != name:
+        same = transitions(SAME_DATA[name])
+        assert [(t.at, t.before, t.after) for t in transitions(name)] == [
+            (t.at, t.before, t.after) for t in same
+        ]
+        return
     for transition in representatives(name):
         check_transition(transition)
 
@@ -387,7 +415,7 @@ CRONS = {
 }
 """The crons of the property tests, and how long a window of each holds a few slots."""
 
-PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTIES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WINDOW_MINUTES = int((WINDOW_END - WINDOW_START).total_seconds() // 60)
 
 
