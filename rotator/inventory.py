@@ -26,7 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from rotator import errors
 from rotator.api import BackupsClient
@@ -74,11 +74,14 @@ class Inventory:
         self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
         self.reads = {"account": 0, "server": 0, "confirm": 0}  # for the benchmarks' cost figures
 
-    async def read(self, server_ids: Iterable[int]) -> Views:
+    async def read(self, server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
         """A view of every listed server, and the servers whose listing could not be read whole.
 
         An account listing serves all of them when it takes fewer pages than
         their own listings; a failure of a server's own listing fails that server alone.
+        An account listing that changed while it was read (another policy at
+        work) is followed by the servers' own listings, unless ``fall_back`` is
+        off (a poll, which simply tries again next round): then it is raised.
         """
         wanted = sorted(set(server_ids))
         if not wanted:
@@ -90,6 +93,8 @@ class Inventory:
             try:
                 account = await self._client.list_backups_within(per_server - 1, backup_type=MANUAL)
             except errors.IncompleteListing:
+                if not fall_back:
+                    raise
                 account = None  # it changed while read (another policy at work): read server by server
             if isinstance(account, Listing):
                 self.reads["account"] += 1
@@ -164,6 +169,11 @@ class Inventory:
             )
         return done, failed
 
+    async def poll(self, server_ids: Iterable[int]) -> Views:
+        """:meth:`read` for a poll round: a changing account listing fails the round (the next one
+        reads again) rather than costing every waiting server a listing of its own."""
+        return await self.read(server_ids, fall_back=False)
+
     def note_created(self, server_id: int) -> None:
         """A create adds one backup to the listings: keep the page estimates honest."""
         self.server_counts[server_id] = self.server_counts.get(server_id, 0) + 1
@@ -172,23 +182,31 @@ class Inventory:
 
 
 class Rounds:
-    """Views for whichever servers ask, read together: one :meth:`Inventory.read` a round.
+    """Views for whichever servers ask, read together: one read a round for all of them.
 
-    ``pause`` runs before each round (the poll interval, or nothing) and answers
-    False to stop: every waiting server then gets :class:`Stopped`. Servers that
-    ask while a round is being read wait for the next one.
+    ``read`` gets every asking server with the view it passed (or None) and
+    answers like :meth:`Inventory.read` (:meth:`Inventory.confirm` takes the
+    same shape). ``pause`` runs before each round (the poll interval, or
+    nothing) and answers False to stop: every waiting server then gets
+    :class:`Stopped`. Servers that ask while a round is read wait for the next.
     """
 
-    def __init__(self, read: Callable[[list[int]], Awaitable[Views]], pause: Callable[[], Awaitable[bool]]):
-        self._read = read
+    def __init__(
+        self,
+        read: Callable[[dict[int, View]], Awaitable[Views]]
+        | Callable[[dict[int, View | None]], Awaitable[Views]],
+        pause: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._read: Callable[[dict[int, Any]], Awaitable[Views]] = read
         self._pause = pause
-        self._waiting: dict[int, list[asyncio.Future[View]]] = {}
+        self._waiting: dict[int, tuple[View | None, list[asyncio.Future[View]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def view(self, server_id: int) -> View:
+    async def view(self, server_id: int, seen: View | None = None) -> View:
         """The server's view from the next round; its own listing's error raised as :class:`ApiError`."""
         future: asyncio.Future[View] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(server_id, []).append(future)
+        _, futures = self._waiting.setdefault(server_id, (seen, []))
+        futures.append(future)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._rounds())
         return await future
@@ -201,14 +219,14 @@ class Rounds:
                 _settle(batch, error=Stopped())
                 continue
             try:
-                views, failed = await self._read(sorted(batch))
+                views, failed = await self._read({sid: seen for sid, (seen, _) in sorted(batch.items())})
             except errors.ApiError as exc:
                 _settle(batch, error=exc)
                 continue
             except BaseException as exc:  # a bug or a cancellation: the waiters must not hang
                 _settle(batch, error=Stopped() if isinstance(exc, asyncio.CancelledError) else exc)
                 raise
-            for sid, futures in batch.items():
+            for sid, (_, futures) in batch.items():
                 view = views.get(sid)
                 error = failed.get(sid)
                 for future in futures:
@@ -231,8 +249,10 @@ class Stopped(Exception):
     """A round did not happen: the run is being abandoned."""
 
 
-def _settle(batch: dict[int, list[asyncio.Future[View]]], *, error: BaseException) -> None:
-    for futures in batch.values():
+def _settle(
+    batch: dict[int, tuple[View | None, list[asyncio.Future[View]]]], *, error: BaseException
+) -> None:
+    for _, futures in batch.values():
         for future in futures:
             if not future.done():
                 future.set_exception(error)

@@ -121,6 +121,7 @@ class ServerResult:
     backup: Backup | None = None
     adopted: bool = False
     attempt: int = 0  # the slot's attempt this run used (0: none)
+    created: int = 0  # backups this run started (attempts whose create went through)
     deleted: list[int] = field(default_factory=list)
     kept: int = 0
     blocked: list[Blocked] = field(default_factory=list)
@@ -166,7 +167,7 @@ class RunReport:
     def totals(self) -> dict[str, int]:
         return {
             "servers": len(self.servers),
-            "created": sum(1 for r in self.servers if r.backup is not None and not r.adopted),
+            "created": sum(r.created for r in self.servers),
             "adopted": sum(1 for r in self.servers if r.adopted),
             "deleted": sum(len(r.deleted) for r in self.servers),
             "kept": sum(r.kept for r in self.servers),
@@ -206,6 +207,7 @@ class _Run:
     retry_in_run: bool
     polls: Rounds
     reads: Rounds
+    confirms: Rounds  # every server that must confirm its view at a moment: one second read for all
 
 
 @dataclass
@@ -286,8 +288,9 @@ class Runner:
             dry,
             now,
             retry_in_run,
-            polls=Rounds(self.inventory.read, poll_pause),
+            polls=Rounds(self.inventory.poll, poll_pause),
             reads=Rounds(self.inventory.read, no_pause),
+            confirms=Rounds(self.inventory.confirm, no_pause),
         )
         gate = asyncio.Semaphore(self.workers)
         bound = structlog.contextvars.bound_contextvars(policy=job.name, slot=_iso(slot))
@@ -306,8 +309,8 @@ class Runner:
                 )
                 finished = True
             finally:
-                await run.polls.aclose()
-                await run.reads.aclose()
+                for rounds in (run.polls, run.reads, run.confirms):
+                    await rounds.aclose()
                 if not finished:  # cancelled or crashed: no server whose run was cut short counts as ok
                     for result in results.values():
                         if result.outcome is Outcome.OK:
@@ -344,11 +347,11 @@ class Runner:
             result.fail("shutdown before the server's work was done", Outcome.ABANDONED)
             log.warning("server.abandoned", server_id=result.server_id)
 
-    async def _next_view(self, rounds: Rounds, sid: int) -> View | errors.ApiError:
+    async def _next_view(self, rounds: Rounds, sid: int, seen: View | None = None) -> View | errors.ApiError:
         if self.abandon.is_set():
             raise _Abandoned
         try:
-            return await rounds.view(sid)
+            return await rounds.view(sid, seen)
         except Stopped:
             raise _Abandoned from None
         except errors.ApiError as exc:
@@ -425,6 +428,7 @@ class Runner:
         if backup.description != description:
             log.warning("backup.description_changed", server_id=sid, backup_id=backup.id)
         result.backup, result.adopted, result.attempt = backup, False, attempt
+        result.created += 1
         log.info("backup.created", server_id=sid, backup_id=backup.id, description=description)
         return _Created(attempt, backup.id, started, known)
 
@@ -554,6 +558,8 @@ class _Flow:
                 or (created.backup_id is None and created.attempt == decision.attempt)
             )
             result.attempt, result.adopted = decision.attempt, not mine
+            if mine and created is not None and created.backup_id is None:
+                result.created += 1  # its answer was lost, but it went through
             if not mine:
                 log.info("backup.adopted", server_id=self.sid, backup_id=backup.id, status=backup.status)
             self.deadline = self.runner._monotonic() + self.run.job.wait_timeout.total_seconds()
@@ -571,12 +577,12 @@ class _Flow:
         return None
 
     async def confirm(self, decision: SlotDecision) -> _Step:
-        confirmed, failed = await self.runner.inventory.confirm({self.sid: self.view})
-        if self.sid in failed:
-            self.result.fail(f"listing could not be confirmed, nothing created: {failed[self.sid]}")
-            log.error("backup.not_created", server_id=self.sid, error=str(failed[self.sid]))
+        confirmed = await self.runner._next_view(self.run.confirms, self.sid, self.view)
+        if isinstance(confirmed, errors.ApiError):
+            self.result.fail(f"listing could not be confirmed, nothing created: {confirmed}")
+            log.error("backup.not_created", server_id=self.sid, error=str(confirmed))
             return None
-        self.view = confirmed[self.sid]
+        self.view = confirmed
         return _AGAIN
 
     async def hold(self, decision: SlotDecision) -> _Step:

@@ -8,6 +8,7 @@ from typing import Any, cast
 import structlog
 
 from rotator import errors
+from rotator.inventory import View
 from rotator.markers import mark_description
 from rotator.models import Backup
 from rotator.retention import Policy, Retention
@@ -62,15 +63,13 @@ async def test_a_catch_up_still_current_runs() -> None:
 
 
 class PartlyListing:
-    """Stands in for the runner's Listings: server 1 has the slot's backup, server 2 has none, and
+    """Stands in for the runner's Inventory: server 1 has the slot's backup, server 2 has none, and
     server 3's listing could not be read."""
 
     def __init__(self, slot: datetime) -> None:
         self.slot = slot
 
-    async def for_servers(
-        self, server_ids: Any
-    ) -> tuple[dict[int, list[Backup]], dict[int, errors.ApiError]]:
+    async def read(self, server_ids: Any) -> tuple[dict[int, View], dict[int, errors.ApiError]]:
         done = Backup.model_validate(
             {
                 "id": 7,
@@ -82,7 +81,11 @@ class PartlyListing:
             }
         )
         failed = errors.ServerError("the API is down", method="GET", path="/api/v1/backups/", status=503)
-        return {1: [done], 2: []}, {3: failed}
+        views = {
+            sid: View(sid, backups, read_at=0.0, source="account", pages=1, confirmed=True)
+            for sid, backups in ((1, (done,)), (2, ()))
+        }
+        return views, {3: failed}
 
 
 async def test_catch_up_runs_a_server_whose_listing_failed() -> None:
@@ -92,7 +95,7 @@ async def test_catch_up_runs_a_server_whose_listing_failed() -> None:
     job = ScheduledJob(JobSpec(policy), interval_trigger(timedelta(hours=1), "UTC"))
     runner = RecordingRunner()
     slot = job.slot_for(START)
-    runner.listings = PartlyListing(slot)  # type: ignore[attr-defined]
+    runner.inventory = PartlyListing(slot)  # type: ignore[attr-defined]
     daemon = Daemon([job], cast(Runner, runner), wall_clock=lambda: now[0])
     with structlog.testing.capture_logs() as logs:
         await daemon.catch_up(job)

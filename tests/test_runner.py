@@ -176,13 +176,13 @@ async def test_prune_only_policy(runner: Runner, sandbox: Sandbox) -> None:
     assert report.totals()["deleted"] == 5 * 3
 
 
-async def test_abandon_stops_the_wait_and_deletes_nothing(runner: Runner, sandbox: Sandbox) -> None:
-    """Shutdown during the wait: the backups are left to finish, nothing is pruned."""
+async def test_abandon_before_the_run_creates_and_deletes_nothing(runner: Runner, sandbox: Sandbox) -> None:
+    """Shutdown already under way: no backup is started, nothing is pruned, every server abandoned."""
     runner.abandon.set()
     report = await runner.run(job(), SLOT)
     assert all(r.outcome is Outcome.ABANDONED for r in report.servers)
     assert deleted_ids(sandbox) == []
-    assert len(sandbox.state.events("created")) == 5
+    assert sandbox.state.events("created") == []
 
 
 async def test_request_cost_is_one_create_and_the_deletes_plus_listings(
@@ -217,7 +217,8 @@ async def test_a_cancelled_run_is_reported_abandoned_not_ok(runner: Runner, sand
     finished = [entry for entry in logs if entry["event"] == "run.finished"]
     assert len(finished) == 1
     assert finished[0]["ok"] is False
-    assert finished[0]["failed"] == len(SERVERS)
+    assert finished[0]["status"] == "abandoned"
+    assert finished[0]["abandoned"] == len(SERVERS)
     assert deleted_ids(sandbox) == []
 
 

@@ -243,13 +243,23 @@ THREE_SERVERS = SandboxOptions(
 
 @pytest.mark.parametrize("sandbox_options", [THREE_SERVERS])
 async def test_a_slot_backup_skipped_by_a_page_shift_is_not_made_again(
-    runner: Runner, shifted: Sandbox
+    runner: Runner, shifted: Sandbox, hooked: Hooked
 ) -> None:
     """Page shifts with the count kept hide server 3's slot backup from the account listing: the
     create is decided only on a confirmed view, which finds it; one backup for the slot."""
     shifted.update_faults(page_shift_rate=1.0)
+    gets: list[str] = []
+
+    def shift_the_first_listing_only(request: httpx.Request) -> None:
+        if request.method == "GET":
+            gets.append(str(request.url))
+            if len(gets) == 3:  # pages 1 and 2 of the first account listing were read
+                shifted.update_faults(page_shift_rate=0.0)
+
+    hooked.before.append(shift_the_first_listing_only)
     report = await runner.run(job(servers=(1, 2, 3)), SLOT)
-    assert shifted.injected()["page_shift"] >= 1
+    assert shifted.injected()["page_shift"] == 1
+    assert "page=2" in gets[1]
     assert len(slot_backups(shifted, 3)) == 1
     assert posts(shifted) == 2
     assert {r.server_id: r.adopted for r in report.servers}[3] is True
