@@ -12,7 +12,7 @@ from rotator.inventory import View
 from rotator.markers import mark_description
 from rotator.models import Backup
 from rotator.retention import Policy, Retention
-from rotator.runner import JobSpec, Runner, RunReport
+from rotator.runner import JobSpec, Runner, RunReport, ServerResult
 from rotator.schedule import interval_trigger
 from rotator.scheduler import Daemon, ScheduledJob
 
@@ -101,3 +101,41 @@ async def test_catch_up_runs_a_server_whose_listing_failed() -> None:
         await daemon.catch_up(job)
     assert runner.servers == [[2, 3]]
     assert [e["server_id"] for e in logs if e["event"] == "catch_up.listing_failed"] == [3]
+
+
+class FailingAttemptRunner(RecordingRunner):
+    """Stands in for Runner.run: server 1's attempt failed with attempts left, as a daemon's run reports."""
+
+    async def run(self, spec: JobSpec, slot: datetime, *, servers: Any = None, **options: Any) -> RunReport:
+        self.slots.append(slot)
+        self.servers.append(servers)
+        self.options = options
+        result = ServerResult(1)
+        result.retry = servers is None
+        result.fail("attempt 1 failed; attempt 2 is due in 10m")
+        return RunReport(spec.name, slot, dry_run=False, servers=[result])
+
+
+async def test_the_daemon_schedules_a_failed_attempts_retry_after_its_delay() -> None:
+    """A run leaves the retry to the daemon (retry_in_run off); the daemon runs the slot again for the
+    servers that need it, retry_delay later, and skips it once a newer slot came."""
+    now = [START]
+    policy = Policy("hourly", Retention(keep_last=3), servers=(1, 2))
+    job = ScheduledJob(
+        JobSpec(policy, retry_delay=timedelta(minutes=10)), interval_trigger(timedelta(hours=1), "UTC")
+    )
+    runner = FailingAttemptRunner()
+    daemon = Daemon([job], cast(Runner, runner), wall_clock=lambda: now[0])
+    slot = job.slot_for(START)
+    await daemon._run(job, slot)
+    assert runner.options["retry_in_run"] is False
+    (retry,) = [j for j in daemon.scheduler.get_jobs() if j.id.endswith("#retry")]
+    assert retry.trigger.run_date == START + timedelta(minutes=10)
+    await daemon._retry_run("hourly", slot)
+    assert runner.slots == [slot, slot]
+    assert runner.servers == [None, [1]]
+    # a retry that comes after the next slot began is left to that slot's run
+    await daemon._run(job, slot)
+    now[0] = START + timedelta(hours=1)
+    await daemon._retry_run("hourly", slot)
+    assert runner.slots == [slot, slot, slot]
