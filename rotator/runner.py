@@ -304,9 +304,10 @@ class Runner:
                     log.error(
                         "prune.blocked", rail=Rail.PARTIAL_LISTING.value, server_id=sid, error=str(error)
                     )
-                await asyncio.gather(
-                    *(self._server(run, results[sid], views[sid], gate) for sid in targets if sid in views)
-                )
+                async with asyncio.TaskGroup() as servers_at_work:  # a crash stops the others too
+                    for sid in targets:
+                        if sid in views:
+                            servers_at_work.create_task(self._server(run, results[sid], views[sid], gate))
                 finished = True
             finally:
                 for rounds in (run.polls, run.reads, run.confirms):
