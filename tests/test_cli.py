@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from rotator.cli import main
+from rotator import errors
+from rotator.api import BackupsClient
+from rotator.cli import main, run_once_exit_code
+from rotator.config import load_config
+from rotator.runner import Outcome, RunReport, ServerResult
+from rotator.secrets import ApiToken, load_token
 from tests.test_api import DOC_EXAMPLE, backup_json, page
 
 API = "https://api.test/api/v1"
@@ -283,3 +292,158 @@ def test_only_the_sandbox_command_imports_the_sandbox() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# -- exit codes of run-once, the token's scrubbing, plain http -------------------------------
+
+SLOT = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
+
+
+def run_report(*outcomes: Outcome) -> RunReport:
+    servers = [ServerResult(sid, outcome=outcome) for sid, outcome in enumerate(outcomes, start=1)]
+    return RunReport("nightly", SLOT, False, servers)
+
+
+@pytest.mark.parametrize(
+    ("reports", "code"),
+    [
+        pytest.param([], 0, id="nothing-to-run"),
+        pytest.param([run_report(Outcome.OK), run_report()], 0, id="ok"),
+        pytest.param([run_report(Outcome.OK, Outcome.ABANDONED)], 75, id="abandoned"),
+        pytest.param([run_report(Outcome.OK), run_report(Outcome.ABANDONED)], 75, id="one-policy-abandoned"),
+        pytest.param([run_report(Outcome.FAILED)], 1, id="failed"),
+        pytest.param([run_report(Outcome.UNKNOWN)], 1, id="unknown"),
+        pytest.param([run_report(Outcome.ABANDONED, Outcome.FAILED)], 1, id="failed-beats-abandoned"),
+        pytest.param([run_report(Outcome.ABANDONED), run_report(Outcome.UNKNOWN)], 1, id="unknown-beats"),
+    ],
+)
+def test_run_once_exit_code(reports: list[RunReport], code: int) -> None:
+    """0 all ok; 1 anything failed or unknown; else 75 (EX_TEMPFAIL) when a shutdown cut a run short."""
+    assert run_once_exit_code(reports) == code
+
+
+def test_exit_abandoned_is_ex_tempfail() -> None:
+    """75 is sysexits' EX_TEMPFAIL: cron and Kubernetes read it as "try again", not as a failure."""
+    assert errors.EXIT_ABANDONED == 75
+    assert len({errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_ABANDONED, 78, 130}) == 6
+
+
+@pytest.mark.xfail(strict=True, reason="bug: --help's exit codes (and cli.py's docstring) leave out 75")
+def test_help_names_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help lists the exit codes a script has to tell apart, 75 (abandoned) among them."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0 ok", "1 ", "2 usage", "75 ", "78 configuration", "130 interrupted"):
+        assert code in out, code
+
+
+def test_echoed_token_is_masked_in_the_error_line(
+    api: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 401 whose body repeats the Authorization header: the line shows the mask, never the token."""
+    api.get("/backups/").mock(
+        side_effect=lambda request: httpx.Response(
+            401, json={"detail": f"Invalid token. You sent: {request.headers['authorization']}"}
+        )
+    )
+    code, _, err = run(capsys, "backups", "list")  # run() asserts the token is nowhere in the output
+    assert code == 1
+    assert err.strip() == (
+        "rotator: the API rejected the token (401: Invalid token. You sent: Bearer ********): "
+        "check ROTATOR_API_TOKEN, --token-file or the api-token credential"
+    )
+
+
+def test_a_short_echoed_token_is_masked_too(
+    api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client masks its own token whatever its length (the global scrub skips short ones)."""
+    monkeypatch.setenv("ROTATOR_API_TOKEN", "k3y")
+    api.get("/backups/").mock(
+        side_effect=lambda request: httpx.Response(401, text=f"bad {request.headers['authorization']}")
+    )
+    code, _, err = run(capsys, "backups", "list")
+    assert code == 1
+    assert "Bearer ********" in err
+    assert "k3y" not in err
+
+
+def test_the_error_line_is_scrubbed_whatever_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line of defence: a RotatorError carrying the token is printed with the mask."""
+
+    def leaky(args: argparse.Namespace) -> int:
+        load_token(environ=os.environ)  # the process holds the token, as every command does
+        raise errors.RotatorError(f"something quoted {TOKEN} back\nover two lines")
+
+    monkeypatch.setattr("rotator.cli._cmd_list", leaky)
+    code, _, err = run(capsys, "backups", "list")
+    assert code == 1
+    assert err == "rotator: something quoted ******** back over two lines\n"
+
+
+@pytest.mark.xfail(strict=True, reason="bug: main() prints an OSError or RuntimeError without scrub()")
+def test_the_oserror_line_is_scrubbed_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catch-all for OSError and RuntimeError is an error line of the CLI like any other."""
+
+    def leaky(args: argparse.Namespace) -> int:
+        load_token(environ=os.environ)
+        raise RuntimeError(f"a library quoted {TOKEN}")
+
+    monkeypatch.setattr("rotator.cli._cmd_list", leaky)
+    code = main(["backups", "list"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert TOKEN not in err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: --api-url and ROTATOR_API_URL are not checked like api.url: the token goes out in clear",
+)
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_plain_http_to_another_host_is_refused_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """--api-url or ROTATOR_API_URL with http to a remote host: exit 78 before any request is sent."""
+    insecure = "http://api.test/api/v1"
+    argv = ["backups", "list"]
+    if how == "option":
+        argv += ["--api-url", insecure]
+    else:
+        monkeypatch.setenv("ROTATOR_API_URL", insecure)
+    with respx.mock(base_url=insecure, assert_all_called=False) as remote:
+        route = remote.get("/backups/").mock(return_value=page([]))
+        code, _, err = run(capsys, *argv)
+    assert not route.called, "the token was sent over plain http"
+    assert code == 78
+    assert "https" in err
+
+
+def test_plain_http_to_this_machine_is_fine_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--api-url http://127.0.0.1:PORT (a sandbox, a tunnel) is accepted: the request goes out."""
+    with respx.mock(base_url="http://127.0.0.1:9/api/v1") as local:
+        route = local.get("/backups/").mock(return_value=page([]))
+        code, out, _ = run(capsys, "backups", "list", "--api-url", "http://127.0.0.1:9/api/v1")
+    assert code == 0
+    assert route.called
+    assert "no backups" in out
+
+
+def test_runner_takes_the_api_keys(tmp_path: Path) -> None:
+    """api.create_quiet_period and api.max_view_age reach the runner, in seconds."""
+    from rotator.cli import _runner  # noqa: PLC0415 - the wiring under test is private
+
+    path = tmp_path / "rotator.yaml"
+    path.write_text(
+        "policies: [{name: n, servers: [1], retention: {keep_last: 1}}]\n"
+        "api: {create_quiet_period: 5m, max_view_age: 90s}\n"
+    )
+    runner = _runner(BackupsClient(ApiToken("t0ken-for-test", "test")), load_config(path))
+    assert (runner.quiet_period, runner.max_view_age) == (300.0, 90.0)

@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import stamina
+import yaml
 
+from bench.child_env import clean_env
 from rotator.cli import main
 from rotator.sandbox import RunningSandbox, SandboxOptions
 
@@ -107,16 +111,20 @@ def test_listing_survives_server_errors(
 
 
 @pytest.mark.usefixtures("no_retry_waits")
-def test_dropped_create_answer_adopts_one_backup(
+def test_dropped_create_answer_is_not_posted_again(
     sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The create went through, its answer was dropped: the CLI adopts it and never posts twice."""
+    """The create went through, its answer was dropped: one POST, exit 1, and where to look before another."""
     sandbox_server.sandbox.update_faults(drop_rate=1.0)
-    code, out, _ = cli(capsys, "backups", "create", "12348", "--description", "lost answer", "--json")
-    assert code == 0
+    code, out, err = cli(capsys, "backups", "create", "12348", "--description", "lost answer", "--json")
+    assert code == 1
+    assert out == ""
+    assert "the create's outcome is unknown" in err
+    assert "check 'rotator backups list --server ID' before creating another" in err
+    assert len([line for line in err.splitlines() if not line.startswith("{")]) == 1  # beside log events
     created = [e for e in sandbox_server.state.events("created") if e.backup["server"]["id"] == 12348]
     assert len(created) == 1
-    assert json.loads(out)["id"] == created[0].backup["id"]
+    assert len(sandbox_server.sandbox.stats()["requests"]["POST /api/v1/backups/"]) == 1
 
 
 def test_rate_limit_is_waited_out(sandbox_server: RunningSandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,3 +155,67 @@ def test_wrong_token_as_a_real_process(sandbox_server: RunningSandbox) -> None:
     assert done.stderr.startswith("rotator: the API rejected the token (401")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "wrong-Tok3n" not in done.stdout + done.stderr
+
+
+WRONG_TOKEN = "wrong-Tok3n-4f9a0c"
+
+
+def echo_config(path: Path) -> Path:
+    """A policy of two demo servers, logging every event as JSON at debug level."""
+    document = {
+        "policies": [{"name": "echo", "servers": [12345, 12346], "retention": {"keep_last": 3}}],
+        "log": {"format": "json", "level": "debug"},
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["backups", "list"], id="list"),
+        pytest.param(["backups", "create", "12348"], id="create"),
+        pytest.param(["backups", "create", "12348", "--wait", "--json"], id="create-wait"),
+        pytest.param(["backups", "delete", "1", "--yes"], id="delete"),
+        pytest.param(["run-once", "--config", "{config}"], id="run-once"),
+        pytest.param(["plan", "--config", "{config}"], id="plan"),
+    ],
+)
+def test_an_echoed_wrong_token_never_shows(
+    sandbox_server: RunningSandbox, tmp_path: Path, argv: list[str]
+) -> None:
+    """A 401 quoting the Authorization header back: the token is masked on stdout, stderr and every
+    debug log line; exit 1."""
+    sandbox_server.sandbox.update_faults(auth_echo=True)
+    echoed = httpx.get(
+        f"{sandbox_server.api_url}/backups/", headers={"Authorization": f"Bearer {WRONG_TOKEN}"}, timeout=10
+    )
+    assert echoed.status_code == 401
+    assert WRONG_TOKEN in echoed.text  # the API does give it away: rotator has to hide it
+    config = str(echo_config(tmp_path / "rotator.yaml"))
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator", "--log-level", "debug", *(a.format(config=config) for a in argv)],
+        env=clean_env(ROTATOR_API_URL=sandbox_server.api_url, ROTATOR_API_TOKEN=WRONG_TOKEN),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert WRONG_TOKEN not in output
+    assert "Bearer ********" in output  # the echo arrived, masked
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(event.get("status") == 401 for event in events if event["event"] == "api.request")
+    said = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    if argv[0] == "run-once":
+        assert said == []
+        assert done.stdout.startswith("policy echo FAILED: 2 servers, 0 created")
+        (finished,) = [event for event in events if event["event"] == "run.finished"]
+        assert finished["status"] == "failed"
+    else:
+        assert len(said) == 1, said
+        assert said[0].startswith("rotator: the API rejected the token (401: ")
+        assert said[0].endswith("check ROTATOR_API_TOKEN, --token-file or the api-token credential")
+    assert not sandbox_server.state.events("created")

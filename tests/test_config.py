@@ -84,6 +84,7 @@ def test_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     policy = config.policies[0]
     assert (policy.timezone, policy.prune_unmanaged, policy.retention.min_keep) == ("UTC", False, 1)
+    assert (policy.retries, policy.retry_delay) == (2, timedelta(minutes=10))
     assert config.api.model_dump() == {
         "url": "https://admin.vps.org/api/v1",
         "token_file": None,
@@ -91,6 +92,10 @@ def test_defaults(tmp_path: Path) -> None:
         "requests_per_second": 5.0,
         "burst": 10,
         "max_concurrency": 8,
+        "allow_insecure_http": False,
+        "create_quiet_period": timedelta(minutes=2),
+        "max_view_age": timedelta(seconds=60),
+        "max_description_length": None,
     }
 
 
@@ -198,6 +203,57 @@ BAD = [
     pytest.param({"api": {"burst": 0}}, "api.burst: Input should be greater than or equal to 1", id="burst"),
     pytest.param({"api": {"max_concurrency": 0}}, "api.max_concurrency:", id="concurrency"),
     pytest.param({"api": {"url": "ftp://x"}}, "api.url: must be an http(s) URL", id="url"),
+    pytest.param(
+        {"api": {"url": "http://backups.example/api/v1"}},
+        "api: url 'http://backups.example/api/v1' is plain http to another host",
+        id="url-insecure",
+    ),
+    pytest.param(
+        {"api": {"allow_insecure_http": "perhaps"}}, "api.allow_insecure_http: Input should be", id="insecure"
+    ),
+    pytest.param(
+        {"api": {"create_quiet_period": "61m"}},
+        "api.create_quiet_period: must be at most 1h",
+        id="quiet-long",
+    ),
+    pytest.param(
+        {"api": {"create_quiet_period": "0s"}},
+        "api.create_quiet_period: must be longer than 0s",
+        id="quiet-0",
+    ),
+    pytest.param(
+        {"api": {"create_quiet_period": 120}},
+        "api.create_quiet_period: write a duration as a string",
+        id="quiet-number",
+    ),
+    pytest.param({"api": {"max_view_age": "3601s"}}, "api.max_view_age: must be at most 1h", id="view-age"),
+    pytest.param({"api": {"max_view_age": "never"}}, "api.max_view_age: not a duration", id="view-age-text"),
+    pytest.param(
+        {"api": {"max_description_length": 0}},
+        "api.max_description_length: Input should be greater than or equal to 1 (got 0)",
+        id="description-length-0",
+    ),
+    pytest.param(
+        {"api": {"max_description_length": "long"}},
+        "api.max_description_length: Input should be a valid integer",
+        id="description-length-text",
+    ),
+    pytest.param(
+        {"policies": [{"retries": -1}]},
+        "policies[0].retries: Input should be greater than or equal to 0 (got -1)",
+        id="retries-negative",
+    ),
+    pytest.param(
+        {"policies": [{"retries": 21}]},
+        "policies[0].retries: Input should be less than or equal to 20 (got 21)",
+        id="retries-21",
+    ),
+    pytest.param(
+        {"policies": [{"retry_delay": "0s"}]}, "policies[0].retry_delay: must be longer than 0s", id="delay-0"
+    ),
+    pytest.param(
+        {"policies": [{"retry_delay": "later"}]}, "policies[0].retry_delay: not a duration", id="delay-text"
+    ),
     pytest.param({"api": {"token": "secret"}}, "api.token: unknown key", id="token-is-not-config"),
     pytest.param({"logging": {"level": "info"}}, "logging: unknown key", id="unknown-section"),
     pytest.param({"policies": []}, "policies: List should have at least 1 item", id="no-policies"),
@@ -359,3 +415,126 @@ def test_servers_listed_twice_in_a_large_policy(tmp_path: Path) -> None:
     lines = error_lines(write(tmp_path, yaml.safe_dump(document)))
     assert len(lines) == 1
     assert lines[0].startswith("policies[0].servers: server listed twice: 7, 19999 (got ")
+
+
+# -- plain http, the new api and policy keys ----------------------------------------------
+
+REMOTE_HTTP = [
+    "http://admin.vps.org/api/v1",
+    "http://10.0.0.7:8080/api/v1",
+    "http://0.0.0.0:8080/api/v1",  # every address of this machine, reachable from others
+    "http://[2001:db8::1]/api/v1",
+    "http://localhost.example.com/api/v1",  # a name that only starts like this machine's
+    "http://evil-localhost/api/v1",
+    "http://127.0.0.1.nip.io/api/v1",
+    "http://localhost@backups.example/api/v1",  # userinfo, the host is another
+    "http://127.1/api/v1",  # a short form the check does not read: refused, the safe side
+    "HTTP://ADMIN.VPS.ORG/api/v1",
+]
+LOOPBACK_HTTP = [
+    "http://127.0.0.1:8080/api/v1",
+    "http://127.5.6.7/api/v1",
+    "http://localhost:8080/api/v1",
+    "http://LOCALHOST/api/v1",
+    "http://localhost./api/v1",
+    "http://[::1]:8080/api/v1",
+    "http://sandbox.localhost/api/v1",
+]
+
+
+def with_api(**api: object) -> str:
+    return MINIMAL + yaml.safe_dump({"api": api})
+
+
+@pytest.mark.parametrize("url", REMOTE_HTTP)
+def test_plain_http_to_another_host_is_refused(tmp_path: Path, url: str) -> None:
+    """The token would travel in clear: one line naming api's url, with both ways out."""
+    (line,) = error_lines(write(tmp_path, with_api(url=url)))
+    assert line.startswith(f"api: url {url.rstrip('/')!r} is plain http to another host"), line
+    assert "use https, or set api.allow_insecure_http: true" in line
+
+
+@pytest.mark.parametrize("url", REMOTE_HTTP)
+def test_allow_insecure_http_lets_it_through(tmp_path: Path, url: str) -> None:
+    """allow_insecure_http: true is the explicit opt-in for plain http anywhere."""
+    config = load_config(write(tmp_path, with_api(url=url, allow_insecure_http=True)))
+    assert config.api.url == url.rstrip("/")
+    assert config.api.allow_insecure_http
+
+
+@pytest.mark.parametrize("url", LOOPBACK_HTTP)
+def test_plain_http_to_this_machine_is_allowed(tmp_path: Path, url: str) -> None:
+    """127.0.0.0/8, localhost and ::1 never leave the machine: http is fine without the opt-in."""
+    config = load_config(write(tmp_path, with_api(url=url)))
+    assert config.api.url == url
+    assert not config.api.allow_insecure_http
+
+
+def test_https_anywhere_is_allowed(tmp_path: Path) -> None:
+    """https needs no opt-in, to any host."""
+    assert load_config(write(tmp_path, with_api(url="https://10.0.0.7/api/v1"))).api.url == (
+        "https://10.0.0.7/api/v1"
+    )
+
+
+def test_plain_http_from_the_environment_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ROTATOR_API__URL is checked like the file's key; ROTATOR_API__ALLOW_INSECURE_HTTP opts in."""
+    path = write(tmp_path, MINIMAL)
+    monkeypatch.setenv("ROTATOR_API__URL", "http://backups.example/api/v1")
+    (line,) = error_lines(path)
+    assert line.startswith("api: url 'http://backups.example/api/v1' is plain http to another host")
+    monkeypatch.setenv("ROTATOR_API__ALLOW_INSECURE_HTTP", "true")
+    assert load_config(path).api.url == "http://backups.example/api/v1"
+
+
+def test_new_keys_at_their_bounds(tmp_path: Path) -> None:
+    """The largest quiet period and view age (1h), retries 0 and 20, a description limit of 1."""
+    document = merged(
+        {"api": {"create_quiet_period": "1h", "max_view_age": "60m", "max_description_length": 1}}
+    )
+    document["policies"][0].update(retries=20, retry_delay="1s")
+    document["policies"].append(
+        {"name": "once", "servers": [102], "retention": {"keep_last": 1}, "retries": 0, "retry_delay": "36h"}
+    )
+    config = load_config(write(tmp_path, yaml.safe_dump(document)))
+    assert config.api.create_quiet_period == timedelta(hours=1)
+    assert config.api.max_view_age == timedelta(hours=1)
+    assert config.api.max_description_length == 1
+    assert [(p.retries, p.retry_delay) for p in config.policies] == [
+        (20, timedelta(seconds=1)),
+        (0, timedelta(hours=36)),
+    ]
+
+
+def test_new_keys_reach_the_jobs(tmp_path: Path) -> None:
+    """retries and retry_delay become the job's; a slot gets the first attempt and its retries."""
+    from rotator.scheduler import jobs_from_config  # noqa: PLC0415 - the daemon's side, for this test only
+
+    document = merged({"policies": [{"retries": 5, "retry_delay": "30m"}]})
+    (job,) = jobs_from_config(load_config(write(tmp_path, yaml.safe_dump(document))))
+    assert (job.spec.retries, job.spec.retry_delay, job.spec.attempts) == (5, timedelta(minutes=30), 6)
+
+
+def _model_keys(model: type[object]) -> set[str]:
+    return set(getattr(model, "model_fields", {}))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config.example.yaml does not name the new keys yet (the lead documents them; "
+    "then remove this marker)",
+)
+def test_the_example_names_every_key() -> None:
+    """Every key of api and of a policy is explained (named, set or commented out) in the example."""
+    from rotator.config import ApiConfig, PolicyConfig  # noqa: PLC0415
+
+    text = EXAMPLE.read_text()
+    missing = sorted(
+        f"{section}.{key}"
+        for section, model in (("api", ApiConfig), ("policies[]", PolicyConfig))
+        for key in _model_keys(model)
+        if f"{key}:" not in text
+    )
+    assert missing == []

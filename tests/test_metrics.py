@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.metrics import ABANDONED, CONTENT_TYPE, FAILED, OK, Metrics, route_of
+from rotator.metrics import ABANDONED, CONTENT_TYPE, FAILED, OK, Metrics, route_of, run_outcome
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner, RunReport, ServerResult
 from rotator.sandbox import Sandbox, SandboxOptions
@@ -207,8 +207,49 @@ def test_render_is_prometheus_text() -> None:
 
 
 def test_outcome_labels_are_the_runners() -> None:
-    """The outcome label values are exactly runner.Outcome's."""
-    assert {outcome.value for outcome in Outcome} == {OK, FAILED, ABANDONED}
+    """The label values are runner.Outcome's, but for unknown: a run is ok, failed or abandoned."""
+    assert {outcome.value for outcome in Outcome} == {OK, FAILED, ABANDONED, "unknown"}
+    assert {run_outcome(RunReport("p", SLOT, False, [ServerResult(1, outcome=o)])) for o in Outcome} == {
+        OK,
+        FAILED,
+        ABANDONED,
+    }
+
+
+def results(*outcomes: Outcome) -> list[ServerResult]:
+    return [ServerResult(sid, outcome=outcome) for sid, outcome in enumerate(outcomes, start=1)]
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "label"),
+    [
+        ((), OK),
+        ((Outcome.OK, Outcome.OK), OK),
+        ((Outcome.OK, Outcome.ABANDONED), ABANDONED),
+        ((Outcome.ABANDONED,), ABANDONED),
+        ((Outcome.OK, Outcome.FAILED), FAILED),
+        ((Outcome.UNKNOWN,), FAILED),
+        ((Outcome.OK, Outcome.UNKNOWN), FAILED),
+        ((Outcome.ABANDONED, Outcome.UNKNOWN), FAILED),
+        ((Outcome.ABANDONED, Outcome.FAILED), FAILED),
+        ((Outcome.UNKNOWN, Outcome.FAILED, Outcome.ABANDONED), FAILED),
+    ],
+)
+def test_run_outcome(outcomes: tuple[Outcome, ...], label: str) -> None:
+    """failed (a failure or an unknown create) beats abandoned, which beats ok."""
+    assert run_outcome(RunReport("nightly", SLOT, False, results(*outcomes))) == label
+
+
+def test_a_run_with_an_unknown_create_counts_as_failed() -> None:
+    """rotator_runs_total{outcome="failed"}, never "unknown": alerts on failed runs see it."""
+    metrics = Metrics(wall_clock=lambda: FINISHED)
+    metrics.observe_run(RunReport("weekly", SLOT, False, results(Outcome.OK, Outcome.UNKNOWN), duration=1.0))
+    assert value(metrics, "rotator_runs_total", policy="weekly", outcome="failed") == 1
+    assert value(metrics, "rotator_runs_total", policy="weekly", outcome="unknown") is None
+    assert (
+        value(metrics, "rotator_last_success_timestamp_seconds", policy="weekly", server_id="1") == FINISHED
+    )
+    assert value(metrics, "rotator_last_success_timestamp_seconds", policy="weekly", server_id="2") is None
 
 
 def test_importable_below_the_runner() -> None:

@@ -4,6 +4,7 @@ with real processes against the sandbox on a loopback port."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -172,6 +173,38 @@ def test_run_once_pings_and_a_dry_run_does_not(
     once = run_rotator(sandbox, "run-once", "--config", str(config))
     assert once.returncode == 0, once.stderr
     assert [ping.path for ping in monitor.pings] == ["/ping/hourly-check/start", "/ping/hourly-check"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_once_stopped_while_it_waits_is_abandoned(
+    serve: Callable[[SandboxOptions], RunningSandbox],
+    launch: Callable[..., Rotator],
+    monitor: Monitor,
+    tmp_path: Path,
+    signum: int,
+) -> None:
+    """A stop during the wait: exit 75, the summary says abandoned, /start was pinged and no /fail."""
+    sandbox = serve(
+        SandboxOptions(fleet="uniform", servers=3, backups_per_server=2, owner="hourly", create_seconds=3600)
+    )
+    config = write_config(tmp_path / "rotator.yaml", [policy(monitor)])
+    once = launch(sandbox, "run-once", "--config", str(config))
+    once.wait_for("backup.created", count=len(SERVERS))  # every server's backup runs: the wait began
+    assert [ping.path for ping in monitor.pings] == ["/ping/hourly-check/start"]
+
+    code = once.stop(signum)
+    assert code == 75, once.tail()
+    (summary,) = once.stdout.splitlines()
+    assert summary.startswith(
+        "policy hourly ABANDONED: 3 servers, 3 created, 0 adopted, 0 deleted, 0 kept, 0 blocked, "
+        "0 failed, 0 unknown, 3 abandoned in "
+    ), summary
+    (finished,) = once.events("run.finished")
+    assert (finished["status"], finished["ok"], finished["abandoned"]) == ("abandoned", False, 3)
+    assert once.events("ping.skipped", reason="run abandoned by a shutdown")
+    assert [ping.path for ping in monitor.pings] == ["/ping/hourly-check/start"]
+    assert sandbox.state.events("deleted") == []
+    assert "Traceback" not in "\n".join(once.lines)
 
 
 def test_healthcheck_without_a_listener_is_a_configuration_error(tmp_path: Path) -> None:

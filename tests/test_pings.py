@@ -124,12 +124,90 @@ async def test_finished_summarises_the_run(monitor: Monitor) -> None:
 
 def test_ping_body_is_short() -> None:
     """The summary line, then one line per server that did not succeed."""
-    body = ping_body(report(ServerResult(5, outcome=Outcome.ABANDONED, error="shutdown")))
+    body = ping_body(
+        report(
+            ServerResult(4),
+            ServerResult(5, outcome=Outcome.FAILED, error="backup 9 is failed"),
+            ServerResult(6, outcome=Outcome.UNKNOWN, error="the create's outcome is unknown"),
+        )
+    )
     assert body.splitlines() == [
-        "policy nightly FAILED: 1 servers, 0 created, 0 adopted, 0 deleted, 0 kept, 0 blocked, 1 failed"
-        " in 12.3s",
-        "server 5: abandoned: shutdown",
+        "policy nightly FAILED: 3 servers, 0 created, 0 adopted, 0 deleted, 0 kept, 0 blocked, 1 failed,"
+        " 1 unknown, 0 abandoned in 12.3s",
+        "server 5: failed: backup 9 is failed",
+        "server 6: unknown: the create's outcome is unknown",
     ]
+
+
+ABANDONED = ServerResult(2, outcome=Outcome.ABANDONED, error="shutdown before the server's work was done")
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        pytest.param([ABANDONED], id="abandoned"),
+        pytest.param([ServerResult(1), ABANDONED], id="ok-and-abandoned"),
+    ],
+)
+async def test_an_abandoned_run_sends_no_ping(monitor: Monitor, results: list[ServerResult]) -> None:
+    """Cut short by a shutdown: neither success nor fail is sent (the check stays started), and it says so."""
+    url = f"{monitor.url}/ping/secret-key"
+    async with Pinger(timeout=TIMEOUT) as pinger:
+        with capture_logs() as logs:
+            assert not await pinger.finished(url, report(*results))
+    assert monitor.pings == []
+    assert logs == [
+        {
+            "event": "ping.skipped",
+            "log_level": "info",
+            "reason": "run abandoned by a shutdown",
+            "target": monitor.url.removeprefix("http://"),
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        pytest.param([ServerResult(1, outcome=Outcome.FAILED, error="backup 9 is failed")], id="failed"),
+        pytest.param(
+            [ServerResult(1, outcome=Outcome.UNKNOWN, error="the create's outcome is unknown")], id="unknown"
+        ),
+        pytest.param(
+            [ABANDONED, ServerResult(1, outcome=Outcome.FAILED, error="backup 9 is failed")],
+            id="failed-and-abandoned",
+        ),
+        pytest.param(
+            [ABANDONED, ServerResult(1, outcome=Outcome.UNKNOWN, error="lost answer")],
+            id="unknown-and-abandoned",
+        ),
+    ],
+)
+async def test_a_failed_or_unknown_run_pings_fail(monitor: Monitor, results: list[ServerResult]) -> None:
+    """A failure or an unknown create is /fail, even when a shutdown cut another server short."""
+    url = f"{monitor.url}/ping/abc"
+    async with Pinger(timeout=TIMEOUT) as pinger:
+        assert await pinger.finished(url, report(*results))
+    (ping,) = monitor.pings
+    assert ping.path == "/ping/abc/fail"
+    assert "server 1: " in ping.body
+
+
+async def test_finished_through_a_mock_transport() -> None:
+    """The same three cases without a socket: the requests the pinger sends, exactly."""
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        return httpx.Response(200)
+
+    url = "https://hc-ping.example/ping/k"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        pinger = Pinger(client, timeout=TIMEOUT)
+        assert await pinger.finished(url, report(ServerResult(1)))
+        assert not await pinger.finished(url, report(ABANDONED))
+        assert await pinger.finished(url, report(ServerResult(1, outcome=Outcome.UNKNOWN, error="?")))
+    assert sent == ["/ping/k", "/ping/k/fail"]
 
 
 @pytest.mark.parametrize(
