@@ -521,11 +521,6 @@ def _model_keys(model: type[object]) -> set[str]:
     return set(getattr(model, "model_fields", {}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.example.yaml does not name the new keys yet (the lead documents them; "
-    "then remove this marker)",
-)
 def test_the_example_names_every_key() -> None:
     """Every key of api and of a policy is explained (named, set or commented out) in the example."""
     from rotator.config import ApiConfig, PolicyConfig  # noqa: PLC0415
