@@ -276,12 +276,22 @@ def _week_name(floor: datetime) -> str:
     return f"{iso.year:04d}-W{iso.week:02d}"
 
 
+def _next_month(floor: datetime) -> datetime:
+    return datetime(floor.year + floor.month // 12, floor.month % 12 + 1, 1)  # noqa: DTZ001 (wall clock)
+
+
+def _next_year(floor: datetime) -> datetime:
+    return datetime(floor.year + 1, 1, 1)  # noqa: DTZ001 (wall clock)
+
+
 @dataclass(frozen=True, slots=True)
 class _CalendarRule:
     setting: str
     label: str
     floor: Callable[[datetime], datetime]
     name: Callable[[datetime], str]
+    following: Callable[[datetime], datetime]
+    """The floor of the bucket after ``floor``'s (may raise past the calendar's end)."""
 
 
 _CALENDAR_RULES: Final = (
@@ -290,20 +300,27 @@ _CALENDAR_RULES: Final = (
         "hourly",
         _hour_floor,
         lambda f: f"{f.year:04d}-{f.month:02d}-{f.day:02d}T{f.hour:02d}",
+        lambda f: f + timedelta(hours=1),
     ),
-    _CalendarRule("keep_daily", "daily", _day_floor, lambda f: f"{f.year:04d}-{f.month:02d}-{f.day:02d}"),
-    _CalendarRule("keep_weekly", "weekly", _week_floor, _week_name),
-    _CalendarRule("keep_monthly", "monthly", _month_floor, lambda f: f"{f.year:04d}-{f.month:02d}"),
-    _CalendarRule("keep_yearly", "yearly", _year_floor, lambda f: f"{f.year:04d}"),
+    _CalendarRule(
+        "keep_daily",
+        "daily",
+        _day_floor,
+        lambda f: f"{f.year:04d}-{f.month:02d}-{f.day:02d}",
+        lambda f: f + timedelta(days=1),
+    ),
+    _CalendarRule("keep_weekly", "weekly", _week_floor, _week_name, lambda f: f + timedelta(days=7)),
+    _CalendarRule(
+        "keep_monthly", "monthly", _month_floor, lambda f: f"{f.year:04d}-{f.month:02d}", _next_month
+    ),
+    _CalendarRule("keep_yearly", "yearly", _year_floor, lambda f: f"{f.year:04d}", _next_year),
 )
 
 
-def _bucket_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: datetime) -> datetime | None:
-    """The earliest instant from which up to ``newest`` the local clock stays in ``floor``'s bucket.
-
-    The latest occurrence of the wall time ``floor`` at or before ``newest`` (a
-    fall-back repeats it; a gap skips it, and the zone's offset rule moves it
-    past the gap). ``None`` when that cannot be trusted: the caller then steps.
+def _latest_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: datetime) -> datetime | None:
+    """The latest instant at or before ``newest`` at which the local clock entered ``floor``'s bucket
+    at its start: the wall time ``floor`` (a fall-back repeats it; a gap skips it, and the zone's
+    offset rule moves it past the gap). ``None`` if there is none, or it is outside the calendar.
     """
     best: datetime | None = None
     for fold in (0, 1):
@@ -314,6 +331,26 @@ def _bucket_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: 
         if start <= newest and (best is None or start > best) and rule.floor(start.astimezone(zone)) == floor:
             best = start
     return best
+
+
+def _bucket_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: datetime) -> datetime | None:
+    """The earliest instant from which up to ``newest`` the local clock stays in ``floor``'s bucket.
+
+    The latest start of the bucket at or before ``newest``, unless the clock went
+    on into the next bucket after it and fell back into this one: Pacific/Chatham
+    goes from 03:44 to 02:45 (hour 03 between two stays in hour 02), and a
+    backup of that hour 03 must not be skipped as if it were of hour 02.
+    ``None`` when the start cannot be trusted: the caller then steps.
+    """
+    start = _latest_start(floor, rule, zone, newest)
+    if start is None:
+        return None
+    try:
+        following = rule.following(floor)
+    except (OverflowError, ValueError):  # no bucket after this one in the calendar
+        return start
+    left = _latest_start(following, rule, zone, newest)
+    return start if left is None or left < start else None
 
 
 def _calendar_keeps(

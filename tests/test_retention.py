@@ -235,6 +235,42 @@ ZONE_TABLE = [
         [3, 1],
         id="quarter-hour-offset",
     ),
+    pytest.param(
+        "Pacific/Chatham",
+        {"keep_hourly": 3},
+        # 2024-04-07 03:44:59 +13:45 -> 02:45 +12:45: hour 03 is left for hour 02 again, mid-hour.
+        # Hour 03's only backup (03:30 +13:45) is kept; it is not in hour 02's bucket.
+        timeline(
+            "2024-04-06T12:25Z",  # 02:10 +13:45
+            "2024-04-06T13:45Z",  # 03:30 +13:45
+            "2024-04-06T14:05Z",  # 02:50 +12:45
+            "2024-04-06T15:25Z",  # 04:10 +12:45
+        ),
+        [4, 3, 2],
+        id="chatham-falls-back-into-the-middle-of-an-hour",
+    ),
+    pytest.param(
+        "Pacific/Chatham",
+        {"keep_hourly": 4},
+        # ... and hour 02, left for hour 03 and entered again, counts twice (as restic counts it)
+        timeline("2024-04-06T12:25Z", "2024-04-06T13:45Z", "2024-04-06T14:05Z", "2024-04-06T15:25Z"),
+        [4, 3, 2, 1],
+        id="chatham-hour-entered-twice-is-two-buckets",
+    ),
+    pytest.param(
+        "Antarctica/Casey",
+        {"keep_daily": 3},
+        # 2010-03-05 01:59 +11 -> 2010-03-04 23:00 +08: the 5th is left for the 4th again. The 5th's
+        # only backup (00:30 +11) is kept; it is not in the 4th's bucket.
+        timeline(
+            "2010-03-04T01:00Z",  # 03-04 12:00 +11
+            "2010-03-04T13:30Z",  # 03-05 00:30 +11
+            "2010-03-04T15:30Z",  # 03-04 23:30 +08
+            "2010-03-05T18:00Z",  # 03-06 02:00 +08
+        ),
+        [4, 3, 2],
+        id="casey-falls-back-across-midnight",
+    ),
 ]
 
 
