@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test lint typecheck pytest bench chaos clean
+.PHONY: all install demo test lint typecheck pytest bench chaos mutation clean
 all: test
 
 $(BIN)/python:
@@ -47,6 +47,18 @@ bench: $(STAMP)
 # invariant checker; exits 1 on a violation. Replay one with its printed seed: make chaos SEED=N
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(if $(SEED),--seed $(SEED))
+
+# Mutation testing of the pure core with mutmut (not part of make test; minutes, on two cores): mutants
+# of retention, planner, markers and slots judged by their fast tests; writes bench/MUTATION.md with each
+# module's score and the surviving mutants. Another set, e.g. the runner:
+#   make mutation MODULES="rotator/runner.py" TESTS="tests/test_runner.py"
+MUTATION_STAMP := $(VENV)/.installed-mutation
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[mutation]'
+	@touch $@
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python bench/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(TESTS),--tests $(TESTS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
