@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from rotator.planner import Rail, nothing_to_prune, prune_actions
 from rotator.retention import Policy, ServerPlan, plan_server
-from tests.test_retention import NOW, backup, policy, timeline
+from tests.test_retention import NOW, SERVER, backup, policy, timeline
 
 DAYS = [f"2025-01-{day:02d}T03:00" for day in range(1, 16)]
 
@@ -66,11 +66,21 @@ def test_the_new_backup_is_never_deleted() -> None:
 
 
 def test_nothing_to_prune_blocks_every_delete_with_the_reason() -> None:
-    """A failed new backup or a partial listing turns every delete into a report."""
+    """A failed new backup or a partial listing turns every delete into a report, with that rail."""
     plan, _ = plan_for(5)
-    actions = nothing_to_prune(plan, Rail.BACKUP_NOT_COMPLETED)
-    assert actions.delete == ()
-    assert len(actions.blocked) == 10
+    for rail in (Rail.BACKUP_NOT_COMPLETED, Rail.PARTIAL_LISTING):
+        actions = nothing_to_prune(plan, rail)
+        assert actions.server_id == SERVER
+        assert actions.delete == ()
+        assert [(b.decision, b.rail) for b in actions.blocked] == [(d, rail) for d in plan.delete]
+        assert [b.decision.backup.id for b in actions.blocked] == list(range(10, 0, -1))
+
+
+def test_the_actions_name_their_server() -> None:
+    """The deletes to send are for the plan's server, and say so."""
+    plan, rules = plan_for(5)
+    assert prune_actions(plan, rules, max_deletes=100, dry_run=False).server_id == SERVER
+    assert prune_actions(plan, rules, max_deletes=0, dry_run=True).server_id == SERVER
 
 
 @settings(max_examples=100, deadline=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import EllipsisType
 
 import pytest
@@ -12,6 +12,7 @@ from rotator.models import Backup, ServerRef
 from rotator.planner import prune_actions
 from rotator.retention import (
     NOT_OWNED,
+    SUPERSEDED,
     Decision,
     Policy,
     Retention,
@@ -236,6 +237,52 @@ ZONE_TABLE = [
         id="quarter-hour-offset",
     ),
     pytest.param(
+        "America/Sao_Paulo",
+        {"keep_daily": 2},
+        # DST began at midnight: 2018-11-04 00:00 never happened (23:59 -03 -> 01:00 -02). The
+        # 4th starts at 03:00Z, not at 02:00Z (00:00 -02): 23:30 on the 3rd is the 3rd's newest.
+        timeline("2018-11-03T13:00Z", "2018-11-04T02:30Z", "2018-11-04T14:00Z"),
+        [3, 2],
+        id="sao-paulo-midnight-that-never-was",
+    ),
+    pytest.param(
+        "Asia/Beirut",
+        {"keep_daily": 2},
+        # east of UTC, DST at midnight too: 2018-03-25 begins at 22:00Z (01:00 +03), not 21:00Z
+        timeline("2018-03-24T08:00Z", "2018-03-24T21:30Z", "2018-03-25T09:00Z"),
+        [3, 2],
+        id="beirut-midnight-that-never-was",
+    ),
+    pytest.param(
+        "America/Toronto",
+        {"keep_daily": 2},
+        # a gap across midnight: 1919-03-30 23:30 EST -> 03-31 00:30 EDT. The 31st begins at 04:30Z,
+        # and 04:00Z (00:00 EDT, which never was) is still the 30th, whose newest is 23:20 EST.
+        timeline(
+            "1919-03-30T17:00Z",  # 03-30 12:00 EST
+            "1919-03-31T04:10Z",  # 03-30 23:10 EST
+            "1919-03-31T04:20Z",  # 03-30 23:20 EST
+            "1919-03-31T04:40Z",  # 03-31 00:40 EDT
+            "1919-03-31T16:00Z",  # 03-31 12:00 EDT
+        ),
+        [5, 3],
+        id="toronto-gap-across-midnight",
+    ),
+    pytest.param(
+        "America/Sao_Paulo",
+        {"keep_hourly": 3},
+        # DST ended at midnight: 2019-02-16 23:00-23:59 happened twice (-02, then -03)
+        timeline(
+            "2019-02-17T00:30Z",  # 22:30 -02
+            "2019-02-17T01:10Z",  # 23:10 -02
+            "2019-02-17T01:50Z",  # 23:50 -02
+            "2019-02-17T02:10Z",  # 23:10 -03
+            "2019-02-17T03:30Z",  # 00:30 -03, the 17th
+        ),
+        [5, 4, 1],
+        id="sao-paulo-hour-repeated-before-midnight",
+    ),
+    pytest.param(
         "Pacific/Chatham",
         {"keep_hourly": 3},
         # 2024-04-07 03:44:59 +13:45 -> 02:45 +12:45: hour 03 is left for hour 02 again, mid-hour.
@@ -281,6 +328,65 @@ def test_buckets_follow_the_policy_zone(
     """Calendar buckets are the policy zone's local hours, days, weeks, months and years."""
     plan = plan_server(backups, policy(timezone, **rules), NOW)
     assert kept_ids(plan) == expected_ids
+
+
+CALENDAR_END_TABLE = [
+    # A bucket that starts before year 1 in UTC (the first day, in a zone east of UTC) has no
+    # instant to jump to: the engine steps through it one backup at a time.
+    pytest.param(
+        "Europe/Berlin",
+        {"keep_daily": 3},
+        timeline("0001-01-01T00:10Z", "0001-01-01T00:20Z", "0001-01-02T12:00Z"),
+        [3, 2],
+        id="first-day-of-the-calendar",
+    ),
+    pytest.param(
+        "Europe/Berlin",
+        {"keep_yearly": 2},
+        timeline("0001-01-01T00:10Z", "0001-01-01T00:20Z", "0001-06-01T12:00Z"),
+        [3],
+        id="first-year-of-the-calendar",
+    ),
+    # The last hour, day, month and year have no next bucket to look for.
+    pytest.param(
+        "UTC",
+        {"keep_hourly": 2},
+        timeline("9999-06-01T00:00", "9999-12-31T23:10", "9999-12-31T23:50"),
+        [3, 1],
+        id="last-hour-of-the-calendar",
+    ),
+    pytest.param(
+        "UTC",
+        {"keep_daily": 2},
+        timeline("9999-06-01T00:00", "9999-12-31T10:00", "9999-12-31T20:00"),
+        [3, 1],
+        id="last-day-of-the-calendar",
+    ),
+    pytest.param(
+        "UTC",
+        {"keep_monthly": 2},
+        timeline("9999-06-01T00:00", "9999-12-01T10:00", "9999-12-31T20:00"),
+        [3, 1],
+        id="last-month-of-the-calendar",
+    ),
+    pytest.param(
+        "UTC",
+        {"keep_yearly": 2},
+        timeline("9998-06-01T00:00", "9999-06-01T00:00", "9999-12-31T20:00"),
+        [3, 1],
+        id="last-year-of-the-calendar",
+    ),
+]
+
+
+@pytest.mark.parametrize(("timezone_name", "rules", "backups", "expected_ids"), CALENDAR_END_TABLE)
+def test_buckets_at_the_ends_of_the_calendar(
+    timezone_name: str, rules: dict[str, int], backups: list[Backup], expected_ids: list[int]
+) -> None:
+    """Backups at the ends of ``datetime``'s range (an API clock gone wrong) are planned, not crashed on."""
+    plan = plan_server(backups, policy(timezone_name, **rules), NOW)
+    assert kept_ids(plan) == expected_ids
+    assert sorted(d.backup.id for d in plan.delete) == sorted({b.id for b in backups} - set(expected_ids))
 
 
 def test_reason_labels_are_local() -> None:
@@ -404,6 +510,8 @@ UNTOUCHED_TABLE = [
     pytest.param({"status": "failed", "description": "Pre-update backup"}, "failed", id="failed-unmarked"),
     pytest.param({"status": "deleting"}, "deleting", id="unknown-status"),
     pytest.param({"status": "Completed"}, "Completed", id="status-is-exact"),
+    pytest.param({"backup_type": ""}, "no backup type", id="empty-type"),
+    pytest.param({"status": ""}, "no status", id="empty-status"),
     pytest.param({"description": "Pre-update backup"}, NOT_OWNED, id="no-marker"),
     pytest.param({"description": None}, NOT_OWNED, id="no-description"),
     pytest.param({"policy": "weekly"}, NOT_OWNED, id="other-policy"),
@@ -499,7 +607,11 @@ def test_now_must_be_aware_and_is_held_in_utc() -> None:
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
-        ({}, "no retention rule is on"),
+        (
+            {},
+            "^no retention rule is on: set at least one of keep_last, keep_days, keep_hourly, "
+            "keep_daily, keep_weekly, keep_monthly, keep_yearly$",
+        ),
         ({"min_keep": 5}, "no retention rule is on"),
         ({"keep_last": -1}, "keep_last must be"),
         ({"keep_daily": True}, "keep_daily must be"),
@@ -510,6 +622,50 @@ def test_bad_rules_are_refused(rules: dict[str, int], message: str) -> None:
     """All rules off is an error, not "keep nothing"; counts are whole numbers >= 0."""
     with pytest.raises(ValueError, match=message):
         Retention(**rules)
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that knows no offset: Python counts such a datetime as naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+def test_now_without_an_offset_is_naive() -> None:
+    """A ``now`` whose tzinfo gives no offset is as naive as one without tzinfo: refused."""
+    unknown = datetime(2025, 1, 16, 3, 0, tzinfo=_NoOffset())
+    with pytest.raises(ValueError, match="aware"):
+        plan_server([], policy(keep_last=1), unknown, server_id=SERVER)
+    with pytest.raises(ValueError, match="aware"):
+        plan_policy([], policy(keep_last=1), unknown)
+
+
+def test_plans_carry_their_policy_and_now() -> None:
+    """Every plan names its policy and the ``now`` (in UTC) that ``keep_days`` counted from."""
+    rules = Policy("db.eu-1", Retention(keep_days=2), servers=(101, 102))
+    listing = [
+        backup(1, "2025-01-14T03:00", server=101, policy="db.eu-1"),
+        backup(2, "2025-01-15T03:00", server=101, policy="db.eu-1"),
+        backup(3, "2025-01-16T03:00", server=101, policy="db.eu-1"),
+    ]
+    later = NOW + timedelta(days=1)  # 2025-01-17T03:00Z: backup 1 is three days old, 2 exactly two
+    plan = plan_policy(listing, rules, later.astimezone(timezone(timedelta(hours=-5))))
+    assert (plan.policy, plan.now) == ("db.eu-1", later)
+    assert [(s.policy, s.server_id, s.now) for s in plan.servers] == [
+        ("db.eu-1", 101, later),
+        ("db.eu-1", 102, later),
+    ]
+    assert [kept_ids(s) for s in plan.servers] == [[3, 2], []]
+    assert [d.backup.id for d in plan.delete] == [1]
+    one = plan_server(listing, rules, later)
+    assert (one.policy, one.server_id, one.now) == ("db.eu-1", 101, later)
+    assert kept_ids(one) == [3, 2]
 
 
 def test_bad_policy_is_refused() -> None:
@@ -545,6 +701,30 @@ def test_a_failed_attempt_stays_while_no_later_owned_backup_completed() -> None:
     alone = plan_server([failed], policy(keep_last=5), NOW)
     assert alone.delete == ()
     assert alone.untouched == (Decision(failed, ("failed",)),)
+
+
+def test_superseded_failed_attempts_are_newest_first() -> None:
+    """Two failed attempts before a completed backup: both superseded, listed newest first."""
+    older = backup(1, "2025-01-13T03:00", status="failed")
+    newer = backup(2, "2025-01-14T03:00", status="failed")
+    plan = plan_server([older, newer, backup(3, "2025-01-15T03:00")], policy(keep_last=5), NOW)
+    assert plan.superseded == (newer, older)
+    assert [(d.backup.id, d.reasons) for d in plan.delete] == [(2, (SUPERSEDED,)), (1, (SUPERSEDED,))]
+
+
+def test_a_failed_listing_of_the_newest_backup_does_not_supersede_it() -> None:
+    """A failed attempt is superseded only by a later backup: not by itself, listed again as completed.
+
+    Belt and braces: the API client refuses a listing that carries a backup twice, but were a
+    view ever to hold a stale failed copy beside the completed one, its id is never sent a delete.
+    """
+    completed = backup(5, "2025-01-15T03:00")
+    stale = backup(5, "2025-01-15T03:00", status="failed")
+    plan = plan_server([completed, stale], policy(keep_last=5), NOW)
+    assert plan.delete == ()
+    assert plan.superseded == ()
+    assert kept_ids(plan) == [5]
+    assert plan.untouched == (Decision(stale, ("failed",)),)
 
 
 def test_the_rails_let_a_superseded_failed_attempt_through() -> None:
