@@ -711,7 +711,7 @@ class BackupsClient:
                         raise  # it never reached the API: safe to try again
                     log.warning("backup.create_outcome_unknown", server_id=server_id, error=str(exc))
                     raise CreateOutcomeUnknown(
-                        f"the create's outcome is unknown ({exc}): a backup may have been started",
+                        f"the create's outcome is unknown ({exc.message}): a backup may have been started",
                         path=path,
                     ) from exc
                 return _created(response, server_id)

@@ -1,6 +1,7 @@
 """The ``rotator`` command: the only place that prints for people and chooses exit codes.
 
 Exit codes: 0 success, 1 an API or runtime failure, 2 a usage error,
+75 run-once stopped before its runs finished (abandoned, not failed),
 78 a configuration error (including a missing or unreadable token),
 130 interrupted.
 """
@@ -19,13 +20,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pydantic
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
-from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
+from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
@@ -124,7 +126,10 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rotator",
         description="Create manual backups on a schedule and prune them by retention rules.",
-        epilog="exit codes: 0 ok, 1 API or runtime failure, 2 usage, 78 configuration, 130 interrupted",
+        epilog=(
+            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 75 run-once abandoned (stopped), "
+            "78 configuration, 130 interrupted"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
     _global_options(parser, suppress=False)
@@ -264,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rotator: {scrub(describe_error(exc))}", file=sys.stderr)
         return exc.exit_code
     except (OSError, RuntimeError) as exc:  # e.g. a port in use, a file that vanished
-        print(f"rotator: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(scrub(f"rotator: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return errors.EXIT_FAILURE
     except KeyboardInterrupt:
         print("rotator: interrupted", file=sys.stderr)
@@ -283,7 +288,7 @@ def describe_error(exc: errors.RotatorError) -> str:
     if isinstance(exc, errors.IncompleteListing):
         return f"{exc}; nothing was changed"
     if isinstance(exc, errors.CreateOutcomeUnknown):
-        return f"{exc}; check 'rotator backups list --server ID' before creating another"
+        return f"{exc.message}: check 'rotator backups list --server ID' before creating another"
     if isinstance(exc, errors.ConfigError):
         return str(exc)  # one line per problem, each naming its path
     return str(exc).replace("\n", " ")
@@ -308,7 +313,15 @@ def client_settings(
     args: argparse.Namespace, config: RotatorConfig | None, environ: Mapping[str, str]
 ) -> ClientSettings:
     url = args.api_url or environ.get(API_URL_ENV) or (config.api.url if config else DEFAULT_API_URL)
+    source = "--api-url" if args.api_url else API_URL_ENV if environ.get(API_URL_ENV) else "api.url"
     api = config.api if config is not None else None
+    parts = urlsplit(url)
+    allowed = api is not None and api.allow_insecure_http
+    if parts.scheme == "http" and not allowed and not is_loopback(parts.hostname or ""):
+        raise errors.ConfigError(
+            f"{source}: {url!r} is plain http to another host: the API token would travel in clear "
+            "(use https, or set api.allow_insecure_http: true in the configuration)"
+        )
     try:
         settings = ClientSettings(base_url=url, ca_bundle=args.ca_bundle)
         if api is not None:

@@ -12,7 +12,7 @@ metric                                             type       labels
 ``rotator_backups_created_total``                  counter    policy
 ``rotator_backups_adopted_total``                  counter    policy
 ``rotator_backups_deleted_total``                  counter    policy
-``rotator_backups_failed_total``                   counter    policy (servers whose run failed)
+``rotator_backups_failed_total``                   counter    policy (servers failed or unknown)
 ``rotator_backups_blocked_total``                  counter    policy, rail
 ``rotator_last_success_timestamp_seconds``         gauge      policy, server_id
 ``rotator_api_requests_total``                     counter    method, route, status
@@ -97,7 +97,8 @@ class Metrics:
         )
         self.failed = Counter(
             "rotator_backups_failed",
-            "Servers whose run failed or was abandoned (backup failed, timed out, or an API error).",
+            "Servers whose run failed (backup failed, timed out, an API error) or whose create's outcome "
+            "stayed unknown; abandoned runs are not counted.",
             ["policy"],
             registry=r,
         )
@@ -145,7 +146,7 @@ class Metrics:
         self.created.labels(policy).inc(totals["created"])
         self.adopted.labels(policy).inc(totals["adopted"])
         self.deleted.labels(policy).inc(totals["deleted"])
-        self.failed.labels(policy).inc(totals["failed"])
+        self.failed.labels(policy).inc(totals["failed"] + totals["unknown"])
         for result in report.servers:
             for blocked in result.blocked:
                 self.blocked.labels(policy, str(blocked.rail)).inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -28,8 +28,9 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     )
 
     def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:
-        # the last line of defence: no token this process holds leaves in a log line
-        return scrub(str(render(logger, name, event)))
+        # the last line of defence: no token this process holds leaves in a log line, neither as
+        # it stands in a value nor as the renderer escapes it (a quote or backslash in JSON)
+        return scrub(str(render(logger, name, _scrubbed(event))))
 
     structlog.configure(
         processors=[
@@ -49,6 +50,17 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     # same without noise, and their warnings and errors still come through, as the same JSON lines
     for name in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with :func:`scrub` applied to every string in it (dicts, lists and tuples walked)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrubbed(item) for item in value)
+    return value
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -328,7 +328,6 @@ def test_exit_abandoned_is_ex_tempfail() -> None:
     assert len({errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_ABANDONED, 78, 130}) == 6
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --help's exit codes (and cli.py's docstring) leave out 75")
 def test_help_names_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     """--help lists the exit codes a script has to tell apart, 75 (abandoned) among them."""
     with pytest.raises(SystemExit):
@@ -384,7 +383,6 @@ def test_the_error_line_is_scrubbed_whatever_raised(
     assert err == "rotator: something quoted ******** back over two lines\n"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: main() prints an OSError or RuntimeError without scrub()")
 def test_the_oserror_line_is_scrubbed_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -401,10 +399,6 @@ def test_the_oserror_line_is_scrubbed_too(
     assert TOKEN not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: --api-url and ROTATOR_API_URL are not checked like api.url: the token goes out in clear",
-)
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_plain_http_to_another_host_is_refused_from_the_command_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
