@@ -56,13 +56,50 @@ def test_a_rotator_run_is_accounted_request_by_request(setup: bench_fleet.FleetS
     }
     assert result.lower_bound_s == pytest.approx(53 / 50)
     assert result.ratio == pytest.approx(result.wall_s / result.lower_bound_s)
-    assert {"listing_before", "creates", "listing_after", "deletes"} <= set(result.phases)
+    # the bucket starts full: its first 5 requests cost no time
+    assert result.burst == 5
+    assert result.honest_bound_s == pytest.approx((53 - 5) / 50)
+    assert result.ratio_honest == pytest.approx(result.wall_s / result.honest_bound_s)
+    # every request by method; every GET tagged, inside rotator's process, by why it was sent
+    assert result.by_method == {
+        "POST": SERVERS + posts_limited(result),
+        "DELETE": SERVERS + deletes_limited(result),
+        "GET": pages + result.requests["GET /api/v1/backups/"].get("429", 0),
+    }
+    assert set(result.gets_by_purpose) <= set(bench_fleet.PURPOSES)
+    assert sum(result.gets_by_purpose.values()) == result.by_method["GET"]
+    assert result.gets_by_purpose["initial"] >= 6  # the first listing: 600 backups, 6 account pages
+    assert result.gets_by_purpose["confirm"] >= 1  # a multi-page view is confirmed before the creates
+    assert result.inventory_reads["confirm"] >= 1
+    assert result.views_read is not None
+    assert result.safety_requests == result.gets_by_purpose.get("confirm", 0) + result.gets_by_purpose.get(
+        "reread", 0
+    )
+    assert result.requests_without_safety == result.total_requests - result.safety_requests
+    per = result.per_server()
+    assert per["total"] == pytest.approx(per["POST"] + per["DELETE"] + per["GET"])
+    assert per["GET"] == pytest.approx(sum(per[f"GET {name}"] for name in bench_fleet.PURPOSES))
+    assert per["without_safety"] == pytest.approx(per["total"] - per["safety"])
+    assert {"GET initial", "GET confirm", "creates", "GET poll", "deletes"} <= set(result.phases)
     assert result.run_duration_s is not None
     summary = bench_fleet.summarise([result])
     assert summary["all_ok"]
     assert summary["wall_s"]["median"] == result.wall_s
-    assert set(bench_fleet.verdicts("unknown", summary)) == {"ratio", "rate_limited_share"}
-    assert "ratio" in bench_fleet.describe_run(result)
+    assert summary["honest_bound_s"] == result.honest_bound_s
+    assert summary["per_server"]["GET confirm"]["median"] == per["GET confirm"]
+    assert set(bench_fleet.verdicts("unknown", summary)) == {"ratio_honest", "rate_limited_share"}
+    described = bench_fleet.describe_run(result)
+    assert "honest bound" in described
+    assert "confirm" in described
+    assert "old bound" in bench_fleet.describe_summary("unknown", summary)
+
+
+def posts_limited(result: bench_fleet.RunResult) -> int:
+    return result.requests["POST /api/v1/backups/"].get("429", 0)
+
+
+def deletes_limited(result: bench_fleet.RunResult) -> int:
+    return result.requests["DELETE /api/v1/backups/{backup_id}/"].get("429", 0)
 
 
 def test_the_cron_script_is_accounted_too(setup: bench_fleet.FleetSetup) -> None:
@@ -72,6 +109,9 @@ def test_the_cron_script_is_accounted_too(setup: bench_fleet.FleetSetup) -> None
     assert (result.creates, result.deletes) == (2, 2)
     assert result.listing_pages == {"server_page": result.total_requests - 4 - result.rate_limited}
     assert result.minimum["total"] == 2 + 2 + 2 + 2  # per-server listings are the cheaper for 2 servers
+    assert result.honest_bound_s == pytest.approx((8 - 5) / 50)
+    assert result.gets_by_purpose == {}  # not rotator: no purposes, no safety reads
+    assert result.requests_without_safety == result.total_requests
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
