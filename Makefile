@@ -61,4 +61,4 @@ mutation: $(MUTATION_STAMP)
 	$(BIN)/python bench/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(TESTS),--tests $(TESTS))
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov mutants
