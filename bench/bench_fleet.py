@@ -45,7 +45,9 @@ read that confirms a multi-page view before a create), ``poll`` (the rounds whil
 backups are in progress) and ``reread`` (a view read again because it was older
 than ``api.max_view_age`` before a prune, or before a retry); and it writes the
 runner's ``inventory.reads`` and ``views_read`` counters to a file on its way out.
-The tags add up to the sandbox's GET count (checked by ``tests/test_bench_smoke.py``).
+The tags add up to the sandbox's GET count (checked by ``tests/test_bench_smoke.py``);
+the reads that raised are counted too (a poll round whose account listing changed
+while it was read fails, and the next round reads again).
 """
 
 from __future__ import annotations
@@ -138,20 +140,25 @@ DOCUMENTED = RotatorChoice(requests_per_second=100, burst=10, max_concurrency=8,
 UNKNOWN = replace(DOCUMENTED, requests_per_second=400)
 
 
-# ``python -m rotator`` (the same ``rotator.cli.main``), with each GET that rotator sends tagged by why it
-# was sent and the runner's read counters written to $BENCH_COUNTS on the way out. Only counting: the
-# wrappers set a context variable around the runner's own methods and count in ``_send_once``.
+# ``python -m rotator`` (the same ``rotator.cli.main``), with each GET of a listing that rotator sends
+# tagged by why it was sent and the runner's read counters written to $BENCH_COUNTS on the way out. Only
+# counting: the wrappers set a context variable around the runner's own methods, count the reads that
+# raised (a poll round whose account listing changed while it was read fails, and its pages are spent),
+# and count each GET as it is handed to httpx (a page asked for but cancelled while it waited for the
+# budget, when its listing failed, never reaches the API and is not counted).
 COUNTING_CHILD = r"""
 import contextvars, json, os, sys, time
 from collections import Counter
 
+import httpx
+
 import rotator.cli as cli
-from rotator.api import BackupsClient
 from rotator.inventory import Inventory
 from rotator.runner import Runner
 
 purpose = contextvars.ContextVar("bench_purpose", default="reread")  # run.reads: before a prune or a retry
 gets = Counter()
+failed = Counter()
 spans = {}
 runners = []
 
@@ -161,6 +168,9 @@ def tagged(name, method):
         token = purpose.set(name)
         try:
             return await method(*args, **kwargs)
+        except Exception:
+            failed[name] += 1
+            raise
         finally:
             purpose.reset(token)
     return wrapper
@@ -169,18 +179,18 @@ def tagged(name, method):
 Runner._read_all = tagged("initial", Runner._read_all)
 Inventory.confirm = tagged("confirm", Inventory.confirm)
 Inventory.poll = tagged("poll", Inventory.poll)
-send_once = BackupsClient._send_once
+send = httpx.AsyncClient.send
 
 
-async def counted_send_once(self, method, url, *args, **kwargs):
-    if method == "GET":
+async def counted_send(self, request, *args, **kwargs):
+    if request.method == "GET" and request.url.path.endswith("/backups/"):
         name, now = purpose.get(), time.monotonic()
         gets[name] += 1
         spans.setdefault(name, [now, now])[1] = now
-    return await send_once(self, method, url, *args, **kwargs)
+    return await send(self, request, *args, **kwargs)
 
 
-BackupsClient._send_once = counted_send_once
+httpx.AsyncClient.send = counted_send
 make_runner = cli._runner
 
 
@@ -197,6 +207,7 @@ try:
 finally:
     counts = {
         "gets": dict(gets),
+        "failed_reads": dict(failed),
         "spans": spans,
         "reads": [dict(r.inventory.reads) for r in runners],
         "views_read": [r.views_read for r in runners],
@@ -347,6 +358,7 @@ class RunResult:
     gets_by_purpose: dict[str, int] = field(default_factory=dict)  # rotator only: why each GET was sent
     inventory_reads: dict[str, int] = field(default_factory=dict)  # the runner's inventory.reads
     views_read: int | None = None  # the runner's views_read: prunes whose view had to be read again
+    failed_reads: dict[str, int] = field(default_factory=dict)  # reads that raised, by purpose
 
     @property
     def rate_limited_share(self) -> float:
@@ -478,6 +490,7 @@ def account(
         gets_by_purpose=dict((child or {}).get("gets", {})),
         inventory_reads=dict(reads),
         views_read=views_read,
+        failed_reads=dict((child or {}).get("failed_reads", {})),
     )
 
 
@@ -642,7 +655,8 @@ def describe_breakdown(result: RunResult) -> str:
         f"{result.safety_requests / result.rate_limit:.1f} s at the limit); "
         f"without them {result.requests_without_safety} "
         f"({result.requests_without_safety / result.servers:.2f}/server); "
-        f"inventory.reads {result.inventory_reads}, views_read {result.views_read}"
+        f"inventory.reads {result.inventory_reads}, views_read {result.views_read}, "
+        f"failed reads {result.failed_reads or 0}"
     )
 
 

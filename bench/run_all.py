@@ -168,7 +168,9 @@ def breakdown_lines(name: str, summary: dict[str, Any], middle: dict[str, Any]) 
         f"({summary['requests_without_safety']['median']:.0f}; a subtraction, not a measured run)",
         f"- the median run's own counters: `inventory.reads` {middle['inventory_reads']} (listings read: "
         f"account, per server, and confirmation rounds), `views_read` {middle['views_read']} (prunes whose "
-        "view had to be read again)",
+        f"view had to be read again); reads that failed, by purpose: {middle.get('failed_reads') or 'none'} "
+        "(a poll round whose account listing changed while it was read, the creates going on, fails; "
+        "its pages are spent and the next round reads again)",
     ]
 
 
