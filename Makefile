@@ -58,7 +58,9 @@ $(MUTATION_STAMP): $(STAMP)
 	@touch $@
 
 mutation: $(MUTATION_STAMP)
-	$(BIN)/python bench/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(TESTS),--tests $(TESTS))
+	$(BIN)/python bench/mutation.py $(if $(MODULES),--modules $(MODULES)) $(if $(TESTS),--tests $(TESTS)) \
+		$(if $(FUNCTIONS),--functions $(FUNCTIONS)) $(if $(PYTEST_ARGS),--pytest-args "$(PYTEST_ARGS)") \
+		$(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov mutants

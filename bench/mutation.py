@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -296,8 +297,20 @@ cfg = config()  # [tool.mutmut] in pyproject.toml; then what this run mutates an
 cfg.only_mutate = settings["modules"]
 cfg.pytest_add_cli_args_test_selection = settings["tests"]
 from mutmut.__main__ import cli
-cli(["run", "--max-children", str(settings["children"])])
+cli(["run", "--max-children", str(settings["children"]), *settings["patterns"]])
 """
+
+
+def mutant_patterns(modules: list[str], functions: list[str]) -> list[str]:
+    """mutmut's name patterns for ``functions`` (``name`` or ``Class.name``) of ``modules``."""
+    patterns = []
+    for module in modules:
+        dotted = module.removesuffix(".py").replace("/", ".")
+        for function in functions:
+            cls, _, name = function.rpartition(".")
+            mangled = f"xǁ{cls}ǁ{name}" if cls else f"x_{name}"
+            patterns.append(f"{dotted}.{mangled}__mutmut_*")
+    return patterns
 
 
 def default_tests(modules: list[str]) -> list[str]:
@@ -311,8 +324,11 @@ def default_tests(modules: list[str]) -> list[str]:
     return found
 
 
-def run_mutmut(modules: list[str], tests: list[str], children: int) -> int:
-    settings = json.dumps({"modules": modules, "tests": tests, "children": children})
+def run_mutmut(
+    modules: list[str], tests: list[str], children: int, functions: list[str] | None = None
+) -> int:
+    patterns = mutant_patterns(modules, functions or [])
+    settings = json.dumps({"modules": modules, "tests": tests, "children": children, "patterns": patterns})
     child = subprocess.run([sys.executable, "-c", _CHILD, settings], cwd=ROOT, check=False)
     return child.returncode
 
@@ -407,7 +423,7 @@ def describe(mutant: Mutant, start: int) -> None:
     mutant.line = start + first - header if start else 0
 
 
-def collect(modules: list[str]) -> tuple[list[ModuleScore], list[Mutant]]:
+def collect(modules: list[str], functions: list[str] | None = None) -> tuple[list[ModuleScore], list[Mutant]]:
     scores: list[ModuleScore] = []
     mutants: list[Mutant] = []
     for module in modules:
@@ -420,6 +436,8 @@ def collect(modules: list[str]) -> tuple[list[ModuleScore], list[Mutant]]:
         exit_codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
         for name, exit_code in sorted(exit_codes.items(), key=lambda item: natural(item[0])):
             function = function_of(name)
+            if functions and function not in functions:
+                continue  # a run of selected functions judges only them
             mutant = Mutant(name, module, function, status_of(exit_code), part=parts.get(function, "top"))
             if mutant.status not in ("killed", "timeout"):
                 describe(mutant, starts.get(function, 0))
@@ -491,7 +509,13 @@ def survivor_block(mutant: Mutant) -> list[str]:
     return lines
 
 
-def render(scores: list[ModuleScore], mutants: list[Mutant], tests: list[str], seconds: float | None) -> str:
+def render(
+    scores: list[ModuleScore],
+    mutants: list[Mutant],
+    tests: list[str],
+    seconds: float | None,
+    functions: list[str] | None = None,
+) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     runtime = f"{seconds / 60:.1f} min" if seconds is not None else "not timed (--report-only)"
     lines = [
@@ -506,6 +530,7 @@ def render(scores: list[ModuleScore], mutants: list[Mutant], tests: list[str], s
         f"- machine: {machine()}",
         f"- run time: {runtime}",
         f"- tests: {', '.join(f'`{test}`' for test in tests) if tests else '(unknown: --report-only)'}",
+        *([f"- functions: {', '.join(f'`{name}`' for name in functions)}"] if functions else []),
         "",
         *table(scores),
         "",
@@ -532,29 +557,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants run at once")
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ and its verdicts")
     parser.add_argument("--report-only", action="store_true", help="only write the table of the last run")
+    parser.add_argument(
+        "--functions",
+        nargs="*",
+        default=None,
+        help="mutate and count only these functions (`name` or `Class.name`; default: all)",
+    )
+    parser.add_argument(
+        "--pytest-args",
+        default="",
+        help="more pytest arguments for the selected tests, e.g. `-k 'not served'`",
+    )
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
     # make passes empty strings for unset MODULES/TESTS; split "a b" given as one word too
     modules = [m for word in args.modules or [] for m in word.split()] or list(CORE_MODULES)
     tests = [t for word in args.tests or [] for t in word.split()] or default_tests(modules)
+    functions = [f for word in args.functions or [] for f in word.split()]
+    pytest_args = shlex.split(args.pytest_args)
 
     seconds = None
     if not args.report_only:
-        missing = [path for path in (*modules, *tests) if not (ROOT / path).exists()]
+        missing = [path for path in (*modules, *tests) if not (ROOT / path.partition("::")[0]).exists()]
         if missing:
             parser.error(f"no such file: {', '.join(missing)}")
         if not args.keep and MUTANTS.exists():
             shutil.rmtree(MUTANTS)  # a fresh run: no verdict stands on code or tests that changed
         print(f"mutating {' '.join(modules)}\njudged by {' '.join(tests)}", flush=True)
         started = time.monotonic()
-        code = run_mutmut(modules, tests, args.children)
+        code = run_mutmut(modules, [*tests, *pytest_args], args.children, functions)
         seconds = time.monotonic() - started
         if code != 0:
             print(f"mutmut exited with {code}", file=sys.stderr)
             return code
 
-    scores, mutants = collect(modules)
-    text = render(scores, mutants, tests if not args.report_only else [], seconds)
+    scores, mutants = collect(modules, functions)
+    shown = [*tests, *pytest_args] if not args.report_only else []
+    text = render(scores, mutants, shown, seconds, functions)
     args.out.write_text(text)
     print()
     print("\n".join(table(scores)))
