@@ -8,8 +8,11 @@ backups each, keep_last 3, the clock frozen just after the 03:00 slot).
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+import structlog
 
 from rotator.planner import Rail
 from rotator.runner import Outcome, Runner
@@ -180,3 +183,109 @@ async def test_max_deletes_per_run_sends_that_many_oldest_first(
     assert sorted(result.deleted) == sorted(old[:limit])
     assert sorted(b.decision.backup.id for b in result.blocked) == sorted(old[limit:8])
     assert [d["id"] for d in api_deletes(sandbox)] == result.deleted
+
+
+class LoseCreateAnswers(httpx.AsyncBaseTransport):
+    """Creates whose answer is lost (a 502 instead): sent on (``forward``), maybe with another
+    description (the API renaming the backup), or never reaching the API."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, *, forward: bool = True, description: str | None = None
+    ) -> None:
+        self.inner = inner
+        self.forward = forward
+        self.description = description
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or self.lost >= self.limit:
+            return await self.inner.handle_async_request(request)
+        self.lost += 1
+        if self.forward:
+            if self.description is not None:
+                body = json.loads(request.content)
+                body["description"] = self.description
+                request = httpx.Request(
+                    "POST",
+                    request.url,
+                    headers={k: v for k, v in request.headers.items() if k != "content-length"},
+                    json=body,
+                )
+            await self.inner.handle_async_request(request)
+        return httpx.Response(502, json={"detail": "Bad gateway."})
+
+    limit = 1
+
+
+async def test_a_lost_create_answer_is_found_by_its_marker_and_counted_as_this_runs(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The create went through but its answer was lost: the backup is found by the slot's marker and
+    counted as this run's own create (created 1, not adopted), no second POST, and the prune runs."""
+    hooked.inner = LoseCreateAnswers(hooked.inner)
+    old = oldest_first(sandbox, 1)
+    report = await runner.run(job(servers=(1,)), SLOT)
+    assert report.ok, report.summary_line()
+    (result,) = report.servers
+    assert posts(sandbox) == 1
+    assert (result.created, result.adopted, result.attempt) == (1, False, 1)
+    assert sorted(result.deleted) == sorted(old[:8])
+
+
+async def test_a_lost_create_answer_with_a_renamed_backup_is_unknown_and_not_repeated(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The create went through, its answer was lost and the API dropped the marker from the
+    description: a new manual backup without the marker appears, so the outcome is unknown; no second
+    create, nothing deleted."""
+    hooked.inner = LoseCreateAnswers(hooked.inner, description="renamed by the API")
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.UNKNOWN
+    assert "without the policy's marker" in (result.error or "")
+    assert posts(sandbox) == 1
+    assert api_deletes(sandbox) == []
+    assert [e for e in logs if e.get("reason") == "unmarked new backup"]
+
+
+@pytest.mark.parametrize(
+    ("backup_type", "description", "outcome", "creates"),
+    [
+        ("automatic", None, Outcome.OK, 1),  # the provider's own: not a sign of our create
+        ("manual", "someone's manual backup", Outcome.UNKNOWN, 0),
+        ("manual", "nightly by hand [rotator:other@2025-01-16T03:00Z]", Outcome.UNKNOWN, 0),
+    ],
+)
+async def test_a_create_lost_before_the_api_and_a_new_backup_appearing(
+    runner: Runner,
+    sandbox: Sandbox,
+    hooked: Hooked,
+    backup_type: str,
+    description: str | None,
+    outcome: Outcome,
+    creates: int,
+) -> None:
+    """The create's answer is lost and it never reached the API; meanwhile a backup appears. An
+    automatic one is no sign of our create: after the quiet period the create is sent again. A manual
+    one without this policy's marker (none, or another policy's) may be ours renamed: unknown, no
+    second create."""
+    lose = LoseCreateAnswers(hooked.inner, forward=False)
+    hooked.inner = lose
+
+    def a_backup_appears(request: httpx.Request) -> None:
+        if lose.lost == 1 and request.method == "GET" and not appeared:
+            appeared.append(sandbox.state.add_backup(1, backup_type=backup_type, description=description))
+
+    appeared: list[object] = []
+    hooked.before.append(a_backup_appears)
+    report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert appeared
+    assert result.outcome is outcome, result.error
+    assert posts(sandbox) == creates
+    if outcome is Outcome.UNKNOWN:
+        assert api_deletes(sandbox) == []
+    else:
+        assert result.created == 1
+        assert len(result.deleted) == 8
