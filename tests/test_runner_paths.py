@@ -14,9 +14,11 @@ import httpx
 import pytest
 import structlog
 
+from rotator.api import BackupsClient
 from rotator.planner import Rail
 from rotator.runner import Outcome, Runner
 from rotator.sandbox import Sandbox
+from tests.sandbox_clients import SandboxTime, sandbox_runner
 from tests.test_runner_faults import (  # noqa: F401 - fixtures, found by name
     SLOT,
     Hooked,
@@ -289,3 +291,31 @@ async def test_a_create_lost_before_the_api_and_a_new_backup_appearing(
     else:
         assert result.created == 1
         assert len(result.deleted) == 8
+
+
+async def test_no_view_fresh_enough_after_three_reads_deletes_nothing(
+    client: BackupsClient, time: SandboxTime, sandbox: Sandbox
+) -> None:
+    """A prune plans only on a view no older than max_view_age: it reads the server again up to 3
+    times, and with none fresh enough the server fails and nothing is deleted."""
+    runner = sandbox_runner(client, time, poll_max=60, max_view_age=-1.0)  # no view is ever fresh
+    report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert result.error == "no view of the server fresh enough to prune on; nothing deleted"
+    assert runner.views_read == 3
+    assert api_deletes(sandbox) == []
+    assert result.deleted == []
+
+
+async def test_a_view_exactly_max_view_age_old_is_fresh_enough(
+    client: BackupsClient, time: SandboxTime, sandbox: Sandbox
+) -> None:
+    """max_view_age is inclusive: on a frozen clock the view the completion was seen in is 0 s old,
+    so with max_view_age 0 the prune runs on it without reading again."""
+    runner = sandbox_runner(client, time, poll_max=60, max_view_age=0.0)
+    old = oldest_first(sandbox, 1)
+    report = await runner.run(job(servers=(1,)), SLOT)
+    assert report.ok, report.summary_line()
+    assert runner.views_read == 0
+    assert sorted(report.servers[0].deleted) == sorted(old[:8])
