@@ -9,6 +9,7 @@ backups each, keep_last 3, the clock frozen just after the 03:00 slot).
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import httpx
 import pytest
@@ -319,3 +320,38 @@ async def test_a_view_exactly_max_view_age_old_is_fresh_enough(
     assert report.ok, report.summary_line()
     assert runner.views_read == 0
     assert sorted(report.servers[0].deleted) == sorted(old[:8])
+
+
+async def test_the_logs_name_each_create_keep_and_delete(runner: Runner, sandbox: Sandbox) -> None:
+    """The log says what was done, one event per backup: backup.created (id, description),
+    backup.completed, backup.kept (with its reasons) and backup.deleted (created_at, reasons)."""
+    old = sorted(owned(sandbox, 1), key=lambda b: (b.created_at, b.id))
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    assert report.ok, report.summary_line()
+    (result,) = report.servers
+    assert result.backup is not None
+    new_id = result.backup.id
+    by_event: dict[str, list[dict[str, object]]] = {}
+    for entry in logs:
+        by_event.setdefault(str(entry["event"]), []).append(entry)
+    (created,) = by_event["backup.created"]
+    assert created["log_level"] == "info"
+    assert created["server_id"] == 1
+    assert created["backup_id"] == new_id
+    assert str(created["description"]).startswith("nightly 2025-01-16")
+    assert str(created["description"]).endswith("[rotator:nightly@2025-01-16T03:00Z]")
+    assert [(e["server_id"], e["backup_id"]) for e in by_event["backup.completed"]] == [(1, new_id)]
+    kept = {e["backup_id"]: e for e in by_event["backup.kept"]}
+    assert set(kept) == {new_id, old[-1].id, old[-2].id}
+    assert all(e["server_id"] == 1 and e["reasons"] for e in kept.values())
+    deleted = {e["backup_id"]: e for e in by_event["backup.deleted"]}
+    assert set(deleted) == {b.id for b in old[:8]}
+    for backup in old[:8]:
+        entry = deleted[backup.id]
+        assert entry["log_level"] == "info"
+        assert entry["server_id"] == 1
+        assert entry["created_at"] == backup.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        assert isinstance(entry["reasons"], list)
+    assert "backup.create_failed" not in by_event
+    assert "prune.blocked" not in by_event
