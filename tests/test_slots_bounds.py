@@ -99,14 +99,15 @@ def test_latest_slot_past_the_bound_raises(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_cron_slots_are_utc_and_ignore_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Slots are aware UTC instants, the same whatever the host's local zone is."""
-    expected = [at("2025-06-01T22:00"), at("2025-06-02T22:00")]  # midnight in Berlin (CEST)
-    midnight = CronTrigger(hour=0, minute=0, timezone=BERLIN)
-    for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
+    """Slots are aware UTC instants, the same whatever the host's local zone is (no naive time is
+    read as the host's local time on the way)."""
+    expected = [at("2025-06-01T13:00"), at("2025-06-01T14:00"), at("2025-06-01T15:00")]
+    hourly = CronTrigger(minute=0, timezone=BERLIN)
+    for zone in ("UTC", "America/New_York", "Asia/Tokyo", "Pacific/Honolulu"):
         monkeypatch.setenv("TZ", zone)
         time.tzset()
         try:
-            slots = next_slots(midnight, at("2025-06-01T12:00"), 2)
+            slots = next_slots(hourly, at("2025-06-01T12:00"), 3)
         finally:
             monkeypatch.delenv("TZ")
             time.tzset()
