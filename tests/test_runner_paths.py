@@ -9,7 +9,7 @@ backups each, keep_last 3, the clock frozen just after the 03:00 slot).
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import httpx
 import pytest
@@ -258,6 +258,8 @@ async def test_a_lost_create_answer_with_a_renamed_backup_is_unknown_and_not_rep
         ("automatic", None, Outcome.OK, 1),  # the provider's own: not a sign of our create
         ("manual", "someone's manual backup", Outcome.UNKNOWN, 0),
         ("manual", "nightly by hand [rotator:other@2025-01-16T03:00Z]", Outcome.UNKNOWN, 0),
+        # this policy's marker of another slot: not ours of this slot renamed, so the create is sent again
+        ("manual", "nightly 2025-01-15 [rotator:nightly@2025-01-15T03:00Z]", Outcome.OK, 1),
     ],
 )
 async def test_a_create_lost_before_the_api_and_a_new_backup_appearing(
@@ -291,7 +293,7 @@ async def test_a_create_lost_before_the_api_and_a_new_backup_appearing(
         assert api_deletes(sandbox) == []
     else:
         assert result.created == 1
-        assert len(result.deleted) == 8
+        assert len(owned(sandbox, 1)) == 3  # keep_last 3: the new backup and the 2 newest before it
 
 
 async def test_no_view_fresh_enough_after_three_reads_deletes_nothing(
@@ -355,3 +357,18 @@ async def test_the_logs_name_each_create_keep_and_delete(runner: Runner, sandbox
         assert isinstance(entry["reasons"], list)
     assert "backup.create_failed" not in by_event
     assert "prune.blocked" not in by_event
+
+
+async def test_a_manual_backup_listed_before_the_create_is_no_sign_of_it(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """A manual backup without a marker that was already listed before the create is not taken for
+    our create renamed: the create's answer lost before the API, it is sent again after the quiet
+    period, and the run completes."""
+    sandbox.state.add_backup(1, description="made by hand last week", created_at=SLOT - timedelta(days=7))
+    hooked.inner = LoseCreateAnswers(hooked.inner, forward=False)
+    report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.OK, result.error
+    assert posts(sandbox) == 1
+    assert result.created == 1
