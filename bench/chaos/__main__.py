@@ -10,8 +10,9 @@ import argparse
 import json
 import secrets
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 from bench.chaos.campaign import Settings, run_campaign
 
@@ -26,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the configuration files here")
     parser.add_argument("--events", type=Path, help="write both phases' event logs to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting of bench.chaos.campaign.Settings, e.g. lag_share=0 (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -35,18 +43,39 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in (("ticks", args.ticks), ("daemon_cycles", args.cycles), ("lanes", args.lanes))
         if value is not None
     }
+    try:
+        changes.update(_settings(args.set))
+    except ValueError as exc:
+        parser.error(str(exc))
     settings = replace(settings, **changes)
 
     def say(line: str) -> None:
         if not args.quiet:
             print(line, flush=True)
 
-    print(f"seed {seed} (replay: python -m bench.chaos --seed {seed}{' --short' if args.short else ''})")
+    extra = "".join(f" --set {item}" for item in args.set) + (" --short" if args.short else "")
+    print(f"seed {seed} (replay: python -m bench.chaos --seed {seed}{extra})")
     result = run_campaign(settings, workdir=args.workdir, say=say)
     print(result.render(), flush=True)
     if args.events is not None:
         args.events.write_text(json.dumps(result.events), encoding="utf-8")
     return 0 if result.ok else 1
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as Settings fields of their own type."""
+    types = {f.name: f.type for f in fields(Settings) if f.name != "seed"}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        kind = types.get(name)
+        if kind is None or not text:
+            raise ValueError(f"--set {item!r}: not NAME=VALUE of a setting ({', '.join(sorted(types))})")
+        if kind == "bool":
+            changes[name] = text.lower() in ("1", "true", "yes")
+        else:
+            changes[name] = int(text) if kind == "int" else float(text)
+    return changes
 
 
 if __name__ == "__main__":

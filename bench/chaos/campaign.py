@@ -5,31 +5,54 @@ Two phases run side by side, each on its own sandbox served on a loopback port
 :mod:`bench.chaos.invariants` from that sandbox's event log alone:
 
 1. **days**: ``rotator run-once --now`` about twice a simulated day, the
-   sandbox clock set forward before each tick, so that weeks of runs pass in
-   minutes. Two policies on the same servers: a GFS ``nightly`` in
-   Europe/Berlin (``keep_daily/weekly/monthly``, ``min_keep: 3``, at most 4
-   deletes a run) and a ``twice``-a-day one (``keep_last``, ``keep_days``).
-   The servers are split into lanes, one rotator process each, run in
-   parallel within a tick (as several hosts' cron jobs would). A share of the
-   runs is killed with SIGKILL at a random moment and started again for the
-   same slot (as a cron retry or a systemd restart would). Some ticks come
-   minutes after the last (the same slots again: adopted, never duplicated),
-   some a day or more later (missed runs).
+   sandbox clock set before each tick, so that weeks of runs pass in
+   minutes; the simulated days may lie in the past or the future of real
+   time, and a share of the ticks steps the clock *back* a few hours (a host
+   clock corrected). Two policies on the same servers of one account: a GFS
+   ``nightly`` in Europe/Berlin (``keep_daily/weekly/monthly``, ``min_keep:
+   3``, at most 4 deletes a run) and a ``twice``-a-day one (``keep_last``,
+   ``keep_days``). The servers are split into lanes; each lane runs one
+   rotator process *per policy*, started together, so that one policy's
+   process deletes while the other's lists (as two hosts' cron jobs would).
+   A share of the runs is stopped at a random moment, mostly with SIGKILL,
+   sometimes with SIGTERM (an abandoned run exits 75), and started again for
+   the same slot. Some ticks come minutes after the last (the same slots
+   again: adopted, never duplicated), some a day or more later (missed runs).
+   A share of the ticks is *clean*: no fault but backups that fail often, the
+   policies run one after the other, and a long wait, so that a slot whose
+   attempts all failed before its retries were used is a violation.
 2. **daemon**: ``rotator run`` on a short interval schedule in real time,
    killed with SIGKILL at random moments, kept down across zero, one or two
    slots and started again well clear of a slot boundary, so that a slot
    missed while down is caught up at the restart (or not) and the checker can
    tell. The last start is stopped with SIGTERM after it ran a scheduled slot.
 
-The sandboxes inject throughout: 5xx answers, 429s (a rate limit tighter than
-rotator's configured pace on a share of the ticks and daemon starts),
-connections dropped after a create was processed, backups that end ``failed``,
-and slow creates that outlast the policy's ``wait_timeout``. The driver writes
-notes into the sandbox's event log (a process started, was ready, was killed,
-stopped; what rotator claimed about a skipped catch-up), so that the log alone
-tells the whole story. Every backup the sandbox starts with, including old
-non-candidates first in line for a careless rule (automatic, failed, stuck,
-hand-made, another policy's, look-alike markers), is in a ``snapshot`` note.
+The sandboxes inject, on every tick and daemon start: 5xx answers, connections
+dropped after a create was processed, backups that end ``failed`` (retried with
+the next attempt's marker), slow creates that outlast the policy's
+``wait_timeout``; and on a share of them: a rate limit tighter than rotator's
+pace (429s), an API clock hours ahead or days behind (``api_clock_offset``),
+listings that lag the writes by seconds (``listing_lag``, shorter than the
+configured ``create_quiet_period``; days phase only), create answers held past
+rotator's ``api.timeout`` (``create_answer_delay``), pages shifted or answered
+empty (``page_shift_rate``, ``empty_page_rate``; on those ticks of the days
+phase with a smaller page size, so that a server's own listing has pages after
+the first, where these faults act), create answers that lie
+about the id or the server, and a third party deleting the newest backup of
+a random server (``third_party_delete_rate``). ``auth_echo`` is always on (a
+401 would echo the token; rotator's token is right, so none comes).
+``description_max_length`` would fail every create by design (a cut
+description loses its marker), so it is left to a short deterministic
+scenario (``tests/test_chaos.py``). Every listing's first page is logged
+(``log_listings``), for the checker's ``stale-view``.
+
+The driver writes notes into the sandbox's event log (a process started, with
+its policies, servers and ``now``; was ready, was killed, stopped, exited with
+its code; the clock was moved; which faults a tick runs under; what rotator
+claimed about a skipped catch-up), so that the log alone tells the whole story.
+Every backup the sandbox starts with, including old non-candidates first in
+line for a careless rule (automatic, failed, stuck, hand-made, another
+policy's, look-alike markers), is in a ``snapshot`` note.
 
 Every random choice comes from generators seeded by the campaign's seed (the
 sandboxes' faults too), so a failing campaign can be run again with its seed;
@@ -43,6 +66,7 @@ import json
 import math
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,11 +76,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -71,19 +95,48 @@ BERLIN = ZoneInfo("Europe/Berlin")
 ANCHOR = datetime(2000, 1, 1, tzinfo=UTC).timestamp()  # rotator's interval slots count from here (UTC)
 START_WINDOW = (0.1, 0.25)  # a daemon starts this far into a slot period (fractions of the interval)
 SUMMARY = re.compile(
-    r"^policy (?P<policy>\S+) (?P<state>ok|FAILED)[^:]*: (?P<servers>\d+) servers, (?P<created>\d+) created, "
+    r"^policy (?P<policy>\S+) (?P<state>ok|[A-Z]+)[^:]*: (?P<servers>\d+) servers, (?P<created>\d+) created, "
     r"(?P<adopted>\d+) adopted, (?P<deleted>\d+) deleted"
 )
-FAULT_KINDS = ("server_error", "rate_limited", "dropped", "failed", "slow")
+FAULT_KINDS = (
+    "server_error",
+    "rate_limited",
+    "dropped",
+    "failed",
+    "slow",
+    "delayed",
+    "page_shift",
+    "empty_page",
+    "lie_known_id",
+    "lie_other_server",
+    "third_party_delete",
+)
 FAULT_NAMES = {
     "server_error": "5xx answers",
     "rate_limited": "429 answers",
     "dropped": "connections dropped after a create",
     "failed": "backups that failed",
     "slow": "slow creates outlasting wait_timeout",
+    "delayed": "create answers held past api.timeout",
+    "page_shift": "pages shifted by a third party",
+    "empty_page": "pages answered empty",
+    "lie_known_id": "create answers naming an older backup",
+    "lie_other_server": "create answers naming another server",
+    "third_party_delete": "newest backups deleted by a third party",
+}
+MODE_KINDS = ("storm", "clock ahead", "clock behind", "listing lag", "clock stepped back", "clean")
+MODE_NAMES = {
+    "storm": "under a rate limit",
+    "clock ahead": "with the API's clock ahead",
+    "clock behind": "with the API's clock behind",
+    "listing lag": "with lagging listings",
+    "clock stepped back": "with the clock stepped back",
+    "clean": "clean (retries judged)",
 }
 PROCESS_DEADLINE = 180.0  # seconds a run-once may take before the campaign calls it hung
+TERM_DEADLINE = 30.0  # seconds a run-once may take to stop after SIGTERM
 API = {"requests_per_second": 60, "burst": 30, "max_concurrency": 8}  # faster than a storm allows
+EXIT_ABANDONED = 75  # run-once cut short by SIGTERM
 
 
 @dataclass(frozen=True)
@@ -92,46 +145,66 @@ class Settings:
 
     seed: int
     # the days phase: run-once on a fast-forwarded clock
-    ticks: int = 30  # each tick runs every lane once (both policies on every server of the lane)
+    ticks: int = 55  # each tick runs every lane once (a process per policy on every server of the lane)
     lanes: int = 4
     lane_servers: int = 5
-    kill_rate: float = 0.25  # share of run-once runs killed at a random moment (again on a restart)
+    days_page_size: int = 50  # the sandbox's page size in the days phase (a server's listing in one page)
+    kill_rate: float = 0.25  # share of run-once runs stopped at a random moment (again on a restart)
+    term_share: float = 0.3  # of those stops, the share by SIGTERM rather than SIGKILL
     # the daemon phase, in real time
     daemon_servers: int = 4
     daemon_cycles: int = 10  # starts that end in a SIGKILL (then one last start, stopped with SIGTERM)
-    interval: int = 4  # seconds between the daemon policy's slots
-    max_up: float = 2.5  # a daemon is killed within this many intervals of its start
-    # the sandboxes' faults
+    interval: int = 5  # seconds between the daemon policy's slots
+    max_up: float = 4.0  # a daemon is killed within this many intervals of its start
+    decision_grace: float = 20.0  # a session up this long decided its catch-up (see invariants)
+    # the sandboxes' faults, on every tick and daemon start
     error_rate: float = 0.10
     drop_rate: float = 0.05
     fail_rate: float = 0.03
     slow_rate: float = 0.04
+    # ... and on a share of them
     storm_rate: float = 0.3  # share of ticks (daemon starts) under a rate limit tighter than rotator's pace
     storm_limit: float = 20.0  # requests per second in a storm (burst: a third of it)
-    # the short version makes sure of each kind: the first run-once is killed, the first tick and the
-    # first daemon start are storms, and the daemon's last restart comes after a missed slot
+    offset_share: float = 0.3  # the API's clock off (half of them ahead, half behind)
+    lag_share: float = 0.15  # listings lagging 1-3 s (days phase only)
+    delay_share: float = 0.15  # create answers held past rotator's api.timeout
+    shift_share: float = 0.3
+    page_shift_rate: float = 0.02
+    empty_share: float = 0.3
+    empty_page_rate: float = 0.03
+    lie_share: float = 0.2
+    lie_rate: float = 0.03  # each of lie_known_id_rate and lie_other_server_rate
+    third_party_share: float = 0.3
+    third_party_rate: float = 0.002  # per API request
+    clean_share: float = 0.1  # clean ticks: only failing backups, retries judged
+    clean_fail_rate: float = 0.35
+    back_share: float = 0.06  # ticks that step the clock back 1-6 hours
+    view_tolerance: float = 5.0  # seconds a first DELETE may take beyond max_view_age (pacing, retries)
+    # the short version makes sure of each kind: the first run-once is killed and another stopped with
+    # SIGTERM, the first ticks and daemon starts carry every fault, and the daemon's last restart comes
+    # after a missed slot
     force_each: bool = False
 
     @classmethod
     def long(cls, seed: int) -> Settings:
-        """``make chaos``: 1,200 server-runs of run-once over about two simulated weeks, 10 daemon kills."""
+        """``make chaos``: 2,200 server-runs of run-once over about four simulated weeks, 10 daemon kills."""
         return cls(seed=seed)
 
     @classmethod
     def short(cls, seed: int) -> Settings:
-        """The ``make test`` version: every fault at least once, in about half a minute."""
+        """The ``make test`` version: every fault at least once, in under a minute."""
         return cls(
             seed=seed,
-            ticks=3,
+            ticks=4,
             lanes=2,
             lane_servers=3,
+            days_page_size=30,  # so few servers list cheaper by the account, in pages to shift
             kill_rate=0.3,
             daemon_servers=3,
             daemon_cycles=2,
-            interval=4,
             max_up=1.5,
             error_rate=0.12,
-            drop_rate=0.2,
+            drop_rate=0.3,
             fail_rate=0.2,
             slow_rate=0.2,
             force_each=True,
@@ -152,6 +225,7 @@ class Tally:
     runs: Counter[str] = field(default_factory=Counter)
     server_runs: Counter[str] = field(default_factory=Counter)  # per phase, runs that ran to their end
     faults: Counter[str] = field(default_factory=Counter)
+    modes: Counter[str] = field(default_factory=Counter)  # ticks and daemon starts by fault mode
     kills: Counter[str] = field(default_factory=Counter)
     backups: Counter[str] = field(default_factory=Counter)  # created / completed / failed / deleted
     rotator_said: Counter[str] = field(default_factory=Counter)  # from rotator's own logs and summaries
@@ -160,7 +234,7 @@ class Tally:
 
     def add(self, other: Tally) -> None:
         with self._lock:
-            for name in ("runs", "server_runs", "faults", "kills", "backups", "rotator_said"):
+            for name in ("runs", "server_runs", "faults", "modes", "kills", "backups", "rotator_said"):
                 getattr(self, name).update(getattr(other, name))
             self.errors.extend(other.errors)
 
@@ -188,8 +262,9 @@ class Result:
         lines = [
             f"chaos campaign, seed {s.seed}: {self.started:%Y-%m-%d %H:%M}Z, took {self.seconds:.0f}s",
             f"  days phase:   {t.runs['run-once finished']} run-once runs ran to their end "
-            f"({t.runs['run-once started']} started, {t.kills['run-once']} killed with SIGKILL and started "
-            f"again) over {s.ticks} ticks ({t.runs['simulated days']} simulated days), "
+            f"({t.runs['run-once started']} started, {t.kills['run-once']} killed with SIGKILL and "
+            f"{t.kills['run-once SIGTERM']} stopped with SIGTERM, then started again) over {s.ticks} ticks "
+            f"({t.runs['simulated days']} simulated days from {t.runs['days from now']:+d} days), "
             f"{t.server_runs['days']} server-runs ({s.days_servers} servers x 2 policies per tick)",
             f"  daemon phase: {t.runs['daemon started']} daemon starts ({t.kills['daemon']} killed with "
             f"SIGKILL, {t.runs['daemon stopped']} stopped with SIGTERM), {t.runs['daemon runs finished']} "
@@ -197,10 +272,13 @@ class Result:
             f"{s.daemon_servers} servers)",
             f"  server-runs:  {sum(t.server_runs.values())}",
             "  faults:       " + ", ".join(f"{t.faults[k]} {FAULT_NAMES[k]}" for k in FAULT_KINDS),
-            f"  kills:        {sum(t.kills.values())} SIGKILL ({t.kills['run-once']} run-once, "
-            f"{t.kills['daemon']} daemon)",
+            "  ticks/starts: " + ", ".join(f"{t.modes[k]} {MODE_NAMES[k]}" for k in MODE_KINDS),
+            f"  kills:        {t.kills['run-once'] + t.kills['daemon']} SIGKILL ({t.kills['run-once']} "
+            f"run-once, {t.kills['daemon']} daemon), {t.kills['run-once SIGTERM']} SIGTERM to run-once",
             f"  backups:      {t.backups['created']} created, {t.backups['completed']} completed, "
-            f"{t.backups['failed']} failed, {t.backups['deleted']} deleted",
+            f"{t.backups['failed']} failed, {t.backups['deleted']} deleted "
+            f"(+ {t.backups['deleted by a third party']} deleted and {t.backups['created by a third party']} "
+            "created by a third party)",
             "  rotator said: " + ", ".join(f"{n} {k}" for k, n in sorted(t.rotator_said.items())),
         ]
         for phase, report in self.reports.items():
@@ -326,19 +404,38 @@ class Processes:
         def claims(event: dict[str, Any]) -> None:
             # rotator's word, the moment it says it, for the checker to weigh: that it skipped a
             # catch-up for a newer slot, and that a run ended (after which a catch-up was decided)
-            if mode == "daemon" and event.get("event") in ("catch_up.superseded", "run.finished"):
+            if mode == "daemon" and event.get("event") in (
+                "catch_up.started",
+                "catch_up.superseded",
+                "catch_up.listing_failed",
+                "run.finished",
+            ):
                 said = {"what": "said", "process": number, "event": event["event"]}
                 said.update(policy=event.get("policy"), slot=event.get("slot"))
+                if event.get("server_id") is not None:
+                    said["server_id"] = event["server_id"]
                 sandbox.state.note({**said, "logged_at": event.get("timestamp")})
 
         return Rotator(sandbox, argv, number, self.workdir / f"rotator-{number}.log", on_event=claims)
 
 
-def judge_process(tally: Tally, rotator: Rotator, what: str, code: int, *, killed: bool) -> None:
+def judge_process(
+    tally: Tally, rotator: Rotator, what: str, code: int, *, killed: bool, terminated: bool = False
+) -> None:
     """rotator's own troubles, beyond the invariants: a traceback, a crashed run, an unexpected exit."""
     for event in rotator.events:
         name = str(event.get("event", ""))
-        if name in ("run.crashed", "catch_up.started", "catch_up.superseded", "catch_up.listing_failed"):
+        if name in (
+            "run.crashed",
+            "catch_up.started",
+            "catch_up.superseded",
+            "catch_up.listing_failed",
+            "retry.scheduled",
+            "backup.retry_waiting",
+            "backup.given_up",
+            "backup.create_invalid",
+            "backup.create_unknown",
+        ):
             tally.rotator_said[name] += 1
         if name == "run.crashed":
             tally.errors.append(f"{what} process {rotator.number}: {json.dumps(event)}")
@@ -346,7 +443,12 @@ def judge_process(tally: Tally, rotator: Rotator, what: str, code: int, *, kille
         tally.errors.append(
             f"{what} process {rotator.number} wrote a traceback:\n" + "\n".join(rotator.other[-20:])
         )
-    expected = {0, 1} if what == "run-once" else {0}
+    if terminated:
+        # 75: the run was cut short (abandoned); 0 or 1: it ended before the signal took hold;
+        # -15: the signal came before rotator had its handlers in place (still importing)
+        expected = {0, 1, EXIT_ABANDONED, -signal.SIGTERM}
+    else:
+        expected = {0, 1} if what == "run-once" else {0}
     if not killed and code not in expected:
         tally.errors.append(
             f"{what} process {rotator.number} exited {code}:\n" + "\n".join(rotator.other[-20:])
@@ -413,30 +515,131 @@ def events_of(state: SandboxState) -> list[dict[str, Any]]:
     return [event.to_json() for event in state.events()]
 
 
-def faults_of(settings: Settings, slow_seconds: float) -> FaultOptions:
-    return FaultOptions(
-        error_rate=settings.error_rate,
-        drop_rate=settings.drop_rate,
-        fail_rate=settings.fail_rate,
-        slow_rate=settings.slow_rate,
-        slow_seconds=slow_seconds,
-    )
+# -- the faults of a tick or a daemon start ------------------------------------------------------
 
 
-def storm(sandbox: RunningSandbox, settings: Settings, rng: random.Random, *, force: bool = False) -> None:
-    """A rate limit tighter than rotator's pace (half the time without ``RateLimit-*`` headers), or none.
+@dataclass(frozen=True)
+class FaultPlan:
+    """The sandbox's faults for one tick (or daemon start), and the modes they make it count in."""
 
-    With the headers rotator paces itself and rarely meets a 429; without them it learns the limit
-    only from 429s and their ``Retry-After``.
+    faults: dict[str, Any]
+    modes: tuple[str, ...]
+    clean: bool = False  # only failing backups: a run has no reason not to use its retries
+    page_size: int | None = None  # the sandbox's page size on this tick (None: as it started)
+
+    @property
+    def lag(self) -> float:
+        return float(self.faults.get("listing_lag", 0.0))
+
+
+FORCE_KINDS = (
+    "storm",
+    "clock ahead",
+    "clock behind",
+    "listing lag",
+    "delay",
+    "shift",
+    "empty",
+    "lie",
+    "third party",
+    "clean",
+)
+
+
+def plan_faults(
+    settings: Settings,
+    rng: random.Random,
+    *,
+    delay: tuple[float, float],
+    lag: bool,
+    force: frozenset[str] = frozenset(),
+    back: bool = False,
+    small_pages: int | None = None,
+) -> FaultPlan:
+    """Draw a tick's faults: the always-on ones, and each of the others on its share of the ticks.
+
+    Every draw is made whatever comes of it, so that one choice does not shift the seed's others.
+    ``force`` names kinds (:data:`FORCE_KINDS`) that happen on this tick for sure, at rates high
+    enough to be met in a short run. ``lag``: whether listings may lag in this phase; ``back``: the
+    clock steps back on this tick (listings do not lag then, since they would show the past).
+    ``small_pages``: the page size on a tick with shifted or empty pages (which act on the pages after
+    the first), so that a server's own listing has several.
     """
-    if force or rng.random() < settings.storm_rate:
-        limit = settings.storm_limit
-        headers = not force and rng.random() < 0.5
-        sandbox.sandbox.update_faults(
-            rate_limit=limit, burst=max(1, round(limit / 3)), rate_limit_headers=headers
-        )
-    else:
-        sandbox.sandbox.update_faults(rate_limit=None, burst=None)
+    s = settings
+    draws = {kind: rng.random() for kind in (*FORCE_KINDS, "headers", "side")}
+    offset_ahead = rng.uniform(60, 6 * 3600)
+    offset_behind = rng.uniform(60, 3 * 86400)
+    lag_seconds = rng.uniform(1.0, 3.0)
+    delay_seconds = rng.uniform(*delay)
+    faults: dict[str, Any] = {
+        "error_rate": s.error_rate,
+        "drop_rate": s.drop_rate,
+        "fail_rate": s.fail_rate,
+        "slow_rate": s.slow_rate,
+        "rate_limit": None,
+        "burst": None,
+        "rate_limit_headers": True,
+        "api_clock_offset": 0.0,
+        "listing_lag": 0.0,
+        "create_answer_delay": 0.0,
+        "page_shift_rate": 0.0,
+        "empty_page_rate": 0.0,
+        "lie_known_id_rate": 0.0,
+        "lie_other_server_rate": 0.0,
+        "third_party_delete_rate": 0.0,
+        "auth_echo": True,
+    }
+    clean = lag and not back and ("clean" in force or (not force and draws["clean"] < s.clean_share))
+    if clean:
+        faults.update(error_rate=0.0, drop_rate=0.0, slow_rate=0.0, fail_rate=s.clean_fail_rate)
+        return FaultPlan(faults, ("clean",), clean=True)
+    modes: list[str] = []
+
+    def on(kind: str, share: float) -> bool:
+        return kind in force or draws[kind] < share
+
+    if on("storm", s.storm_rate):
+        limit = s.storm_limit
+        headers = "storm" not in force and draws["headers"] < 0.5
+        faults.update(rate_limit=limit, burst=max(1, round(limit / 3)), rate_limit_headers=headers)
+        modes.append("storm")
+    ahead = "clock ahead" in force or ("clock behind" not in force and draws["side"] < 0.5)
+    if "clock ahead" in force or "clock behind" in force or draws["clock ahead"] < s.offset_share:
+        faults["api_clock_offset"] = offset_ahead if ahead else -offset_behind
+        modes.append("clock ahead" if ahead else "clock behind")
+    if lag and not back and on("listing lag", s.lag_share):
+        faults["listing_lag"] = lag_seconds
+        modes.append("listing lag")
+    if on("delay", s.delay_share):
+        faults["create_answer_delay"] = delay_seconds
+    strong = bool(force)  # a short run meets a fault only if it is frequent
+    if on("shift", s.shift_share):
+        faults["page_shift_rate"] = 0.2 if strong else s.page_shift_rate
+    if on("empty", s.empty_share):
+        faults["empty_page_rate"] = 0.2 if strong else s.empty_page_rate
+    if on("lie", s.lie_share):
+        rate = 0.5 if strong else s.lie_rate
+        faults.update(lie_known_id_rate=rate, lie_other_server_rate=rate)
+    if on("third party", s.third_party_share):
+        faults["third_party_delete_rate"] = 0.02 if strong else s.third_party_rate
+    if back:
+        modes.append("clock stepped back")
+    paged = faults["page_shift_rate"] > 0 or faults["empty_page_rate"] > 0
+    return FaultPlan(faults, tuple(modes), page_size=small_pages if paged else None)
+
+
+def apply_plan(sandbox: RunningSandbox, plan: FaultPlan, tally: Tally, **note: Any) -> None:
+    """Put the plan's faults (and page size) in force and note them in the log (and the tally)."""
+    sandbox.sandbox.update_faults(**plan.faults)
+    inner = sandbox.sandbox
+    # the page size is an option the sandbox started with, read at every listing: between ticks (no
+    # process running) it may change like the faults do
+    inner.options = replace(inner.options, page_size=plan.page_size or inner.options.page_size)
+    page_size = inner.options.page_size
+    sandbox.state.note(
+        {"what": "faults", **note, "modes": list(plan.modes), "page_size": page_size, **plan.faults}
+    )
+    tally.modes.update(plan.modes)
 
 
 def finish_phase(tally: Tally, sandbox: RunningSandbox) -> list[dict[str, Any]]:
@@ -445,17 +648,36 @@ def finish_phase(tally: Tally, sandbox: RunningSandbox) -> list[dict[str, Any]]:
     events = events_of(sandbox.state)
     for event in events:
         if event["kind"] in ("created", "completed", "failed", "deleted"):
-            tally.backups[event["kind"]] += 1
+            by = " by a third party" if event.get("by") else ""
+            tally.backups[event["kind"] + by] += 1
     return events
+
+
+def _run_started(events: list[dict[str, Any]]) -> bool:
+    return any(event.get("event") == "run.started" for event in events)
 
 
 # -- the days phase ----------------------------------------------------------------------------
 
 
 class Days:
-    """run-once, lane by lane, tick by tick, on a sandbox clock set forward before each tick."""
+    """run-once, lane by lane and policy by policy, tick by tick, on a sandbox clock set before each tick."""
 
-    WAIT_TIMEOUT = 2.0
+    WAIT_TIMEOUT = 6.0  # longer than the quiet period, which is longer than any listing lag
+    CLEAN_WAIT_TIMEOUT = 20.0  # on clean ticks: no wait ends before the backup's outcome is seen
+    API_CONFIG: ClassVar[dict[str, Any]] = {
+        **API,
+        "timeout": "2s",  # create answers are held 3-4 s on a share of the ticks
+        "create_quiet_period": "4s",  # listings lag 1-3 s on a share of the ticks
+        "max_view_age": "5s",
+    }
+    # the short run's ticks, each sure to carry these kinds
+    FORCED: ClassVar[tuple[frozenset[str], ...]] = (
+        frozenset({"storm", "clock ahead", "delay", "shift", "empty", "lie", "third party"}),
+        frozenset({"listing lag", "clock behind", "shift", "lie", "third party"}),
+        frozenset({"clean"}),
+        frozenset({"back"}),
+    )
 
     def __init__(self, settings: Settings, processes: Processes, say: Callable[[str], None]) -> None:
         self.settings = settings
@@ -463,10 +685,11 @@ class Days:
         self.say = say
         self.rng = random.Random(f"{settings.seed}:days")
         self.tally = Tally()
-        self.kills_left = 1 if settings.force_each else 0
+        self.forced_stops = ["KILL", "TERM"] if settings.force_each else []
 
-    def policies(self, servers: list[int]) -> list[dict[str, Any]]:
-        wait = f"{self.WAIT_TIMEOUT:g}s"
+    def policies(self, servers: list[int], *, wait: float) -> list[dict[str, Any]]:
+        wait_timeout = f"{wait:g}s"
+        common = {"wait_timeout": wait_timeout, "retries": 2, "retry_delay": "0.5s"}
         return [
             {
                 "name": "nightly",
@@ -474,15 +697,15 @@ class Days:
                 "timezone": "Europe/Berlin",
                 "schedule": {"cron": "0 3 * * *"},
                 "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 3, "min_keep": 3},
-                "wait_timeout": wait,
                 "max_deletes_per_run": 4,
+                **common,
             },
             {
                 "name": "twice",
                 "servers": servers,
                 "schedule": {"cron": "0 1,13 * * *"},
                 "retention": {"keep_last": 6, "keep_days": 4, "min_keep": 2},
-                "wait_timeout": wait,
+                **common,
             },
         ]
 
@@ -491,29 +714,35 @@ class Days:
         lanes = [
             list(range(1 + lane * s.lane_servers, 1 + (lane + 1) * s.lane_servers)) for lane in range(s.lanes)
         ]
-        configs = []
+        names = [policy["name"] for policy in self.policies([1], wait=1)]
+        configs: dict[tuple[int, bool], Path] = {}
         for index, servers in enumerate(lanes):
-            config = self.processes.workdir / f"days-lane-{index + 1}.yaml"
-            write_config(
-                config,
-                self.policies(servers),
-                api=API,
-                daemon={"poll_interval": "0.2s", "poll_max_interval": "0.5s"},
-            )
-            configs.append(config)
-        # Simulated time runs ahead of real time, never behind: when a create's answer is lost,
-        # rotator looks for the backup among those created since the request began (less a few
-        # minutes for the API's clock), by its own clock.
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+            for clean in (False, True):
+                config = self.processes.workdir / f"days-lane-{index + 1}{'-clean' if clean else ''}.yaml"
+                wait = self.CLEAN_WAIT_TIMEOUT if clean else self.WAIT_TIMEOUT
+                write_config(
+                    config,
+                    self.policies(servers, wait=wait),
+                    api=self.API_CONFIG,
+                    daemon={"poll_interval": "0.2s", "poll_max_interval": "0.5s"},
+                )
+                configs[(index, clean)] = config
+        # Simulated days in the past or the future of real time (rotator's clock is its --now, the
+        # API's the sandbox's): nothing of rotator may depend on the two agreeing with the host's.
+        from_now = self.rng.randint(-400, 400)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today + timedelta(days=from_now)
+        self.tally.runs["days from now"] = from_now
         clock = Clock()
         clock.set(start)
         options = SandboxOptions(
             fleet="empty",
             servers=s.days_servers,
-            page_size=50,
+            page_size=s.days_page_size,
             seed=s.seed,
             create_seconds=0.3,
-            faults=faults_of(s, slow_seconds=self.WAIT_TIMEOUT + 4),
+            faults=FaultOptions(slow_seconds=self.WAIT_TIMEOUT + 4),
+            log_listings=True,
         )
         with running_sandbox(options, clock=clock) as sandbox:
             state = sandbox.state
@@ -526,34 +755,65 @@ class Days:
                 seed_owned(state, sid, "twice", twice)
             state.snapshot(phase="days")
             moment = start
-            with ThreadPoolExecutor(max_workers=s.lanes, thread_name_prefix="lane") as pool:
+            with ThreadPoolExecutor(max_workers=2 * s.lanes, thread_name_prefix="lane") as pool:
                 for tick in range(s.ticks):
-                    moment = self._next_moment(moment)
-                    clock.set(moment)
-                    storm(sandbox, s, self.rng, force=s.force_each and tick == 0)
-                    plans = [self._plan(lane) for lane in range(s.lanes)]
-                    began = time.monotonic()
-                    results = list(
-                        pool.map(
-                            lambda args: self._lane(sandbox, *args),
-                            [(configs[lane], tick, plans[lane]) for lane in range(s.lanes)],
-                        )
+                    forced = self.FORCED[tick] if s.force_each and tick < len(self.FORCED) else frozenset()
+                    roll = self.rng.random()
+                    back = tick > 0 and "clean" not in forced and ("back" in forced or roll < s.back_share)
+                    moment = self._next_moment(moment, back=back)
+                    plan = plan_faults(
+                        s,
+                        self.rng,
+                        delay=(3.0, 4.0),
+                        lag=True,
+                        force=forced,
+                        back=back,
+                        small_pages=min(20, s.days_page_size),
                     )
+                    if plan.page_size is None:
+                        plan = replace(plan, page_size=s.days_page_size)
+                    clock.set(moment)
+                    state.note({"what": "clock", "now": _iso(moment), "tick": tick})
+                    apply_plan(sandbox, plan, self.tally, tick=tick)
+                    jobs = [(lane, name) for lane in range(s.lanes) for name in names]
+                    stops = {job: self._stops() for job in jobs}
+                    began = time.monotonic()
+
+                    def one(
+                        job: tuple[int, str],
+                        plan: FaultPlan = plan,
+                        tick: int = tick,
+                        stops: dict[tuple[int, str], list[tuple[float, str]]] = stops,
+                    ) -> int:
+                        lane, name = job
+                        config = configs[(lane, plan.clean)]
+                        return self._lane(sandbox, config, name, lanes[lane], tick, stops[job], plan)
+
+                    if plan.clean:  # one policy after the other: the other's deletes do not unsettle a view
+                        groups = [[(lane, name) for name in names] for lane in range(s.lanes)]
+                        per_lane = pool.map(lambda group: [one(job) for job in group], groups)
+                        results = [code for codes in per_lane for code in codes]
+                    else:
+                        results = list(pool.map(one, jobs))
                     codes = ", ".join(str(code) for code in results)
+                    modes = ", ".join(plan.modes) or "-"
                     self.say(
-                        f"  days: tick {tick + 1}/{s.ticks} at {_iso(moment)}: exits {codes} "
+                        f"  days: tick {tick + 1}/{s.ticks} at {_iso(moment)} ({modes}): exits {codes} "
                         f"({time.monotonic() - began:.1f}s)"
                     )
-            self.tally.runs["simulated days"] = math.ceil((moment - start).total_seconds() / 86400)
+            self.tally.runs["simulated days"] = math.ceil(abs((moment - start).total_seconds()) / 86400)
             events = finish_phase(self.tally, sandbox)
-        merged = self.policies(list(range(1, s.days_servers + 1)))
+        merged = self.policies(list(range(1, s.days_servers + 1)), wait=self.WAIT_TIMEOUT)
         # a run lasts seconds (PROCESS_DEADLINE at most); a tick that lands just before a slot may see
         # its deletes come after that slot's time: ten minutes of grace, against slots 12 h apart
-        specs = [PolicySpec.from_config(policy, run_window=600.0) for policy in merged]
-        return check(events, specs), events
+        specs = [PolicySpec.from_config(policy, api=self.API_CONFIG, run_window=600.0) for policy in merged]
+        return check(events, specs, view_tolerance=s.view_tolerance), events
 
-    def _next_moment(self, moment: datetime) -> datetime:
+    def _next_moment(self, moment: datetime, *, back: bool) -> datetime:
         roll = self.rng.random()
+        hours = self.rng.uniform(1, 6)
+        if back:
+            return moment - timedelta(hours=hours)  # a host clock set right, or a VM restored
         if roll < 0.08:
             step = timedelta(minutes=self.rng.uniform(5, 40))  # again soon: the same slots, adopted
         elif roll < 0.18:
@@ -562,44 +822,84 @@ class Days:
             step = timedelta(hours=12, minutes=self.rng.uniform(-50, 50))
         return moment + step
 
-    def _plan(self, lane: int) -> list[float]:
-        """When to kill this lane's attempts (seconds after each start), decided up front from the seed."""
-        kills: list[float] = []
-        while len(kills) < 3:
-            forced = self.kills_left > 0
-            if not forced and self.rng.random() >= self.settings.kill_rate:
+    def _stops(self) -> list[tuple[float, str]]:
+        """When and how to stop this job's attempts (seconds after each start, KILL or TERM), decided up
+        front from the seed."""
+        stops: list[tuple[float, str]] = []
+        while len(stops) < 3:
+            roll, when, how = self.rng.random(), self.rng.uniform(0.05, 3.5), self.rng.random()
+            if self.forced_stops:
+                # a forced stop must not miss the run (nor a SIGTERM its signal handlers)
+                kind = self.forced_stops.pop(0)
+                stops.append((self.rng.uniform(0.1, 0.5) if kind == "TERM" else min(when, 1.5), kind))
+                continue
+            if roll >= self.settings.kill_rate:
                 break
-            self.kills_left -= forced
-            kills.append(self.rng.uniform(0.05, 1.5 if forced else 3.5))  # a forced kill must not miss
-        return kills
+            term = how < self.settings.term_share
+            stops.append((when / 3 if term else when, "TERM" if term else "KILL"))  # TERM: after run.started
+        return stops
 
-    def _lane(self, sandbox: RunningSandbox, config: Path, tick: int, kills: list[float]) -> int:
+    def _lane(
+        self,
+        sandbox: RunningSandbox,
+        config: Path,
+        policy: str,
+        servers: list[int],
+        tick: int,
+        stops: list[tuple[float, str]],
+        plan: FaultPlan,
+    ) -> int:
         tally = Tally()
         try:
-            attempts = iter(kills)
+            attempts = iter(stops)
             while True:
                 now = sandbox.clock.now().replace(microsecond=0)
-                argv = ["run-once", "--config", str(config), "--now", _iso(now)]
-                rotator = self.processes.start(sandbox, argv, "run-once", now=_iso(now), tick=tick)
+                argv = ["run-once", "--config", str(config), "--policy", policy, "--now", _iso(now)]
+                note = {"now": _iso(now), "tick": tick, "policies": [policy], "servers": servers}
+                rotator = self.processes.start(sandbox, argv, "run-once", **note, retries_judged=plan.clean)
                 tally.runs["run-once started"] += 1
-                kill_at = next(attempts, None)
-                killed = False
+                stop = next(attempts, None)
+                how: str | None = None
+                if stop is not None and stop[1] == "TERM":
+                    # a SIGTERM before rotator has its handlers in place (it is still importing) is no
+                    # test of a shutdown: wait for its run to start, then stop it at a random moment
+                    rotator.wait_for(_run_started, timeout=PROCESS_DEADLINE)
                 try:
-                    rotator.process.wait(kill_at if kill_at is not None else PROCESS_DEADLINE)
+                    rotator.process.wait(stop[0] if stop is not None else PROCESS_DEADLINE)
                 except subprocess.TimeoutExpired:
-                    rotator.process.kill()  # SIGKILL, the process this lane started
-                    killed = True
+                    how = stop[1] if stop is not None else "hung"
+                    if how == "TERM":
+                        rotator.process.terminate()  # SIGTERM, the process this lane started
+                        try:
+                            rotator.process.wait(TERM_DEADLINE)
+                        except subprocess.TimeoutExpired:
+                            tally.errors.append(
+                                f"run-once {rotator.number} ignored SIGTERM for {TERM_DEADLINE}s"
+                            )
+                            rotator.process.kill()
+                    else:
+                        rotator.process.kill()  # SIGKILL, the process this lane started
                 code = rotator.finish()
-                judge_process(tally, rotator, "run-once", code, killed=killed)
-                if killed:
+                if how == "hung":
                     sandbox.state.note({"what": "killed", "process": rotator.number})
-                    if kill_at is None:
-                        tally.errors.append(
-                            f"run-once {rotator.number} hung: killed after {PROCESS_DEADLINE}s"
-                        )
-                        return code
-                    tally.kills["run-once"] += 1
+                    judge_process(tally, rotator, "run-once", code, killed=True)
+                    tally.errors.append(f"run-once {rotator.number} hung: killed after {PROCESS_DEADLINE}s")
+                    return code
+                if how is not None:
+                    if how == "TERM":
+                        sandbox.state.note({"what": "stopped", "process": rotator.number, "code": code})
+                        tally.kills["run-once SIGTERM"] += 1
+                        tally.rotator_said[f"run-once exit {code} after SIGTERM"] += 1
+                    else:
+                        sandbox.state.note({"what": "killed", "process": rotator.number})
+                        tally.kills["run-once"] += 1
+                    judge_process(tally, rotator, "run-once", code, killed=how == "KILL", terminated=True)
+                    if plan.lag:
+                        # a restart sooner would list before the stopped run's create shows: it cannot
+                        # know of it (see CHAOS.md), as no process can
+                        time.sleep(plan.lag + 0.5)
                     continue
+                judge_process(tally, rotator, "run-once", code, killed=False)
                 sandbox.state.note({"what": "exited", "process": rotator.number, "code": code})
                 tally.runs["run-once finished"] += 1
                 for line in rotator.stdout.splitlines():
@@ -607,7 +907,7 @@ class Days:
                     if match is not None:
                         tally.server_runs["days"] += int(match["servers"])
                         tally.rotator_said[
-                            "policy runs ok" if match["state"] == "ok" else "policy runs FAILED"
+                            "policy runs ok" if match["state"] == "ok" else f"policy runs {match['state']}"
                         ] += 1
                 return code
         finally:
@@ -620,7 +920,18 @@ class Days:
 class DaemonPhase:
     """``rotator run`` in real time: killed, kept down across slots, started again; stopped at the end."""
 
-    WAIT_TIMEOUT = 1.5
+    WAIT_TIMEOUT = 3.0  # longer than the quiet period, and than a create answer held past api.timeout
+    API_CONFIG: ClassVar[dict[str, Any]] = {
+        **API,
+        "timeout": "1.5s",  # create answers are held 2-2.5 s on a share of the starts
+        "create_quiet_period": "2.5s",
+        "max_view_age": "4s",
+    }
+    # the short run's starts, each sure to carry these kinds
+    FORCED: ClassVar[tuple[frozenset[str], ...]] = (
+        frozenset({"storm", "clock behind", "delay", "shift", "empty", "lie", "third party"}),
+        frozenset({"clock ahead", "lie", "third party"}),
+    )
 
     def __init__(self, settings: Settings, processes: Processes, say: Callable[[str], None]) -> None:
         self.settings = settings
@@ -640,21 +951,24 @@ class DaemonPhase:
             "wait_timeout": f"{self.WAIT_TIMEOUT:g}s",
             "max_deletes_per_run": 10,
             "catch_up": True,
+            "retries": 2,
+            "retry_delay": "1s",  # the daemon schedules the retry run
         }
         config = self.processes.workdir / "daemon.yaml"
         write_config(
             config,
             [policy],
-            api=API,
+            api=self.API_CONFIG,
             daemon={"poll_interval": "0.2s", "poll_max_interval": "0.5s", "shutdown_grace": "15s"},
         )
         options = SandboxOptions(
             fleet="empty",
             servers=s.daemon_servers,
-            page_size=50,
+            page_size=20,  # a server's listing in one page, the account's in several (shifted, empty)
             seed=s.seed + 1,
             create_seconds=0.3,
-            faults=faults_of(s, slow_seconds=self.WAIT_TIMEOUT + 3),
+            faults=FaultOptions(slow_seconds=self.WAIT_TIMEOUT + 3),
+            log_listings=True,
         )
         with running_sandbox(options) as sandbox:  # its clock is real time, as the daemon's is
             state = sandbox.state
@@ -679,7 +993,9 @@ class DaemonPhase:
             events = finish_phase(self.tally, sandbox)
         # A run's deletes come after its listing, creates and wait (at most wait_timeout); the rest
         # is the API's answers under faults (retries with backoff, 429 pauses): a minute is ample.
-        return check(events, [PolicySpec.from_config(policy, run_window=60.0)]), events
+        spec = PolicySpec.from_config(policy, api=self.API_CONFIG, run_window=60.0)
+        verdict = check(events, [spec], view_tolerance=s.view_tolerance, decision_grace=s.decision_grace)
+        return verdict, events
 
     def _slot_before(self, moment: float) -> float:
         interval = self.settings.interval
@@ -713,7 +1029,11 @@ class DaemonPhase:
         clear = False
         if self._phase() > START_WINDOW[1]:  # the first start, or a restart that came late
             self._sleep_into_window(1)
-        storm(sandbox, s, self.rng, force=s.force_each and cycle == 0)
+        forced = self.FORCED[cycle] if s.force_each and cycle < len(self.FORCED) else frozenset()
+        # No listing lag here: a restart would read a lagging listing that hides what the process before
+        # it did in its last seconds (and the catch-up judges the state the restart finds). See CHAOS.md.
+        plan = plan_faults(s, self.rng, delay=(2.0, 2.5), lag=False, force=forced)
+        apply_plan(sandbox, plan, self.tally, start=cycle + 1)
         started = time.monotonic()
         rotator = self.processes.start(sandbox, argv, "daemon", policies=["pulse"])
         self.tally.runs["daemon started"] += 1
