@@ -164,7 +164,11 @@ async def test_a_dry_run_reports_its_would_deletes_and_touches_nothing(
     """Dry run: no create, no delete; the 8 oldest are reported blocked by the dry-run rail, 3 kept
     (the 10 old backups only: there is no new one)."""
     old = oldest_first(sandbox, 1)
-    report = await runner.run(job(servers=(1,)), SLOT, dry_run=True)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT, dry_run=True)
+    would = [e for e in logs if e["event"] == "backup.would_delete"]
+    assert sorted(e["backup_id"] for e in would) == sorted(old[:7])
+    assert all((e["server_id"], e["rail"], e["log_level"]) == (1, "dry_run", "info") for e in would)
     assert report.ok, report.summary_line()
     (result,) = report.servers
     assert posts(sandbox) == 0
@@ -181,8 +185,12 @@ async def test_max_deletes_per_run_sends_that_many_oldest_first(
 ) -> None:
     """max_deletes_per_run N: the N oldest due are deleted, the rest reported blocked, none sent."""
     old = oldest_first(sandbox, 1)
-    report = await runner.run(job(servers=(1,), max_deletes_per_run=limit), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), max_deletes_per_run=limit), SLOT)
     (result,) = report.servers
+    held = [e for e in logs if e["event"] == "prune.blocked"]
+    assert sorted(e["backup_id"] for e in held) == sorted(old[limit:8])
+    assert all(e["server_id"] == 1 and e["rail"] == result.blocked[0].rail.value for e in held)
     assert sorted(result.deleted) == sorted(old[:limit])
     assert sorted(b.decision.backup.id for b in result.blocked) == sorted(old[limit:8])
     assert [d["id"] for d in api_deletes(sandbox)] == result.deleted
@@ -302,7 +310,10 @@ async def test_no_view_fresh_enough_after_three_reads_deletes_nothing(
     """A prune plans only on a view no older than max_view_age: it reads the server again up to 3
     times, and with none fresh enough the server fails and nothing is deleted."""
     runner = sandbox_runner(client, time, poll_max=60, max_view_age=-1.0)  # no view is ever fresh
-    report = await runner.run(job(servers=(1,)), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    blocked = [e for e in logs if e["event"] == "prune.blocked"]
+    assert blocked == [{"event": "prune.blocked", "log_level": "error", "rail": "stale_view", "server_id": 1}]
     (result,) = report.servers
     assert result.outcome is Outcome.FAILED
     assert result.error == "no view of the server fresh enough to prune on; nothing deleted"
