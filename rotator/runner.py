@@ -216,7 +216,7 @@ class _Created:
 
     attempt: int
     backup_id: int | None
-    since: float  # monotonic
+    since: float  # monotonic: when its answer came, or its outcome became unknown
     known_ids: frozenset[int]
 
 
@@ -390,18 +390,20 @@ class Runner:
         """Send the create of ``attempt``; what is known of it, or None when the server is done (failed)."""
         job, sid = run.job, result.server_id
         description = job.describe(run.slot, attempt)
-        started = self._monotonic()
         known = view.ids
         try:
             backup = await self.client.create_backup(sid, description)
         except errors.CreateOutcomeUnknown as exc:
             log.warning("backup.create_unknown", server_id=sid, attempt=attempt, error=str(exc))
             result.attempt = attempt
-            return _Created(attempt, None, started, known)
+            # the quiet period starts when the outcome became unknown: after any 429s the client
+            # waited out, and after the POST that may have gone through
+            return _Created(attempt, None, self._monotonic(), known)
         except errors.ApiError as exc:
             result.fail(f"create failed: {exc}")
             log.error("backup.create_failed", server_id=sid, error=str(exc))
             return None
+        started = self._monotonic()  # the answer came: the backup exists from here on
         self.inventory.note_created(sid)
         if backup.id in known:
             result.fail(
@@ -543,7 +545,9 @@ class _Flow:
         created = self.created
         if created is None or (created.backup_id is not None and created.backup_id in self.view.ids):
             return None
-        if self.runner._monotonic() - created.since < self.runner.quiet_period:
+        # judged by when the view was read, not by now: a listing begun before the quiet period
+        # passed (and answered after it) is no proof that the backup is absent
+        if self.view.read_at - created.since < self.runner.quiet_period:
             return created.attempt
         return None
 
