@@ -409,11 +409,16 @@ class Processes:
                 "catch_up.superseded",
                 "catch_up.listing_failed",
                 "run.finished",
+                "backup.create_unknown",
             ):
+                if event["event"] == "backup.create_unknown" and event.get("reason") != "never listed":
+                    return  # only a server's final word counts
                 said = {"what": "said", "process": number, "event": event["event"]}
                 said.update(policy=event.get("policy"), slot=event.get("slot"))
                 if event.get("server_id") is not None:
                     said["server_id"] = event["server_id"]
+                if event.get("reason") is not None:
+                    said["reason"] = event["reason"]
                 sandbox.state.note({**said, "logged_at": event.get("timestamp")})
 
         return Rotator(sandbox, argv, number, self.workdir / f"rotator-{number}.log", on_event=claims)

@@ -462,6 +462,9 @@ class _Session:
     skipped: list[Event] = field(default_factory=list)  # rotator's word: its catch-up listing failed
     decided: set[str] = field(default_factory=set)  # policies whose catch-up rotator said it decided
     finished: list[tuple[str, datetime]] = field(default_factory=list)  # (policy, slot) of runs that ended
+    # rotator's word: a server's create in a run stayed of unknown outcome (never listed): the API
+    # failed it (a 5xx before it acted) and rotator, rightly, sent no blind second one
+    unknown: list[Event] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -727,6 +730,8 @@ class Checker:
                 session.superseded.append(event)
             elif said == "catch_up.listing_failed" and note.get("server_id") is None:
                 session.skipped.append(event)
+            elif said == "backup.create_unknown" and note.get("reason") == "never listed":
+                session.unknown.append(event)
             elif said == "run.finished" and note.get("slot"):
                 session.finished.append((str(note.get("policy")), parse_at(str(note["slot"]))))
         elif what in _DOWN:
@@ -1037,6 +1042,18 @@ class Checker:
                 )
                 if claims and newer:
                     self.report.checked["catch-ups overtaken by the next slot"] += 1
+                    continue
+                unknown = [
+                    e
+                    for e in session.unknown
+                    if (e.get("note") or {}).get("policy") == name
+                    and (e.get("note") or {}).get("server_id") == server_id
+                    and _names_slot(e, slot)
+                ]
+                if unknown:
+                    # the catch-up ran and its create met an API failure it cannot see through: the
+                    # server's result was "unknown" (reported), not a second blind POST
+                    self.report.checked["catch-ups whose create's outcome stayed unknown"] += 1
                     continue
                 skipped = [e for e in session.skipped if (e.get("note") or {}).get("policy") == name]
                 if skipped and newer:
