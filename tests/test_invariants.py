@@ -484,6 +484,30 @@ def test_a_catch_up_skipped_on_a_failed_listing_needs_the_next_slot(newer: bool)
         assert report.checked["catch-ups skipped on a failed listing, the next slot made"] == 2
 
 
+@pytest.mark.parametrize(
+    ("reason", "accepted"), [("never listed", True), ("unmarked new backup", False), (None, False)]
+)
+def test_a_catch_up_whose_create_stayed_unknown_is_not_missing(reason: str | None, accepted: bool) -> None:
+    """The catch-up's create met an API failure before the API acted (no backup) and was never listed:
+    rotator's final word 'unknown, never listed' for that server accounts for it; nothing else does."""
+    world, latest = daemon_world()
+    world.at(latest + timedelta(seconds=3))
+    said(world, "catch_up.started", slot=latest.isoformat())
+    world.create(1, "pulse", latest)
+    if reason is not None:
+        said(world, "backup.create_unknown", slot=latest.isoformat(), server_id=2, reason=reason)
+    world.at(latest + timedelta(seconds=10, milliseconds=100))
+    for server in (1, 2):
+        world.create(server, "pulse", latest + timedelta(seconds=10))
+    finished(world, 2, latest + timedelta(seconds=10))
+    world.at(latest + timedelta(seconds=14))
+    world.note(what="killed", process=2)
+    report = check(world.events(), [PULSE], decision_grace=20)
+    assert kinds(report) == (set() if accepted else {"catch-up-missing"}), report.violations
+    if accepted:
+        assert report.checked["catch-ups whose create's outcome stayed unknown"] == 1
+
+
 def test_replaying_an_older_slot_after_a_restart_is_caught() -> None:
     """Missed runs are coalesced into the latest slot, never replayed one by one."""
     world, latest = daemon_world()

@@ -138,6 +138,10 @@ Invariants (each :class:`Violation` names its ``kind`` and carries the events th
     newer slot in the same session. A catch-up whose account listing failed
     (``catch_up.listing_failed`` without a server) is skipped by rotator; that
     is accepted only where the server got a newer slot's backup in the session.
+    A catch-up whose create for the server ended of unknown outcome and was
+    never listed (``backup.create_unknown`` with ``reason: never listed``, the
+    server's final word: the API failed the POST before acting, and rotator
+    sends no blind second one) is counted, not a violation.
 """
 
 from __future__ import annotations
