@@ -27,6 +27,7 @@ from rotator.sandbox import RunningSandbox, Sandbox, SandboxOptions, running_san
 from rotator.schedule import cron_trigger
 from rotator.scheduler import Daemon, ScheduledJob
 from tests.sandbox_clients import SandboxTime, sandbox_client, sandbox_runner
+from tests.test_runner import owned
 
 NOW = datetime(2025, 1, 16, 3, 0, 30, tzinfo=UTC)
 SLOT = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
@@ -47,14 +48,6 @@ def slot_backups(sandbox: Sandbox, server_id: int, slot: datetime = SLOT) -> lis
         if marker is not None and marker.policy == "nightly" and marker.slot == slot:
             found.append(record)
     return found
-
-
-def owned(sandbox: Sandbox, server_id: int) -> list[Any]:
-    return [
-        b
-        for b in sandbox.state.backups(server_id=server_id)
-        if (m := parse_marker(b.description)) is not None and m.policy == "nightly"
-    ]
 
 
 def api_deletes(sandbox: Sandbox) -> list[dict[str, Any]]:
