@@ -66,6 +66,7 @@ from rotator.errors import (
     NotFound,
     RateLimited,
     ServerError,
+    TooLate,
     TransportError,
     Unauthorized,
     UnexpectedStatus,
@@ -372,14 +373,30 @@ class BackupsClient:
     # -- one HTTP exchange -------------------------------------------------
 
     async def _send_once(
-        self, method: str, url: str | httpx.URL, *, params: dict[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        fresh: Callable[[], bool] | None = None,
+        sent: _Attempts | None = None,
     ) -> httpx.Response:
-        """One attempt, within the shared budget; error statuses raised as :mod:`rotator.errors`."""
+        """One attempt, within the shared budget; error statuses raised as :mod:`rotator.errors`.
+
+        ``fresh`` is asked once the budget lets the request go, right before it is
+        sent: False raises :class:`TooLate` and nothing is sent. ``sent`` counts the
+        requests that did go.
+        """
         request = self._http.build_request(method, url, params=params, json=json)
         path = _path_of(request.url)
         s = self.settings
         deadline = max(s.answer_timeout, s.connect_timeout + s.read_timeout)
         async with self.budget.slot():
+            if fresh is not None and not fresh():
+                raise TooLate("not sent: what it was decided on is too old now", method=method, path=path)
+            if sent is not None:
+                sent.count += 1
             started = self._monotonic()
             try:
                 # the read timeout bounds each read; this bounds the whole answer (a trickle never ends)
@@ -661,16 +678,24 @@ class BackupsClient:
     def _url(self, relative: str) -> httpx.URL:
         return self._base.join(relative)
 
-    async def delete_backup(self, backup_id: int) -> DeleteOutcome:
-        """Delete one backup. A 404 after an attempt that may have gone through counts as done."""
+    async def delete_backup(
+        self, backup_id: int, *, fresh: Callable[[], bool] | None = None
+    ) -> DeleteOutcome:
+        """Delete one backup. A 404 after an attempt that may have gone through counts as done.
+
+        ``fresh`` is asked before every attempt, the first and each retry: once it
+        answers False, no (further) DELETE is sent and :class:`TooLate` is raised, so
+        that a DELETE held back by 429s or failures never lands on a view grown stale
+        meanwhile (the caller re-reads and plans again). An earlier attempt may have
+        gone through: the fresh view tells.
+        """
         url = self._url(f"backups/{backup_id}/")
         seen = _Attempts()
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    seen.count += 1
                     try:
-                        response = await self._send_once("DELETE", url)
+                        response = await self._send_once("DELETE", url, fresh=fresh, sent=seen)
                     except TransportError as exc:
                         seen.maybe_done |= exc.request_sent
                         raise

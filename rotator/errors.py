@@ -141,6 +141,14 @@ class IncompleteListing(InvalidResponse):
     """A listing could not be read whole; nothing may be pruned on it."""
 
 
+class TooLate(ApiError):
+    """A request not sent (again): what it was decided on has grown too old to act on.
+
+    A DELETE throttled or failing long enough for its view to pass ``max_view_age``
+    is not sent on that view: the caller reads the server again and plans anew.
+    """
+
+
 class CreateOutcomeUnknown(ApiError):
     """A create's answer was lost and the listing cannot tell whether it happened.
 

@@ -60,6 +60,7 @@ log = structlog.get_logger("rotator.runner")
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_QUIET_PERIOD: Final = 120.0
 DEFAULT_MAX_VIEW_AGE: Final = 60.0
+PRUNE_ROUNDS: Final = 3  # views read for one prune, and plans made on them, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,46 +439,70 @@ class Runner:
     # -- prune -----------------------------------------------------------------
 
     async def _prune(self, run: _Run, result: ServerResult, view: View) -> None:
-        """Plan on a fresh view (re-read when older than ``max_view_age``) and send its deletes."""
+        """Plan on a fresh view and send its deletes, each while that view is fresh.
+
+        A view older than ``max_view_age`` is read again first. A DELETE that could
+        not be sent while its view was fresh (throttled, retried) is not sent on it:
+        the server is read again and planned anew, the cap counting what went, at most
+        :data:`PRUNE_ROUNDS` times in all.
+        """
         job, sid = run.job, result.server_id
         new = result.backup
-        for _ in range(3):
-            if view.age(self._monotonic()) <= self.max_view_age:
-                break
+        blocked_from = len(result.blocked)
+        for _ in range(PRUNE_ROUNDS):
+            fresh = await self._fresh_view(run, result, view)
+            if fresh is None:
+                return
+            view = fresh
+            if new is not None and not run.dry:
+                listed = next((b for b in view.backups if b.id == new.id), None)
+                if listed is None or listed.status != COMPLETED:
+                    result.fail(
+                        f"the new backup {new.id} is not listed as completed any more; nothing deleted"
+                    )
+                    log.error(
+                        "prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid, backup_id=new.id
+                    )
+                    return
+            plan = plan_server(view.backups, job.policy, run.now or self._wall_clock(), server_id=sid)
+            actions = prune_actions(
+                plan,
+                job.policy,
+                max_deletes=job.max_deletes_per_run - len(result.deleted),
+                dry_run=run.dry,
+                new_backup_id=new.id if new is not None else None,
+            )
+            del result.blocked[blocked_from:]  # a new plan's rails replace the last one's
+            if not await self._apply(result, plan.keep, actions, view):
+                return
+            # a delete's view went stale before it could be sent: read again and plan anew
+        result.fail("no view of the server stayed fresh long enough to prune on; the rest kept")
+        log.error("prune.blocked", rail="stale_view", server_id=sid)
+
+    async def _fresh_view(self, run: _Run, result: ServerResult, view: View) -> View | None:
+        """``view``, or a new read of its server when it is older than ``max_view_age``."""
+        sid = result.server_id
+        for _ in range(PRUNE_ROUNDS):
+            if self._fresh(view):
+                return view
             self.views_read += 1
             fresh = await self._next_view(run.reads, sid)
             if isinstance(fresh, errors.ApiError):
                 result.fail(f"listing before the prune failed, nothing deleted: {fresh}")
                 log.error("prune.blocked", rail=Rail.PARTIAL_LISTING.value, server_id=sid, error=str(fresh))
-                return
+                return None
             view = fresh
-        else:
-            result.fail("no view of the server fresh enough to prune on; nothing deleted")
-            log.error("prune.blocked", rail="stale_view", server_id=sid)
-            return
-        if new is not None and not run.dry:
-            listed = next((b for b in view.backups if b.id == new.id), None)
-            if listed is None or listed.status != COMPLETED:
-                result.fail(f"the new backup {new.id} is not listed as completed any more; nothing deleted")
-                log.error(
-                    "prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid, backup_id=new.id
-                )
-                return
-        plan = plan_server(view.backups, job.policy, run.now or self._wall_clock(), server_id=sid)
-        actions = prune_actions(
-            plan,
-            job.policy,
-            max_deletes=job.max_deletes_per_run,
-            dry_run=run.dry,
-            new_backup_id=new.id if new is not None else None,
-        )
-        if actions.delete and view.age(self._monotonic()) > self.max_view_age:
-            result.fail("the view grew too old while the prune was planned; nothing deleted")
-            log.error("prune.blocked", rail="stale_view", server_id=sid)
-            return
-        await self._apply(result, plan.keep, actions)
+        result.fail("no view of the server fresh enough to prune on; nothing deleted")
+        log.error("prune.blocked", rail="stale_view", server_id=sid)
+        return None
 
-    async def _apply(self, result: ServerResult, keep: Sequence[Decision], actions: PruneActions) -> None:
+    def _fresh(self, view: View) -> bool:
+        return view.age(self._monotonic()) <= self.max_view_age
+
+    async def _apply(
+        self, result: ServerResult, keep: Sequence[Decision], actions: PruneActions, view: View
+    ) -> bool:
+        """Send ``actions``' deletes while ``view`` is fresh; True when one could not be (plan again)."""
         sid = result.server_id
         result.kept = len(keep)
         for decision in keep:
@@ -491,17 +516,25 @@ class Runner:
         for decision in actions.delete:
             if self.abandon.is_set():
                 result.fail("shutdown before every delete was sent", Outcome.ABANDONED)
-                return
+                return False
             backup_id = decision.backup.id
             try:
                 # a delete that has started is finished, whatever happens around it
-                await asyncio.shield(self.client.delete_backup(backup_id))
+                await asyncio.shield(self.client.delete_backup(backup_id, fresh=lambda: self._fresh(view)))
             except errors.NotFound:
                 log.info("backup.deleted", server_id=sid, backup_id=backup_id, already_gone=True)
+            except errors.TooLate:
+                log.warning(
+                    "prune.replanned",
+                    server_id=sid,
+                    backup_id=backup_id,
+                    view_age_s=view.age(self._monotonic()),
+                )
+                return True
             except errors.ApiError as exc:
                 result.fail(f"delete of backup {backup_id} failed: {exc}")
                 log.error("backup.delete_failed", server_id=sid, backup_id=backup_id, error=str(exc))
-                return
+                return False
             else:
                 log.info(
                     "backup.deleted",
@@ -511,6 +544,7 @@ class Runner:
                     reasons=list(decision.reasons),
                 )
             result.deleted.append(backup_id)
+        return False
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self._sleep(seconds))

@@ -503,6 +503,38 @@ async def test_delete_404_after_a_429_is_still_not_found(
         await client.delete_backup(480)
 
 
+async def test_a_delete_is_not_sent_once_its_view_is_stale(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
+    """``fresh`` answering False before the first attempt: TooLate, and nothing reaches the API."""
+    route = api.delete("/backups/480/").mock(return_value=httpx.Response(204))
+    with pytest.raises(errors.TooLate, match="too old"):
+        await client.delete_backup(480, fresh=lambda: False)
+    assert route.call_count == 0
+
+
+async def test_a_throttled_delete_is_not_retried_past_its_views_age(
+    client: BackupsClient, api: respx.MockRouter, clock: FakeTime
+) -> None:
+    """A 429 with Retry-After 40 s: the retry is due when the view (fresh for 30 s) is stale, so it is
+    not sent; the client's own retries would otherwise send it on that view."""
+    route = api.delete("/backups/480/").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "40"}), httpx.Response(204)]
+    )
+    started = clock.monotonic()
+    with pytest.raises(errors.TooLate):
+        await client.delete_backup(480, fresh=lambda: clock.monotonic() - started <= 30)
+    assert route.call_count == 1
+    # while the view is fresh the same retry goes through
+    route.side_effect = [httpx.Response(429, headers={"Retry-After": "40"}), httpx.Response(204)]
+    started = clock.monotonic()
+    assert (
+        await client.delete_backup(480, fresh=lambda: clock.monotonic() - started <= 60)
+        is DeleteOutcome.DELETED
+    )
+    assert route.call_count == 3
+
+
 # -- create: never two backups -------------------------------------------------
 
 

@@ -83,19 +83,27 @@ def fixture_time(sandbox: Sandbox) -> SandboxTime:
 class Hooked(httpx.AsyncBaseTransport):
     """The sandbox, with ``before(request)`` run before each request reaches it (a third party acting)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, now: Callable[[], datetime]) -> None:
         self.inner = inner
+        self.now = now
         self.before: list[Callable[[httpx.Request], None]] = []
+        # answers in the API's place when it returns one (a 429 the sandbox would not give)
+        self.answer: Callable[[httpx.Request], httpx.Response | None] = lambda request: None
+        self.sent: list[tuple[str, str, datetime]] = []  # (method, path, sandbox time) that reached the API
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for hook in list(self.before):
             hook(request)
+        answer = self.answer(request)
+        if answer is not None:
+            return answer
+        self.sent.append((request.method, request.url.path, self.now()))
         return await self.inner.handle_async_request(request)
 
 
 @pytest.fixture(name="hooked")
-def fixture_hooked(sandbox_transport: httpx.ASGITransport) -> Hooked:
-    return Hooked(sandbox_transport)
+def fixture_hooked(sandbox_transport: httpx.ASGITransport, sandbox: Sandbox) -> Hooked:
+    return Hooked(sandbox_transport, sandbox.clock.now)
 
 
 @pytest.fixture(name="client")
@@ -157,6 +165,75 @@ async def test_a_view_grown_old_is_read_again_before_the_prune(
     assert len(left) == 3, [b.description for b in left]  # the new one and the two newest remaining
     assert any(SLOT_MARKER in (b.description or "") for b in left)
     assert runner.views_read >= 1
+
+
+async def test_a_delete_throttled_past_its_views_age_is_not_sent_on_it(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The API throttles server 1's first DELETE (429, Retry-After 40 s) twice, and meanwhile a third
+    party deletes its two newest old backups. The retry is not sent on the view, by then 80 s old
+    (``max_view_age`` 60 s): the server is read again and planned anew, and keeps keep_last. Sent on
+    the old view (as the client's retries once did), the deletes would leave the new backup alone."""
+    runner.max_view_age = 60.0
+    throttled: list[str] = []
+    attempts: list[datetime] = []
+
+    def answer(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "DELETE" or len(throttled) >= 2:
+            return None
+        if not throttled:
+            newest = sorted(
+                (b for b in owned(sandbox, 1) if SLOT_MARKER not in (b.description or "")),
+                key=lambda b: b.created_at,
+            )[-2:]
+            for backup in newest:
+                sandbox.state.delete_backup(backup.id, by="third_party")
+        throttled.append(request.url.path)
+        attempts.append(sandbox.clock.now())
+        return httpx.Response(429, headers={"Retry-After": "40"}, json={"detail": "Request was throttled."})
+
+    hooked.answer = answer
+    report = await runner.run(job(servers=(1,)), SLOT)
+    assert report.ok, report.summary_line()
+    assert len(throttled) == 2
+    left = owned(sandbox, 1)
+    assert len(left) == 3, [b.description for b in left]  # the new one and the two newest remaining
+    assert any(SLOT_MARKER in (b.description or "") for b in left)
+    # every DELETE that reached the API went within max_view_age of a listing read before it
+    listings = [at for method, path, at in hooked.sent if method == "GET"]
+    deletes = [at for method, path, at in hooked.sent if method == "DELETE"]
+    assert len(deletes) == 11 - 2 - 3
+    for at in deletes + attempts:
+        read = max(t for t in listings if t <= at)
+        assert at - read <= timedelta(seconds=60), (at, read)
+
+
+async def test_a_prune_whose_views_keep_going_stale_keeps_the_rest(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """Every DELETE is throttled for longer than ``max_view_age``: none is sent on a stale view; after
+    a bounded number of fresh plans the server fails with the rest kept, and the run ends."""
+    runner.max_view_age = 30.0
+    attempts: list[datetime] = []
+
+    def answer(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "DELETE":
+            return None
+        attempts.append(sandbox.clock.now())
+        return httpx.Response(429, headers={"Retry-After": "40"}, json={"detail": "Request was throttled."})
+
+    hooked.answer = answer
+    report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert "fresh" in (result.error or "")
+    assert result.deleted == []
+    listings = [at for method, path, at in hooked.sent if method == "GET"]
+    assert len(attempts) == 3  # one per fresh plan, none repeated on a view grown stale
+    for at in attempts:
+        assert at - max(t for t in listings if t <= at) <= timedelta(seconds=30)
+    assert len(owned(sandbox, 1)) == 11
+    assert api_deletes(sandbox) == []
 
 
 async def test_no_prune_when_the_new_backup_is_gone_from_the_fresh_view(
