@@ -552,3 +552,253 @@ async def test_a_shutdown_during_the_wait_is_abandoned_not_failed(runner: Runner
     assert all(r.outcome is Outcome.ABANDONED for r in report.servers)
     assert api_deletes(sandbox) == []
     assert "ABANDONED" in report.summary_line()
+
+
+# -- what a run tells its operator: the events and the result of each path ------------------------
+# Operators alert on these events and read these results (the summary, exit codes, metrics): each
+# path's event names and key fields are part of the interface, not decoration.
+
+
+def said(logs: list[dict[str, Any]], event: str, *fields: str) -> list[dict[str, Any]]:
+    """The ``event`` entries of ``logs``, each cut to its level and ``fields``."""
+    return [
+        {"log_level": e["log_level"], **{f: e.get(f) for f in fields}} for e in logs if e["event"] == event
+    ]
+
+
+def error(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(status, json={"detail": f"refused with {status}"})
+
+
+async def test_a_clean_run_says_created_completed_and_each_delete(runner: Runner, sandbox: Sandbox) -> None:
+    """One server, 10 old backups, keep 3: created, completed, then the 8 oldest deleted, oldest first."""
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    new = slot_backups(sandbox, 1)
+    assert len(new) == 1
+    assert result.backup is not None
+    assert result.backup.id == new[0].id
+    assert (result.outcome, result.created, result.attempt, result.adopted) == (Outcome.OK, 1, 1, False)
+    assert result.kept == 3
+    assert result.deleted == [b.id for b in old[:8]]
+    description = job().describe(SLOT, 1)
+    assert said(logs, "backup.created", "server_id", "backup_id", "description") == [
+        {"log_level": "info", "server_id": 1, "backup_id": new[0].id, "description": description}
+    ]
+    assert said(logs, "backup.completed", "server_id", "backup_id") == [
+        {"log_level": "info", "server_id": 1, "backup_id": new[0].id}
+    ]
+    deleted = said(logs, "backup.deleted", "server_id", "backup_id", "created_at", "already_gone")
+    assert deleted == [
+        {
+            "log_level": "info",
+            "server_id": 1,
+            "backup_id": b.id,
+            "created_at": b.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "already_gone": None,
+        }
+        for b in old[:8]
+    ]
+    # a plain delete has no reason of its own (no rule kept it); a superseded failed attempt would
+    assert all(e["reasons"] == [] for e in logs if e["event"] == "backup.deleted")
+    assert said(logs, "backup.description_changed") == []
+    assert said(logs, "backup.adopted") == []
+
+
+async def test_a_dry_run_says_what_it_would_create_and_delete(runner: Runner, sandbox: Sandbox) -> None:
+    """A dry run: the create it would make, each delete it would send (rail dry_run); nothing sent."""
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT, dry_run=True)
+    (result,) = report.servers
+    assert posts(sandbox) == 0
+    assert api_deletes(sandbox) == []
+    assert said(logs, "backup.would_create", "server_id", "description") == [
+        {"log_level": "info", "server_id": 1, "description": job().describe(SLOT, 1)}
+    ]
+    # without the new backup the plan keeps the 3 newest old ones
+    would = said(logs, "backup.would_delete", "server_id", "backup_id", "rail")
+    assert would == [
+        {"log_level": "info", "server_id": 1, "backup_id": b.id, "rail": Rail.DRY_RUN.value} for b in old[:7]
+    ]
+    assert said(logs, "prune.blocked") == []
+    assert [b.rail for b in result.blocked] == [Rail.DRY_RUN] * 7
+
+
+async def test_deletes_held_back_by_the_cap_are_said_one_by_one(runner: Runner, sandbox: Sandbox) -> None:
+    """max_deletes_per_run 2: the 2 oldest go, the other 6 are held back (prune.blocked, max_deletes)."""
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), max_deletes_per_run=2), SLOT)
+    (result,) = report.servers
+    assert result.deleted == [b.id for b in old[:2]]
+    assert said(logs, "prune.blocked", "server_id", "backup_id", "rail") == [
+        {"log_level": "info", "server_id": 1, "backup_id": b.id, "rail": Rail.MAX_DELETES.value}
+        for b in old[2:8]
+    ]
+    assert said(logs, "backup.would_delete") == []
+    assert [b.decision.backup.id for b in result.blocked] == [b.id for b in old[2:8]]
+
+
+async def test_a_refused_create_says_so_and_fails_the_server(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The API answers the POST with 400: create_failed (an error), the server failed, nothing pruned."""
+    hooked.answer = lambda request: error(400)(request) if request.method == "POST" else None
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert (result.error or "").startswith("create failed: POST /api/v1/backups/ (400): refused with 400")
+    (entry,) = said(logs, "backup.create_failed", "server_id", "error")
+    assert entry["log_level"] == "error"
+    assert entry["server_id"] == 1
+    assert "refused with 400" in entry["error"]
+    assert api_deletes(sandbox) == []
+    assert result.created == 0
+
+
+async def test_a_lost_create_answer_says_unknown_with_its_attempt(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """Every answer lost, nothing listed: create_unknown (a warning) per POST with attempt 1, then an
+    error saying it was never listed; the result is unknown at attempt 1, nothing counted created."""
+
+    def lose(request: httpx.Request) -> None:
+        if request.method == "POST":
+            raise httpx.ReadTimeout("lost", request=request)
+
+    hooked.before.append(lose)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), wait_timeout=timedelta(minutes=5)), SLOT)
+    (result,) = report.servers
+    assert (result.outcome, result.attempt, result.created, result.backup) == (Outcome.UNKNOWN, 1, 0, None)
+    assert "stayed unknown" in (result.error or "")
+    unknown = said(logs, "backup.create_unknown", "server_id", "attempt", "reason")
+    assert unknown[0] == {"log_level": "warning", "server_id": 1, "attempt": 1, "reason": None}
+    assert unknown[-1] == {"log_level": "error", "server_id": 1, "attempt": None, "reason": "never listed"}
+    assert all(
+        e["error"] for e in logs if e["event"] == "backup.create_unknown" and e["log_level"] == "warning"
+    )
+
+
+async def test_an_answer_naming_a_known_backup_says_why(runner: Runner, sandbox: Sandbox) -> None:
+    """An answer naming a backup already listed: create_invalid with the id and the reason."""
+    sandbox.update_faults(lie_known_id_rate=1.0)
+    known = {b.id for b in sandbox.state.backups(server_id=1)}
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert "cannot be trusted; nothing pruned, no more creates for this server" in (result.error or "")
+    (entry,) = said(logs, "backup.create_invalid", "server_id", "backup_id", "reason")
+    assert (entry["log_level"], entry["server_id"], entry["reason"]) == ("error", 1, "known id")
+    assert entry["backup_id"] in known
+    assert result.created == 0
+
+
+async def test_a_lost_marker_names_the_backup_and_both_descriptions(runner: Runner, sandbox: Sandbox) -> None:
+    """Descriptions cut at 30 characters: the result holds the backup made, the log what was sent and
+    what came back, and the error tells where to look."""
+    sandbox.update_faults(description_max_length=30)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    made = [b for b in sandbox.state.backups(server_id=1) if b.id not in {b.id for b in owned(sandbox, 1)}]
+    assert result.backup is not None
+    assert [result.backup.id] == [b.id for b in made]
+    assert "check api.max_description_length and the description template" in (result.error or "")
+    sent = job().describe(SLOT, 1)
+    assert said(logs, "backup.marker_lost", "server_id", "backup_id", "sent", "returned") == [
+        {"log_level": "error", "server_id": 1, "backup_id": made[0].id, "sent": sent, "returned": sent[:30]}
+    ]
+
+
+async def test_retried_attempts_are_counted_and_the_failure_said(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """Attempt 1 fails, attempt 2 completes: two creates counted, backup.failed for the first."""
+    sandbox.update_faults(fail_rate=1.0)
+
+    def heal(request: httpx.Request) -> None:
+        if request.method == "POST" and posts(sandbox) == 1:
+            sandbox.update_faults(fail_rate=0.0)
+
+    hooked.before.append(heal)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), retry_delay=timedelta(minutes=5)), SLOT)
+    (result,) = report.servers
+    assert (result.outcome, result.created, result.attempt) == (Outcome.OK, 2, 2)
+    first = min((b for b in slot_backups(sandbox, 1)), key=lambda b: b.id, default=None)
+    failed = said(logs, "backup.failed", "server_id", "backup_id", "status")
+    assert len(failed) == 1
+    assert failed[0]["status"] == "failed"
+    assert failed[0]["server_id"] == 1
+    assert first is None or failed[0]["backup_id"] < first.id  # the failed one was pruned; its id is older
+    assert said(logs, "backup.retry_waiting", "server_id", "attempt", "delay_s") == [
+        {"log_level": "info", "server_id": 1, "attempt": 2, "delay_s": 300.0}
+    ]
+
+
+async def test_a_delete_answered_404_is_said_already_gone(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The first DELETE finds its backup gone (404): counted deleted, said already_gone, the rest go on."""
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    first = f"/api/v1/backups/{old[0].id}/"
+    hooked.answer = lambda request: (
+        error(404)(request) if request.method == "DELETE" and request.url.path == first else None
+    )
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.OK
+    assert result.deleted == [b.id for b in old[:8]]
+    gone = [
+        e for e in said(logs, "backup.deleted", "server_id", "backup_id", "already_gone") if e["already_gone"]
+    ]
+    assert gone == [{"log_level": "info", "server_id": 1, "backup_id": old[0].id, "already_gone": True}]
+
+
+async def test_a_refused_delete_stops_the_servers_prune_and_says_so(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The third DELETE is refused (400): two went, the server failed naming the backup, the rest kept."""
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    third = f"/api/v1/backups/{old[2].id}/"
+    hooked.answer = lambda request: (
+        error(400)(request) if request.method == "DELETE" and request.url.path == third else None
+    )
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert (result.error or "").startswith(f"delete of backup {old[2].id} failed:")
+    assert result.deleted == [old[0].id, old[1].id]
+    assert len(owned(sandbox, 1)) == 11 - 2
+    (entry,) = said(logs, "backup.delete_failed", "server_id", "backup_id")
+    assert entry == {"log_level": "error", "server_id": 1, "backup_id": old[2].id}
+
+
+async def test_a_failed_poll_is_said_and_the_wait_goes_on(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """One poll of the waiting server fails (400): poll_failed (a warning), then the next poll finds the
+    backup completed and the run ends ok; the failure is not in the result."""
+    gets: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "GET" and posts(sandbox) == 1:
+            gets.append(request.url.path)
+            if len(gets) == 1:
+                return error(400)(request)
+        return None
+
+    hooked.answer = answer
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.OK, result.error
+    (entry,) = said(logs, "backup.poll_failed", "server_id")
+    assert entry == {"log_level": "warning", "server_id": 1}
