@@ -802,3 +802,27 @@ async def test_a_failed_poll_is_said_and_the_wait_goes_on(
     assert result.outcome is Outcome.OK, result.error
     (entry,) = said(logs, "backup.poll_failed", "server_id")
     assert entry == {"log_level": "warning", "server_id": 1}
+
+
+async def test_the_quiet_period_ends_exactly_at_its_length(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """Answers lost, nothing listed, quiet period 75 s, polls 30 s then 45 s apart: a view read exactly
+    75 s after the lost POST is the first that may decide to send again, and the next POST goes then,
+    not a poll later."""
+    runner.quiet_period = 75.0
+    posted: list[datetime] = []
+
+    def lose(request: httpx.Request) -> None:
+        if request.method == "POST":
+            posted.append(sandbox.clock.now())
+            raise httpx.ReadTimeout("lost", request=request)
+
+    hooked.before.append(lose)
+    await runner.run(job(servers=(1,), wait_timeout=timedelta(minutes=3)), SLOT)
+    assert len(posted) >= 2
+    quiet = timedelta(seconds=runner.quiet_period)
+    reads = [at for method, _, at in hooked.sent if method == "GET" and at > posted[0]]
+    first_after_quiet = min(at for at in reads if at - posted[0] >= quiet)
+    assert first_after_quiet - posted[0] == quiet  # the schedule puts a read on the boundary itself
+    assert posted[1] == first_after_quiet
