@@ -60,7 +60,7 @@ TIMEOUT = {36, -24, 24, 152, 255}
 NO_TESTS = {5, 33}
 SURVIVED = {0}
 
-R, S = "rotator/retention.py", "rotator/slots.py"
+R, S, U = "rotator/retention.py", "rotator/slots.py", "rotator/runner.py"
 _STEPS = (
     "the start is only where the bucket jump lands: `None` or a start inside the bucket makes "
     "`_calendar_keeps` step one backup at a time instead (same plan, slower)"
@@ -84,6 +84,25 @@ _SCREEN = (
 _STEM = 'stem = slot_marker(policy, slot)[: -len("Z]")]  # what every attempt\'s marker contains'
 
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
+    # the runner's create and prune path
+    (
+        U,
+        "_Flow.adopt",
+        "self.deadline = self.runner._monotonic() + self.run.job.wait_timeout.total_seconds()",
+        "self.deadline = None",
+    ): (
+        "adopt() returns straight to wait() (no await between), which sets the same deadline at the same "
+        "instant when it finds none; a completed backup returns without waiting"
+    ),
+    (U, "_Flow.wait", "self.poll_error = None", 'self.poll_error = ""'): (
+        "poll_error is only read for its truth (`if self.poll_error`): None and '' both say no failed poll"
+    ),
+    (
+        U,
+        "Runner._create",
+        "expected = Marker(job.name, run.slot.astimezone(UTC).replace(microsecond=0), attempt)",
+        "expected = Marker(job.name, run.slot.astimezone(None).replace(microsecond=0), attempt)",
+    ): "the slot is aware and markers compare slots as instants: any zone gives an equal Marker",
     # (module, function, line before, line after): why the mutant cannot change behaviour.
     (R, "_bucket_start", "start = _latest_start(floor, rule, zone, newest)", "start = None"): _STEPS,
     (R, "_bucket_start", "if start is None:", "if start is not None:"): _STEPS,

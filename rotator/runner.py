@@ -488,7 +488,8 @@ class Runner:
             self.views_read += 1
             fresh = await self._next_view(run.reads, sid)
             if isinstance(fresh, errors.ApiError):
-                result.fail(f"listing before the prune failed, nothing deleted: {fresh}")
+                more = " more" if result.deleted else ""
+                result.fail(f"listing before the prune failed, nothing{more} deleted: {fresh}")
                 log.error("prune.blocked", rail=Rail.PARTIAL_LISTING.value, server_id=sid, error=str(fresh))
                 return None
             view = fresh

@@ -193,9 +193,14 @@ async def test_a_delete_throttled_past_its_views_age_is_not_sent_on_it(
         return httpx.Response(429, headers={"Retry-After": "40"}, json={"detail": "Request was throttled."})
 
     hooked.answer = answer
-    report = await runner.run(job(servers=(1,)), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
     assert report.ok, report.summary_line()
     assert len(throttled) == 2
+    (replanned,) = [e for e in logs if e["event"] == "prune.replanned"]
+    assert (replanned["log_level"], replanned["server_id"]) == ("warning", 1)
+    assert f"/{replanned['backup_id']}/" in throttled[0]
+    assert replanned["view_age_s"] > runner.max_view_age
     left = owned(sandbox, 1)
     assert len(left) == 3, [b.description for b in left]  # the new one and the two newest remaining
     assert any(SLOT_MARKER in (b.description or "") for b in left)
@@ -223,10 +228,15 @@ async def test_a_prune_whose_views_keep_going_stale_keeps_the_rest(
         return httpx.Response(429, headers={"Retry-After": "40"}, json={"detail": "Request was throttled."})
 
     hooked.answer = answer
-    report = await runner.run(job(servers=(1,)), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
     (result,) = report.servers
     assert result.outcome is Outcome.FAILED
-    assert "fresh" in (result.error or "")
+    assert result.error == "no view of the server stayed fresh long enough to prune on; the rest kept"
+    assert [
+        (e["log_level"], e.get("rail"), e.get("server_id")) for e in logs if e["event"] == "prune.blocked"
+    ] == [("error", "stale_view", 1)]
+    assert len([e for e in logs if e["event"] == "prune.replanned"]) == 3
     assert result.deleted == []
     listings = [at for method, path, at in hooked.sent if method == "GET"]
     assert len(attempts) == 3  # one per fresh plan, none repeated on a view grown stale
@@ -251,11 +261,19 @@ async def test_no_prune_when_the_new_backup_is_gone_from_the_fresh_view(
             sandbox.clock.advance(timedelta(seconds=30))
 
     hooked.before.append(third_party)
-    report = await runner.run(job(), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(), SLOT)
     by_server = {r.server_id: r for r in report.servers}
     assert by_server[1].outcome is Outcome.OK
     assert by_server[2].outcome is Outcome.FAILED
     assert "not listed as completed" in (by_server[2].error or "")
+    new = by_server[2].backup
+    assert new is not None
+    assert [
+        (e["log_level"], e.get("server_id"), e.get("backup_id"))
+        for e in logs
+        if e["event"] == "prune.blocked" and e.get("rail") == Rail.BACKUP_NOT_COMPLETED.value
+    ] == [("error", 2, new.id)]
     assert [d for d in api_deletes(sandbox) if d["server"]["id"] == 2] == []
     assert len(owned(sandbox, 2)) == 10
 
@@ -777,7 +795,9 @@ async def test_a_refused_delete_stops_the_servers_prune_and_says_so(
     assert (result.error or "").startswith(f"delete of backup {old[2].id} failed:")
     assert result.deleted == [old[0].id, old[1].id]
     assert len(owned(sandbox, 1)) == 11 - 2
-    (entry,) = said(logs, "backup.delete_failed", "server_id", "backup_id")
+    (entry,) = said(logs, "backup.delete_failed", "server_id", "backup_id", "error")
+    assert entry["error"] == f"DELETE /api/v1/backups/{old[2].id}/ (400): refused with 400"
+    del entry["error"]
     assert entry == {"log_level": "error", "server_id": 1, "backup_id": old[2].id}
 
 
@@ -800,8 +820,9 @@ async def test_a_failed_poll_is_said_and_the_wait_goes_on(
         report = await runner.run(job(servers=(1,)), SLOT)
     (result,) = report.servers
     assert result.outcome is Outcome.OK, result.error
-    (entry,) = said(logs, "backup.poll_failed", "server_id")
-    assert entry == {"log_level": "warning", "server_id": 1}
+    (entry,) = said(logs, "backup.poll_failed", "server_id", "error")
+    assert "(400): refused with 400" in entry["error"]
+    assert (entry["log_level"], entry["server_id"]) == ("warning", 1)
 
 
 async def test_the_quiet_period_ends_exactly_at_its_length(
@@ -826,3 +847,97 @@ async def test_the_quiet_period_ends_exactly_at_its_length(
     first_after_quiet = min(at for at in reads if at - posted[0] >= quiet)
     assert first_after_quiet - posted[0] == quiet  # the schedule puts a read on the boundary itself
     assert posted[1] == first_after_quiet
+
+
+async def test_a_backup_of_the_slot_made_by_someone_else_is_adopted_and_said(
+    runner: Runner, sandbox: Sandbox
+) -> None:
+    """The slot's backup exists already (another instance, a person): adopted (said, with its id and
+    status), not created, and counted as adopted."""
+    theirs = sandbox.state.add_backup(
+        1, status="completed", created_at=NOW, description=f"theirs {SLOT_MARKER}"
+    )
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert (result.outcome, result.adopted, result.created) == (Outcome.OK, True, 0)
+    assert result.backup is not None
+    assert result.backup.id == theirs.id
+    assert posts(sandbox) == 0
+    assert said(logs, "backup.adopted", "server_id", "backup_id", "status") == [
+        {"log_level": "info", "server_id": 1, "backup_id": theirs.id, "status": "completed"}
+    ]
+
+
+async def test_a_wait_ends_at_its_wait_timeout_not_a_poll_later(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """wait_timeout 75 s, polls 30 s then 45 s apart, the backup completing after 90 s: the wait ends
+    on the poll due exactly at 75 s (the server failed, nothing pruned), with no poll after it."""
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), wait_timeout=timedelta(seconds=75)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert result.backup is not None
+    assert result.error == f"backup {result.backup.id} still in progress after the wait_timeout"
+    posted = next(at for method, _, at in hooked.sent if method == "POST")
+    last_read = max(at for method, _, at in hooked.sent if method == "GET")
+    assert last_read - posted <= timedelta(seconds=75)  # the poll at 75 s is the last: none at 135 s
+    assert api_deletes(sandbox) == []
+    assert said(logs, "backup.failed", "server_id", "backup_id", "status") == [
+        {"log_level": "error", "server_id": 1, "backup_id": result.backup.id, "status": "wait_timeout"}
+    ]
+
+
+async def test_a_failed_re_read_before_a_later_prune_round_keeps_the_rest(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """The first DELETE takes 30 s (max_view_age 5 s), so the second is not sent on that view; the
+    re-read is refused: the server fails naming the listing, the rest kept, said as partial_listing."""
+    runner.max_view_age = 5.0
+    refused: list[bool] = []
+
+    def slow_first_delete(request: httpx.Request) -> None:
+        if request.method == "DELETE" and not refused:
+            sandbox.clock.advance(timedelta(seconds=30))
+            refused.append(True)
+
+    hooked.before.append(slow_first_delete)
+    hooked.answer = lambda request: error(400)(request) if request.method == "GET" and refused else None
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.FAILED
+    assert len(result.deleted) == 1
+    assert (result.error or "").startswith("listing before the prune failed, nothing more deleted: GET ")
+    assert len(owned(sandbox, 1)) == 11 - 1
+    (entry,) = said(logs, "prune.blocked", "server_id", "rail", "error")
+    assert (entry["log_level"], entry["server_id"], entry["rail"]) == ("error", 1, Rail.PARTIAL_LISTING.value)
+    assert "(400): refused with 400" in entry["error"]
+
+
+async def test_a_backup_that_vanishes_while_waited_for_fails_the_server(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """A third party deletes the new backup while it is still in progress: the next poll does not list
+    it; no second create, the server fails saying the backup vanished, nothing pruned."""
+    gone: list[int] = []
+
+    def third_party(request: httpx.Request) -> None:
+        if request.method == "GET" and posts(sandbox) == 1 and not gone:
+            for backup in slot_backups(sandbox, 1):
+                sandbox.state.delete_backup(backup.id, by="third_party")
+                gone.append(backup.id)
+
+    hooked.before.append(third_party)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
+    (result,) = report.servers
+    assert len(gone) == 1
+    assert result.outcome is Outcome.FAILED
+    assert result.error == f"backup {gone[0]} vanished while being waited for; nothing pruned"
+    assert posts(sandbox) == 1
+    assert api_deletes(sandbox) == []
+    assert said(logs, "backup.failed", "server_id", "backup_id", "status") == [
+        {"log_level": "error", "server_id": 1, "backup_id": gone[0], "status": "vanished"}
+    ]

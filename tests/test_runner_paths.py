@@ -235,11 +235,13 @@ async def test_a_lost_create_answer_is_found_by_its_marker_and_counted_as_this_r
     counted as this run's own create (created 1, not adopted), no second POST, and the prune runs."""
     hooked.inner = LoseCreateAnswers(hooked.inner)
     old = oldest_first(sandbox, 1)
-    report = await runner.run(job(servers=(1,)), SLOT)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,)), SLOT)
     assert report.ok, report.summary_line()
     (result,) = report.servers
     assert posts(sandbox) == 1
     assert (result.created, result.adopted, result.attempt) == (1, False, 1)
+    assert [e for e in logs if e["event"] == "backup.adopted"] == []  # its own, not someone else's
     assert sorted(result.deleted) == sorted(old[:8])
 
 
@@ -257,7 +259,15 @@ async def test_a_lost_create_answer_with_a_renamed_backup_is_unknown_and_not_rep
     assert "without the policy's marker" in (result.error or "")
     assert posts(sandbox) == 1
     assert api_deletes(sandbox) == []
-    assert [e for e in logs if e.get("reason") == "unmarked new backup"]
+    assert [
+        (e["log_level"], e["server_id"])
+        for e in logs
+        if e["event"] == "backup.create_unknown" and e.get("reason") == "unmarked new backup"
+    ] == [("error", 1)]
+    assert (result.error or "").startswith(
+        "a create's outcome was unknown and a new backup without the policy's marker appeared: "
+        "not creating another (did the API change the description?)"
+    )
 
 
 @pytest.mark.parametrize(
