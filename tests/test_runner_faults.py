@@ -588,6 +588,14 @@ def error(status: int) -> Callable[[httpx.Request], httpx.Response]:
     return lambda request: httpx.Response(status, json={"detail": f"refused with {status}"})
 
 
+def answer_delete(hooked: Hooked, backup_id: int, status: int) -> None:
+    """The API answers the DELETE of ``backup_id`` with ``status`` (without acting); others reach it."""
+    path = f"/api/v1/backups/{backup_id}/"
+    hooked.answer = lambda request: (
+        error(status)(request) if request.method == "DELETE" and request.url.path == path else None
+    )
+
+
 async def test_a_clean_run_says_created_completed_and_each_delete(runner: Runner, sandbox: Sandbox) -> None:
     """One server, 10 old backups, keep 3: created, completed, then the 8 oldest deleted, oldest first."""
     old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
@@ -748,7 +756,7 @@ async def test_retried_attempts_are_counted_and_the_failure_said(
         report = await runner.run(job(servers=(1,), retry_delay=timedelta(minutes=5)), SLOT)
     (result,) = report.servers
     assert (result.outcome, result.created, result.attempt) == (Outcome.OK, 2, 2)
-    first = min((b for b in slot_backups(sandbox, 1)), key=lambda b: b.id, default=None)
+    first = min(slot_backups(sandbox, 1), key=lambda b: b.id, default=None)
     failed = said(logs, "backup.failed", "server_id", "backup_id", "status")
     assert len(failed) == 1
     assert failed[0]["status"] == "failed"
@@ -764,10 +772,7 @@ async def test_a_delete_answered_404_is_said_already_gone(
 ) -> None:
     """The first DELETE finds its backup gone (404): counted deleted, said already_gone, the rest go on."""
     old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
-    first = f"/api/v1/backups/{old[0].id}/"
-    hooked.answer = lambda request: (
-        error(404)(request) if request.method == "DELETE" and request.url.path == first else None
-    )
+    answer_delete(hooked, old[0].id, 404)
     with structlog.testing.capture_logs() as logs:
         report = await runner.run(job(servers=(1,)), SLOT)
     (result,) = report.servers
@@ -784,10 +789,7 @@ async def test_a_refused_delete_stops_the_servers_prune_and_says_so(
 ) -> None:
     """The third DELETE is refused (400): two went, the server failed naming the backup, the rest kept."""
     old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
-    third = f"/api/v1/backups/{old[2].id}/"
-    hooked.answer = lambda request: (
-        error(400)(request) if request.method == "DELETE" and request.url.path == third else None
-    )
+    answer_delete(hooked, old[2].id, 400)
     with structlog.testing.capture_logs() as logs:
         report = await runner.run(job(servers=(1,)), SLOT)
     (result,) = report.servers
