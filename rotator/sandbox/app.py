@@ -440,9 +440,9 @@ class _Api:
         sandbox = self.sandbox
         faults = sandbox.faults
         state = sandbox.state
-        matching = state.listing(server_id=server_id, backup_type=backup_type)
+        matching = state.listed(server_id=server_id, backup_type=backup_type)
         page_size = sandbox.options.page_size
-        pages = max(1, math.ceil(len(matching) / page_size))
+        pages = max(1, math.ceil(matching.count / page_size))
         raw_page = params.get("page", "1")
         page = pages if raw_page == "last" else _parse_id(raw_page)
         if page is None or not 1 <= page <= pages:
@@ -453,23 +453,23 @@ class _Api:
             page >= 2
             and backup_type != "automatic"
             and sandbox.roll(faults.page_shift_rate)
-            and sandbox.shift_pages(matching[:start]) is not None
+            and sandbox.shift_pages(matching.window(0, start)) is not None
         )
         if shifted:
-            matching = state.listing(server_id=server_id, backup_type=backup_type)
-            pages = max(1, math.ceil(len(matching) / page_size))
-        window = matching[start : start + page_size]
+            matching = state.listed(server_id=server_id, backup_type=backup_type)
+            pages = max(1, math.ceil(matching.count / page_size))
+        window = matching.window(start, start + page_size)
         if page < pages and sandbox.roll(faults.empty_page_rate):
             sandbox.count_injected("empty_page")
             window = []
         if page == 1 and sandbox.options.log_listings:
             state.log_listing(
-                {"server_id": server_id, "backup_type": backup_type, "count": len(matching), "pages": pages}
+                {"server_id": server_id, "backup_type": backup_type, "count": matching.count, "pages": pages}
             )
         next_url, previous_url = _page_links(request, page, pages)
         return JSONResponse(
             {
-                "count": len(matching),
+                "count": matching.count,
                 "next": next_url,
                 "previous": previous_url,
                 "results": [state.to_json(record) for record in window],
@@ -534,7 +534,7 @@ class _Api:
         """``POST /servers/{id}/restore/``: 202 when the backup is this server's and completed."""
         server_id = _parse_id(request.path_params["server_id"])
         state = self.sandbox.state
-        if server_id is None or server_id not in {server.id for server in state.servers()}:
+        if server_id is None or not state.has_server(server_id):
             return _not_found()
         data, problem = await _json_body(request)
         if problem is not None or data is None:

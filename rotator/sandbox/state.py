@@ -18,6 +18,11 @@ that appears, changes status or goes keeps a short history (a deleted one in a
 graveyard), so that :meth:`SandboxState.listing` can show it as it was that
 long ago; histories older than the lag are forgotten. Without a lag nothing is
 kept and a listing is the true state.
+
+Listings are ordered by id. The state keeps the ids sorted, all together and by backup type
+(:class:`~rotator.sandbox.index.SortedIds`), and each server's backups apart, so that a page of the
+account's listing costs time in proportion to the page, not to the account (:meth:`SandboxState.listed`);
+only a lagging listing with changes still to hide is worked out whole.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from __future__ import annotations
 import heapq
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 from rotator.sandbox.clock import Clock, format_instant
+from rotator.sandbox.index import SortedIds
 
 BackupType = Literal["manual", "automatic"]
 BACKUP_TYPES: tuple[BackupType, ...] = ("manual", "automatic")
@@ -163,6 +169,21 @@ class _Past:
         return (self.born is None or self.born <= at) and all(when <= at for when, _, _ in self.changes)
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A listing as it is now: how many backups it holds, and those at some of its positions.
+
+    Read it at once (before anything else changes the state): ``window`` reads the live indexes.
+    """
+
+    count: int
+    _window: Callable[[int, int], list[BackupRecord]]
+
+    def window(self, start: int, stop: int) -> list[BackupRecord]:
+        """The backups at positions ``start`` to ``stop - 1``, by id."""
+        return self._window(start, stop)
+
+
 @dataclass(slots=True)
 class Fleet:
     """The seeded starting point: servers, their existing backups, and the id the next create gets."""
@@ -204,7 +225,8 @@ class SandboxState:
         self._servers: dict[int, Server] = {server.id: server for server in fleet.servers}
         self._backups: dict[int, BackupRecord] = {}
         self._by_server: dict[int, dict[int, BackupRecord]] = {sid: {} for sid in self._servers}
-        self._sorted: list[BackupRecord] | None = None
+        self._ids = SortedIds()  # every backup's id, in order
+        self._ids_by_type: dict[str, SortedIds] = {}
         self._next_id = max([fleet.next_id, *(b.id + 1 for b in fleet.backups)])
         self._due: list[tuple[datetime, int, int, int]] = []
         self._due_seq = 0
@@ -215,7 +237,12 @@ class SandboxState:
         self._past: dict[int, _Past] = {}  # only while a listing lag is set
         self.doomed = 0  # creates that were set to end ``failed`` (by ``fail_rate``)
         for record in fleet.backups:
-            self._insert(record)
+            self._insert(record, index=False)
+        self._ids = SortedIds(self._backups)
+        for backup_type in {record.backup_type for record in self._backups.values()}:
+            self._ids_by_type[backup_type] = SortedIds(
+                record.id for record in self._backups.values() if record.backup_type == backup_type
+            )
         now = clock.now()
         for server in fleet.servers:
             if server.automatic_at is not None:
@@ -246,6 +273,11 @@ class SandboxState:
         with self._lock:
             return sorted(self._servers.values(), key=lambda server: server.id)
 
+    def has_server(self, server_id: int) -> bool:
+        """Whether a server has this id."""
+        with self._lock:
+            return server_id in self._servers
+
     def server(self, server_id: int) -> Server:
         """The server with this id; raise :class:`UnknownServer` otherwise."""
         with self._lock:
@@ -258,15 +290,47 @@ class SandboxState:
         """Visible backups matching the filters, ordered by id (not by time: ids are not a clock)."""
         with self._lock:
             self.settle()
-            if server_id is not None:
-                candidates = sorted(self._by_server.get(server_id, {}).values(), key=lambda b: b.id)
-            else:
-                if self._sorted is None:
-                    self._sorted = sorted(self._backups.values(), key=lambda b: b.id)
-                candidates = self._sorted
+            return self._current(server_id, backup_type)
+
+    def _current(self, server_id: int | None, backup_type: str | None) -> list[BackupRecord]:
+        if server_id is not None:
+            mine = sorted(self._by_server.get(server_id, {}).values(), key=lambda b: b.id)
             if backup_type is None:
-                return list(candidates)
-            return [record for record in candidates if record.backup_type == backup_type]
+                return mine
+            return [record for record in mine if record.backup_type == backup_type]
+        index = self._index(backup_type)
+        backups = self._backups
+        return [backups[backup_id] for backup_id in index]
+
+    def _index(self, backup_type: str | None) -> SortedIds:
+        if backup_type is None:
+            return self._ids
+        return self._ids_by_type.get(backup_type) or SortedIds()
+
+    def listed(self, *, server_id: int | None = None, backup_type: str | None = None) -> Listed:
+        """What :meth:`listing` shows, read a window at a time: an account page costs the page.
+
+        A server's own listing and a lagging listing with changes still to hide are worked out whole.
+        """
+        with self._lock:
+            self.settle()
+            if server_id is None and not self._lagging():
+                index = self._index(backup_type)
+                return Listed(len(index), lambda start, stop: self._records(index, start, stop))
+            shown = self.listing(server_id=server_id, backup_type=backup_type)
+            return Listed(len(shown), lambda start, stop: shown[max(0, start) : max(0, stop)])
+
+    def _records(self, index: SortedIds, start: int, stop: int) -> list[BackupRecord]:
+        with self._lock:
+            backups = self._backups
+            return [backups[backup_id] for backup_id in index.window(start, stop)]
+
+    def _lagging(self) -> bool:
+        """Whether a listing now differs from the true state (a lag with changes it must still hide)."""
+        if not self._lag:
+            return False
+        self._forget(self.clock.now() - self._lag)
+        return bool(self._past)
 
     def listing(self, *, server_id: int | None = None, backup_type: str | None = None) -> list[BackupRecord]:
         """The backups a listing shows: as they were ``listing_lag`` ago (by id), or as they are.
@@ -554,10 +618,14 @@ class SandboxState:
         self._log("created", at, record)
         self._push(at + timedelta(days=1), _DUE_SCHEDULE, server_id)
 
-    def _insert(self, record: BackupRecord, *, expires_due: datetime | None = None) -> None:
+    def _insert(
+        self, record: BackupRecord, *, expires_due: datetime | None = None, index: bool = True
+    ) -> None:
         self._backups[record.id] = record
         self._by_server.setdefault(record.server_id, {})[record.id] = record
-        self._sorted = None
+        if index:
+            self._ids.add(record.id)
+            self._ids_by_type.setdefault(record.backup_type, SortedIds()).add(record.id)
         if record.expires_at is not None:
             self._push(expires_due or record.expires_at, _DUE_EXPIRE, record.id)
 
@@ -568,7 +636,8 @@ class SandboxState:
         del self._backups[record.id]
         del self._by_server[record.server_id][record.id]
         self._outcomes.pop(record.id, None)
-        self._sorted = None
+        self._ids.discard(record.id)
+        self._ids_by_type[record.backup_type].discard(record.id)
 
     def _born(self, record: BackupRecord, at: datetime) -> None:
         if self._lag:
