@@ -22,15 +22,15 @@ What the documentation leaves open is handled as its notes ask:
 Size bounds (``ClientSettings``), so that a broken or hostile API gets a clear
 refusal rather than the daemon's memory:
 
-* ``answer_timeout`` (300 s, and never less than the connect and read timeouts
+* ``answer_timeout`` (300 s, ``api.answer_timeout``; never less than the connect and read timeouts
   together): one attempt, from sending to the answer's last byte. The read
   timeout bounds each read only, so an answer trickling in would never end.
-* ``max_body_bytes`` (16 MiB): no answer body is read past this, decoded size
+* ``max_body_bytes`` (16 MiB, ``api.max_body_bytes``): no answer body is read past this, decoded size
   (about 60,000 backups of the documented size in one page; a real page is 100
   or so). A 2xx answer beyond it is refused; an error answer is cut to it.
-* ``max_listing_items`` (200,000): a listing whose ``count`` says more is
-  refused before its second page (a parsed backup takes about 1.7 kB, so the
-  bound is about 350 MB); :meth:`BackupsClient.list_backups_within` answers
+* ``max_listing_items`` (200,000 here; the configuration's ``api.max_listing_items``
+  scales it with the fleet, 100 a server): a listing whose ``count`` says more is
+  refused before its second page; :meth:`BackupsClient.list_backups_within` answers
   :class:`TooManyPages` instead, so a run falls back to per-server listings.
   While reading, a listing may never hold more than its ``count``, nor more
   pages than ``count`` (every page but an empty listing's holds a backup).

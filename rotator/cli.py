@@ -324,8 +324,9 @@ def client_settings(
         )
     try:
         settings = ClientSettings(base_url=url, ca_bundle=args.ca_bundle)
-        if api is not None:
+        if api is not None and config is not None:
             timeout = api.timeout.total_seconds()
+            fleet = len({server for policy in config.policies for server in policy.servers})
             settings = replace(
                 settings,
                 connect_timeout=min(settings.connect_timeout, timeout),
@@ -333,6 +334,9 @@ def client_settings(
                 requests_per_second=api.requests_per_second,
                 burst=api.burst,
                 max_concurrency=api.max_concurrency,
+                max_body_bytes=api.max_body_bytes,
+                answer_timeout=api.answer_timeout.total_seconds(),
+                max_listing_items=api.listing_items(fleet),
             )
     except ValueError as exc:
         raise errors.ConfigError(f"--api-url: {exc}") from None

@@ -249,6 +249,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_BODY_BYTES: Final = 64 * 1024  # a page of 100 backups is about 30 KiB
+MIN_LISTING_ITEMS: Final = 200_000
+LISTING_ITEMS_PER_SERVER: Final = 100
+
+
 class ApiConfig(Section):
     """``api``: where the provider's API is, how hard rotator may press it, and how far it trusts it."""
 
@@ -266,6 +271,18 @@ class ApiConfig(Section):
     max_view_age: Annotated[Duration, _bounded(timedelta(hours=1))] = timedelta(seconds=60)
     # the API's longest description, when known: check-config warns about templates beyond it
     max_description_length: Annotated[int, Field(ge=1)] | None = None
+    # how far rotator trusts one answer and one listing (None: scales with the fleet, see listing_items)
+    max_listing_items: Annotated[int, Field(ge=1)] | None = None
+    max_body_bytes: Annotated[int, Field(ge=MIN_BODY_BYTES)] = 16 * 1024 * 1024
+    answer_timeout: Annotated[Duration, _bounded(timedelta(hours=1))] = timedelta(minutes=5)
+
+    def listing_items(self, servers: int) -> int:
+        """The longest listing rotator reads whole: ``max_listing_items``, or by default
+        :data:`LISTING_ITEMS_PER_SERVER` a server for ``servers`` servers, and never fewer than
+        :data:`MIN_LISTING_ITEMS` (so the account's listing serves a large fleet)."""
+        if self.max_listing_items is not None:
+            return self.max_listing_items
+        return max(MIN_LISTING_ITEMS, LISTING_ITEMS_PER_SERVER * servers)
 
     @field_validator("url")
     @classmethod

@@ -96,6 +96,9 @@ def test_defaults(tmp_path: Path) -> None:
         "create_quiet_period": timedelta(minutes=2),
         "max_view_age": timedelta(seconds=60),
         "max_description_length": None,
+        "max_listing_items": None,
+        "max_body_bytes": 16 * 1024 * 1024,
+        "answer_timeout": timedelta(minutes=5),
     }
 
 
