@@ -147,7 +147,7 @@ UNKNOWN = replace(DOCUMENTED, requests_per_second=400)
 # and count each GET as it is handed to httpx (a page asked for but cancelled while it waited for the
 # budget, when its listing failed, never reaches the API and is not counted).
 COUNTING_CHILD = r"""
-import contextvars, json, os, sys, time
+import contextvars, json, os, resource, sys, time
 from collections import Counter
 
 import httpx
@@ -202,6 +202,7 @@ def counted_runner(client, config):
 
 cli._runner = counted_runner
 code = 1
+ready = resource.getrusage(resource.RUSAGE_SELF)  # after the imports: what the run itself costs from here
 try:
     code = cli.main(sys.argv[1:])
 finally:
@@ -211,6 +212,12 @@ finally:
         "spans": spans,
         "reads": [dict(r.inventory.reads) for r in runners],
         "views_read": [r.views_read for r in runners],
+    }
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    counts["rusage"] = {
+        "cpu_s": done.ru_utime + done.ru_stime,
+        "cpu_run_s": done.ru_utime + done.ru_stime - ready.ru_utime - ready.ru_stime,
+        "peak_rss_kb": done.ru_maxrss,
     }
     with open(os.environ["BENCH_COUNTS"], "w", encoding="utf-8") as out:
         json.dump(counts, out)
@@ -359,6 +366,22 @@ class RunResult:
     inventory_reads: dict[str, int] = field(default_factory=dict)  # the runner's inventory.reads
     views_read: int | None = None  # the runner's views_read: prunes whose view had to be read again
     failed_reads: dict[str, int] = field(default_factory=dict)  # reads that raised, by purpose
+    cpu_s: float | None = None  # rotator's process: user + system CPU, start to exit
+    cpu_run_s: float | None = None  # the same without the interpreter's start and the imports
+    peak_rss_mb: float | None = None  # rotator's process: peak resident set size
+    sandbox_cpu_s: float | None = None  # this process (the sandbox's thread, its access log) meanwhile
+
+    @property
+    def cpu_ms_per_server(self) -> float | None:
+        """rotator's CPU for one server-run (the whole process, start included), in ms."""
+        return None if self.cpu_s is None else 1000 * self.cpu_s / self.servers
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        """rotator's CPU (after its imports) per request it sent, in ms."""
+        if self.cpu_run_s is None or not self.total_requests:
+            return None
+        return 1000 * self.cpu_run_s / self.total_requests
 
     @property
     def rate_limited_share(self) -> float:
@@ -389,6 +412,8 @@ class RunResult:
         data["safety_requests"] = self.safety_requests
         data["requests_without_safety"] = self.requests_without_safety
         data["per_server"] = self.per_server()
+        data["cpu_ms_per_server"] = self.cpu_ms_per_server
+        data["cpu_ms_per_request"] = self.cpu_ms_per_request
         return data
 
 
@@ -495,9 +520,18 @@ def account(
 
 
 def run_rotator(
-    setup: FleetSetup, choice: RotatorChoice, *, scenario: str, servers: int | None = None, workdir: Path
+    setup: FleetSetup,
+    choice: RotatorChoice,
+    *,
+    scenario: str,
+    servers: int | None = None,
+    workdir: Path,
+    profile: Path | None = None,
 ) -> RunResult:
-    """One ``rotator run-once`` against a fresh sandbox; the process's wall time, start to exit."""
+    """One ``rotator run-once`` against a fresh sandbox; the process's wall time, start to exit.
+
+    ``profile``: run it under ``py-spy record`` (the ``profile`` extra), collapsed stacks written there.
+    """
     count = setup.servers if servers is None else servers
     config = write_config(workdir / f"{scenario}.yaml", setup, choice, count)
     log_path = workdir / f"{scenario}.log"
@@ -507,9 +541,13 @@ def run_rotator(
         env = clean_env(
             ROTATOR_API_URL=running.api_url, ROTATOR_API_TOKEN=running.token, BENCH_COUNTS=str(counts_path)
         )
-        started = time.monotonic()
+        command = [sys.executable, "-c", COUNTING_CHILD, "run-once", "--config", str(config)]
+        if profile is not None:
+            spy = ["py-spy", "record", "--format", "raw", "--rate", "250", "--nonblocking", "-o"]
+            command = [*spy, str(profile), "--", *command]
+        started, sandbox_cpu = time.monotonic(), time.process_time()
         process = subprocess.run(
-            [sys.executable, "-c", COUNTING_CHILD, "run-once", "--config", str(config)],
+            command,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -518,7 +556,7 @@ def run_rotator(
             timeout=RUN_TIMEOUT,
             check=False,
         )
-        wall = time.monotonic() - started
+        wall, sandbox_cpu = time.monotonic() - started, time.process_time() - sandbox_cpu
         result = account(
             "rotator",
             scenario,
@@ -533,6 +571,13 @@ def run_rotator(
             json.loads(counts_path.read_text(encoding="utf-8")) if counts_path.exists() else None,
         )
     result.run_duration_s = _run_duration(log_path)
+    result.sandbox_cpu_s = sandbox_cpu
+    usage = (
+        json.loads(counts_path.read_text(encoding="utf-8")).get("rusage") if counts_path.exists() else None
+    )
+    if usage:
+        result.cpu_s, result.cpu_run_s = usage["cpu_s"], usage["cpu_run_s"]
+        result.peak_rss_mb = usage["peak_rss_kb"] / 1024
     return result
 
 
@@ -611,6 +656,18 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
         "safety_requests": spread([float(r.safety_requests) for r in results]),
         "requests_without_safety": spread([float(r.requests_without_safety) for r in results]),
         "all_ok": all(r.exit_code == 0 for r in results),
+        **{
+            name: spread([value for r in results if (value := getattr(r, name)) is not None])
+            for name in (
+                "cpu_s",
+                "cpu_run_s",
+                "peak_rss_mb",
+                "sandbox_cpu_s",
+                "cpu_ms_per_server",
+                "cpu_ms_per_request",
+            )
+            if all(getattr(r, name) is not None for r in results)
+        },
     }
 
 
@@ -641,7 +698,17 @@ def describe_run(result: RunResult) -> str:
         f"honest bound ({result.minimum['total']} - {result.burst}) / {result.rate_limit:g} = "
         f"{result.honest_bound_s:.2f} s, ratio {result.ratio_honest:.2f}"
         + (f"\n    {describe_breakdown(result)}" if result.gets_by_purpose else "")
+        + (f"\n    {describe_cost(result)}" if result.cpu_s is not None else "")
         + f"\n    phases: {phases}\n    {result.summary[:300]}"
+    )
+
+
+def describe_cost(result: RunResult) -> str:
+    """rotator's CPU and peak memory, and the sandbox's CPU beside it."""
+    return (
+        f"cost: rotator CPU {result.cpu_s:.2f} s ({result.cpu_ms_per_server:.2f} ms/server-run; "
+        f"{result.cpu_run_s:.2f} s after its imports, {result.cpu_ms_per_request:.2f} ms/request), "
+        f"peak RSS {result.peak_rss_mb:.1f} MB; sandbox CPU {result.sandbox_cpu_s:.2f} s"
     )
 
 
@@ -698,27 +765,37 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", nargs="+", default=["documented", "unknown", "subset"], help="which to run"
     )
     parser.add_argument("--json", type=Path, help="write every run and the summaries here")
+    parser.add_argument("--rate-limit", type=float, default=100.0, help="the sandbox's requests/s (100)")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds added to each request (0.02)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy each rotator run (collapsed stacks into this folder)"
+    )
     args = parser.parse_args(argv)
-    setup = FleetSetup(servers=args.servers)
+    setup = FleetSetup(servers=args.servers, rate_limit=args.rate_limit, latency=args.latency)
+    # rotator configured for the documented limit, or four times it (the limit unknown)
+    documented = replace(DOCUMENTED, requests_per_second=args.rate_limit)
+    unknown = replace(UNKNOWN, requests_per_second=4 * args.rate_limit)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     began, load_before = datetime.now(UTC), _load()
     print(
         f"sandbox: {setup.servers} servers x {setup.backups_per_server} owned backups, page size "
         f"{setup.page_size}, latency {setup.latency * 1000:.0f} ms, rate limit {setup.rate_limit:g}/s "
         f"(bucket {setup.faults.bucket_size}), creates complete after {setup.create_seconds:g} s"
     )
-    print(f"rotator documented: {asdict(DOCUMENTED)}")
-    print(f"rotator unknown:    {asdict(UNKNOWN)}")
+    print(f"rotator documented: {asdict(documented)}")
+    print(f"rotator unknown:    {asdict(unknown)}")
     results: dict[str, list[RunResult]] = {}
     naive_runs = args.runs if args.naive_runs is None else args.naive_runs
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         workdir = Path(tmp)
         for index in range(args.runs):
             plan: list[tuple[str, Callable[[], RunResult]]] = []
-            for scenario, choice in (("documented", DOCUMENTED), ("unknown", UNKNOWN)):
+            for scenario, choice in (("documented", documented), ("unknown", unknown)):
                 if scenario in args.scenarios:
-                    plan.append(
-                        (scenario, partial(run_rotator, setup, choice, scenario=scenario, workdir=workdir))
-                    )
+                    spy = None if args.profile is None else args.profile / f"{scenario}-{index + 1}.txt"
+                    run = partial(run_rotator, setup, choice, scenario=scenario, workdir=workdir, profile=spy)
+                    plan.append((scenario, run))
             if "subset" in args.scenarios:
                 plan.append(
                     (
@@ -726,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
                         partial(
                             run_rotator,
                             setup,
-                            DOCUMENTED,
+                            documented,
                             scenario="subset",
                             servers=args.subset,
                             workdir=workdir,
@@ -757,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         document = {
             "setup": asdict(setup) | {"bucket": setup.faults.bucket_size},
-            "choices": {"documented": asdict(DOCUMENTED), "unknown": asdict(UNKNOWN)},
+            "choices": {"documented": asdict(documented), "unknown": asdict(unknown)},
             "runs": {name: [r.to_json() for r in runs] for name, runs in results.items()},
             "summaries": summaries,
             "verdicts": {name: verdicts(name, s) for name, s in summaries.items()},

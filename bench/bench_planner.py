@@ -59,7 +59,7 @@ def make_candidates(count: int, seed: int = 1) -> list[Backup]:
     for number in order:
         created = NOW - timedelta(seconds=ages[number])
         backups.append(
-            Backup.model_construct(
+            Backup(
                 id=count - number,  # the newer, the higher the id
                 server=server,
                 backup_type="manual",

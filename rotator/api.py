@@ -89,7 +89,9 @@ _JSON_KINDS: Final = {
 }
 
 log = structlog.get_logger("rotator.api")
-_M = TypeVar("_M", bound=pydantic.BaseModel)
+_M = TypeVar("_M")
+_PAGE: Final = pydantic.TypeAdapter(BackupPage)
+_CREATED: Final = pydantic.TypeAdapter(CreatedBackup)
 
 
 @dataclass(frozen=True)
@@ -531,7 +533,7 @@ class BackupsClient:
         async for attempt in self._retrying():
             with attempt:
                 response = await self._send_once("GET", url)
-        return _decode(BackupPage, response, "a listing page")
+        return _decode(_PAGE, response, "a listing page")
 
     # -- operations --------------------------------------------------------
 
@@ -789,7 +791,7 @@ def _content_type(response: httpx.Response) -> str:
     return _one_line(response.headers.get("content-type", "no content type").split(";")[0]) or "?"
 
 
-def _decode(model: type[_M], response: httpx.Response, what: str) -> _M:
+def _decode(model: pydantic.TypeAdapter[_M], response: httpx.Response, what: str) -> _M:
     """``response``'s JSON body as ``model``, or :class:`InvalidResponse` saying what is wrong with it."""
 
     def invalid(problem: str) -> InvalidResponse:
@@ -803,7 +805,7 @@ def _decode(model: type[_M], response: httpx.Response, what: str) -> _M:
     if not response.content or response.content.isspace():
         raise invalid(f"has an empty body ({_content_type(response)})")
     try:
-        return model.model_validate_json(response.content)
+        return model.validate_json(response.content)
     except pydantic.ValidationError as exc:
         raise invalid(_shape_problem(exc, response)) from None
 
@@ -813,7 +815,7 @@ def _shape_problem(exc: pydantic.ValidationError, response: httpx.Response) -> s
     if first["type"] == "json_invalid":
         detail = str(first.get("ctx", {}).get("error", "")) or first["msg"]
         return f"is not JSON ({_content_type(response)}: {_one_line(detail)})"
-    if first["type"] == "model_type" and not first["loc"]:
+    if first["type"] in ("model_type", "dataclass_type") and not first["loc"]:
         got = first.get("input")
         kind = "null" if got is None else _JSON_KINDS.get(type(got), type(got).__name__)
         return f"is not in the documented shape: {kind} where a JSON object belongs"
@@ -825,7 +827,7 @@ def _shape_problem(exc: pydantic.ValidationError, response: httpx.Response) -> s
 def _created(response: httpx.Response, server_id: int) -> CreatedBackup:
     """The create's answer, checked: a backup may exist even when the answer is refused, so say so."""
     try:
-        created = _decode(CreatedBackup, response, "the create's answer")
+        created = _decode(_CREATED, response, "the create's answer")
     except InvalidResponse as exc:
         raise InvalidResponse(
             f"{exc.message}; a backup may have been started: check the server's backups",

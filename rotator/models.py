@@ -17,10 +17,13 @@ characters (they end up in logs and one-line messages).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, ClassVar, Final, Generic, Self, TypeVar
 
+import pydantic
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 COMPLETED: Final = "completed"
@@ -28,6 +31,29 @@ IN_PROGRESS: Final = "in_progress"
 FAILED: Final = "failed"
 MANUAL: Final = "manual"
 AUTOMATIC: Final = "automatic"
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Shared(Generic[_K, _V]):
+    """One instance for equal values seen again (a fleet's listing names each server 30 times), bounded:
+    forgotten whole once it holds ``size`` of them, so a long-running daemon keeps no more."""
+
+    __slots__ = ("_seen", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._seen: dict[_K, _V] = {}
+        self._size = size
+
+    def get(self, key: _K, value: _V) -> _V:
+        found = self._seen.get(key)
+        if found is not None:
+            return found
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        self._seen[key] = value
+        return value
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -44,7 +70,12 @@ def _timestamp_text(value: Any) -> Any:
 def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError("must be printable text without control characters")
-    return value
+    return sys.intern(value)  # a few words (statuses, types) held by every backup
+
+
+def _shared_text(value: str | None) -> str | None:
+    # descriptions repeat across servers ("nightly 2026-12-01 [rotator:...]"): one copy of each
+    return None if value is None else sys.intern(value)
 
 
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_to_utc)]
@@ -56,27 +87,52 @@ Id = Annotated[StrictInt, Field(ge=1)]
 Word = Annotated[str, AfterValidator(_printable)]
 """A value of an open set (``status``, ``backup_type``): any printable text."""
 
+_WIRE: Final = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
 
 
-class ServerRef(_Wire):
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, config=_WIRE)
+class ServerRef:
+    """A backup's server: ``{"id", "name"}``. Equal ones read in one listing are one instance."""
+
     id: Id
     name: str
 
 
-class Backup(_Wire):
-    """One backup as the API lists it."""
+_servers: _Shared[tuple[int, str], ServerRef] = _Shared(100_000)
+
+
+def _shared_server(server: ServerRef) -> ServerRef:
+    return _servers.get((server.id, server.name), server)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, kw_only=True, config=_WIRE)
+class Backup:
+    """One backup as the API lists it.
+
+    A slotted frozen dataclass validated by pydantic at the edge (about 0.3 kB held per backup, where a
+    model instance took about 2 kB): a fleet's listing of 300,000 backups is held whole in a run.
+    """
 
     id: Id
-    server: ServerRef
+    server: Annotated[ServerRef, AfterValidator(_shared_server)]
     backup_type: Word
     status: Word
     size_mb: Annotated[StrictInt, Field(ge=0)] | None = None
     created_at: UtcDatetime
     expires_at: UtcDatetime | None = None
-    description: str | None = None
+    description: Annotated[str | None, AfterValidator(_shared_text)] = None
+
+    adapter: ClassVar[pydantic.TypeAdapter[Any]]
+
+    @classmethod
+    def from_api(cls, data: Any) -> Self:
+        """A backup from the API's JSON shape (a dict), validated; raise ``pydantic.ValidationError``."""
+        backup: Self = cls.adapter.validate_python(data)
+        return backup
 
     @property
     def server_id(self) -> int:
@@ -97,11 +153,23 @@ class Backup(_Wire):
 
     def to_api(self) -> dict[str, Any]:
         """The API's own JSON shape (timestamps with a ``Z``)."""
-        data = self.model_dump(mode="json")
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["server"] = {"id": self.server.id, "name": self.server.name}
         for key in ("created_at", "expires_at"):
             if data[key] is not None:
-                data[key] = format_timestamp(getattr(self, key))
+                data[key] = format_timestamp(data[key])
         return data
+
+
+@pydantic.dataclasses.dataclass(frozen=True, slots=True, kw_only=True, config=_WIRE)
+class CreatedBackup(Backup):
+    """The answer to a create; ``message`` is the API's note, if any."""
+
+    message: str | None = None
+
+
+Backup.adapter = pydantic.TypeAdapter(Backup)
+CreatedBackup.adapter = pydantic.TypeAdapter(CreatedBackup)
 
 
 class BackupPage(_Wire):
@@ -111,12 +179,6 @@ class BackupPage(_Wire):
     next: str | None = None
     previous: str | None = None
     results: list[Backup]
-
-
-class CreatedBackup(Backup):
-    """The answer to a create; ``message`` is the API's note, if any."""
-
-    message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class PartlyListing:
         self.slot = slot
 
     async def read(self, server_ids: Any) -> tuple[dict[int, View], dict[int, errors.ApiError]]:
-        done = Backup.model_validate(
+        done = Backup.from_api(
             {
                 "id": 7,
                 "server": {"id": 1, "name": "web-1"},

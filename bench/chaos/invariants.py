@@ -894,7 +894,7 @@ class Checker:
     def _check_rules(self, policy: PolicySpec, backup: Mapping[str, Any], event: Event, at: datetime) -> None:
         server_id = backup["server"]["id"]
         moment = at + timedelta(seconds=1) - timedelta(microseconds=1)
-        listing = [Backup.model_validate(b) for b in self._planned_state(server_id)]
+        listing = [Backup.from_api(b) for b in self._planned_state(server_id)]
         plan = plan_server(listing, policy.engine_policy(), moment, server_id=server_id)
         self.report.checked["deletes planned"] += 1
         if any(deleted.backup.id == backup["id"] for deleted in plan.delete):
