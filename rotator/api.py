@@ -43,7 +43,7 @@ import enum
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,7 @@ class _Tally:
     backups: list[Backup] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)
     pages: int = 0
+    reuse: Mapping[int, Backup] | None = None  # backups read before: an equal one is kept, not the new copy
 
     def _incomplete(self, problem: str) -> IncompleteListing:
         return IncompleteListing(problem, method="GET", path=self.path)
@@ -171,7 +172,15 @@ class _Tally:
                     f"(repeated on page {self.pages}; count says {self.count})"
                 )
             self.ids.add(backup.id)
-        self.backups.extend(page.results)
+        reuse = self.reuse
+        if reuse:
+            # the same backup read again is held once: a re-read of a fleet costs no second copy of it
+            self.backups.extend(
+                old if (old := reuse.get(backup.id)) is not None and old == backup else backup
+                for backup in page.results
+            )
+        else:
+            self.backups.extend(page.results)
         if len(self.backups) > self.count:
             pages = f"{self.pages} page{'s' if self.pages > 1 else ''}"
             raise self._incomplete(
@@ -537,21 +546,41 @@ class BackupsClient:
 
     # -- operations --------------------------------------------------------
 
-    async def list_backups(self, *, server_id: int | None = None, backup_type: str | None = None) -> Listing:
-        """Every backup matching the filters, read to the last page, or an error: never a partial view."""
-        listing = await self._read_listing(server_id, backup_type, page_budget=None)
+    async def list_backups(
+        self,
+        *,
+        server_id: int | None = None,
+        backup_type: str | None = None,
+        reuse: Mapping[int, Backup] | None = None,
+    ) -> Listing:
+        """Every backup matching the filters, read to the last page, or an error: never a partial view.
+
+        ``reuse``: backups read before, by id; a backup listed equal to one of them is returned as that
+        one (the listing holds one copy of what it shares with an earlier read).
+        """
+        listing = await self._read_listing(server_id, backup_type, page_budget=None, reuse=reuse)
         assert isinstance(listing, Listing)  # without a budget the listing is always read
         return listing
 
     async def list_backups_within(
-        self, page_budget: int, *, server_id: int | None = None, backup_type: str | None = None
+        self,
+        page_budget: int,
+        *,
+        server_id: int | None = None,
+        backup_type: str | None = None,
+        reuse: Mapping[int, Backup] | None = None,
     ) -> Listing | TooManyPages:
         """Like :meth:`list_backups`, but it stops after the first page when more than ``page_budget``
         pages would be needed (judged from ``count`` and the first page's length)."""
-        return await self._read_listing(server_id, backup_type, page_budget=page_budget)
+        return await self._read_listing(server_id, backup_type, page_budget=page_budget, reuse=reuse)
 
     async def _read_listing(
-        self, server_id: int | None, backup_type: str | None, *, page_budget: int | None
+        self,
+        server_id: int | None,
+        backup_type: str | None,
+        *,
+        page_budget: int | None,
+        reuse: Mapping[int, Backup] | None = None,
     ) -> Listing | TooManyPages:
         params: dict[str, Any] = {}
         if server_id is not None:
@@ -577,7 +606,7 @@ class BackupsClient:
                             method="GET",
                             path=path,
                         )
-                    tally = _Tally(path, count)
+                    tally = _Tally(path, count, reuse=reuse)
                 tally.add(page)
         assert tally is not None
         return tally.finish()

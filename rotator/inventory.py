@@ -73,6 +73,9 @@ class Inventory:
         self.account_count: int | None = None  # manual backups in the account, last seen
         self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
         self.reads = {"account": 0, "server": 0, "confirm": 0}  # for the benchmarks' cost figures
+        # the last account listing's backups by id: a re-read (confirm, polls) shares what is unchanged,
+        # so a fleet's views hold one copy of each backup however often it is read in a run
+        self._known: dict[int, Backup] = {}
 
     async def read(self, server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
         """A view of every listed server, and the servers whose listing could not be read whole.
@@ -91,7 +94,9 @@ class Inventory:
         if len(wanted) > 1 and (self.account_count is None or pages_for(self.account_count) < per_server):
             started = self._monotonic()
             try:
-                account = await self._client.list_backups_within(per_server - 1, backup_type=MANUAL)
+                account = await self._client.list_backups_within(
+                    per_server - 1, backup_type=MANUAL, reuse=self._known
+                )
             except errors.IncompleteListing:
                 if not fall_back:
                     raise
@@ -99,6 +104,7 @@ class Inventory:
             if isinstance(account, Listing):
                 self.reads["account"] += 1
                 self.account_count = account.count
+                self._known = {backup.id: backup for backup in account.backups}
                 return self._grouped(wanted, account, started), {}
             if account is not None:
                 self.account_count = account.count
@@ -126,7 +132,9 @@ class Inventory:
             for sid in queue:
                 started = self._monotonic()
                 try:
-                    listing = await self._client.list_backups(server_id=sid, backup_type=MANUAL)
+                    listing = await self._client.list_backups(
+                        server_id=sid, backup_type=MANUAL, reuse=self._known
+                    )
                 except errors.ApiError as exc:
                     failed[sid] = exc  # this server's own listing: the others are still good
                     continue
@@ -173,6 +181,10 @@ class Inventory:
         """:meth:`read` for a poll round: a changing account listing fails the round (the next one
         reads again) rather than costing every waiting server a listing of its own."""
         return await self.read(server_ids, fall_back=False)
+
+    def forget_backups(self) -> None:
+        """Drop what re-reads share (at a run's end: a daemon holds no listing between runs)."""
+        self._known = {}
 
     def note_created(self, server_id: int) -> None:
         """A create adds one backup to the listings: keep the page estimates honest."""

@@ -313,6 +313,7 @@ class Runner:
             finally:
                 for rounds in (run.polls, run.reads, run.confirms):
                     await rounds.aclose()
+                self.inventory.forget_backups()
                 if not finished:  # cancelled or crashed: no server whose run was cut short counts as ok
                     for result in results.values():
                         if result.outcome is Outcome.OK:

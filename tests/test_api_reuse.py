@@ -1,0 +1,73 @@
+"""A listing read again holds one copy of what it shares with the read before (the fleet's memory)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from rotator.inventory import Inventory
+from rotator.models import Backup, ServerRef
+from rotator.sandbox import Sandbox, SandboxOptions
+from tests.sandbox_clients import SandboxTime, sandbox_client
+
+NOW = datetime(2025, 1, 16, 3, 30, tzinfo=UTC)
+
+
+@pytest.fixture(name="sandbox_options")
+def fixture_sandbox_options() -> SandboxOptions:
+    """3 servers with 10 owned backups each, 20 a page: the account listing takes 2 pages, fewer than 3."""
+    return SandboxOptions(
+        seed=3, fleet="uniform", servers=3, backups_per_server=10, frozen_clock=NOW, page_size=20
+    )
+
+
+async def test_a_reread_shares_unchanged_backups_and_not_changed_ones(
+    sandbox: Sandbox, sandbox_transport: httpx.ASGITransport, sandbox_api_url: str
+) -> None:
+    """Equal backups come back as the earlier instances; a changed or new one as itself."""
+    async with sandbox_client(sandbox, sandbox_api_url, sandbox_transport, SandboxTime(sandbox)) as client:
+        first = await client.list_backups(backup_type="manual")
+        victim, changed = first.backups[0], first.backups[1]
+        sandbox.state.delete_backup(victim.id)
+        new = sandbox.state.create_backup(2, "new one")
+        earlier = {b.id: b for b in first.backups}
+        # an earlier copy that differs (another status) is not taken for the one listed now
+        earlier[changed.id] = Backup(**{**earlier[changed.id].to_api(), "status": "in_progress"})
+        again = await client.list_backups(backup_type="manual", reuse=earlier)
+    by_id = {b.id: b for b in again.backups}
+    assert victim.id not in by_id
+    assert by_id[new.id].status == "in_progress"
+    assert by_id[changed.id] == changed
+    assert by_id[changed.id] is not earlier[changed.id]
+    shared = [b for b in again.backups if b.id not in (new.id, changed.id)]
+    assert len(shared) == 28
+    assert all(b is earlier[b.id] for b in shared)
+
+
+async def test_the_inventory_shares_within_a_run_and_forgets_after(
+    sandbox: Sandbox, sandbox_transport: httpx.ASGITransport, sandbox_api_url: str
+) -> None:
+    """A second account read of the inventory holds the first read's instances; forgetting drops them."""
+    async with sandbox_client(sandbox, sandbox_api_url, sandbox_transport, SandboxTime(sandbox)) as client:
+        inventory = Inventory(client)
+        views, _ = await inventory.read([1, 2, 3])
+        again, _ = await inventory.read([1, 2, 3])
+        assert all(
+            a is b for sid in views for a, b in zip(views[sid].backups, again[sid].backups, strict=True)
+        )
+        inventory.forget_backups()
+        fresh, _ = await inventory.read([1, 2, 3])
+    assert fresh[1].backups == views[1].backups
+    assert all(a is not b for a, b in zip(views[1].backups, fresh[1].backups, strict=True))
+
+
+def test_servers_of_equal_refs_are_one_instance() -> None:
+    """Two validated backups of one server hold the same ServerRef."""
+    data = {"server": {"id": 9, "name": "db-9"}, "backup_type": "manual", "status": "completed"}
+    one = Backup.from_api({**data, "id": 1, "created_at": "2025-01-01T00:00:00Z"})
+    two = Backup.from_api({**data, "id": 2, "created_at": "2025-01-02T00:00:00+02:00"})
+    assert one.server is two.server
+    assert one.server == ServerRef(id=9, name="db-9")
+    assert two.created_at.tzinfo is UTC
