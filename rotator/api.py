@@ -56,6 +56,7 @@ import pydantic
 import stamina
 import structlog
 
+from rotator import connections
 from rotator.errors import (
     ApiError,
     BadRequest,
@@ -351,6 +352,8 @@ class BackupsClient:
         verify: ssl.SSLContext | bool = True
         if self.settings.ca_bundle is not None:
             verify = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
+        concurrency = self.settings.max_concurrency
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.AsyncClient(
             base_url=base,
             auth=_BearerAuth(token, _origin(base)),
@@ -361,10 +364,10 @@ class BackupsClient:
                 write=self.settings.read_timeout,
                 pool=None,  # waiting for a connection is bounded by the budget's concurrency cap
             ),
-            verify=verify,
-            transport=transport,
             follow_redirects=False,  # a redirect could carry the token elsewhere
-            limits=httpx.Limits(max_connections=self.settings.max_concurrency),
+            # every place of the budget keeps its connection between requests (the pool's default of
+            # 20 idle ones would not matter; its idle checks are made cheap in rotator.connections)
+            transport=transport or connections.transport(verify=verify, limits=limits),
         )
 
     def __repr__(self) -> str:
