@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import islice
 from operator import attrgetter, eq
 from typing import Final
@@ -284,7 +284,7 @@ def _next_year(floor: datetime) -> datetime:
     return datetime(floor.year + 1, 1, 1)  # noqa: DTZ001 (wall clock)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # one of each, compared and hashed by identity (caches)
 class _CalendarRule:
     setting: str
     label: str
@@ -292,6 +292,8 @@ class _CalendarRule:
     name: Callable[[datetime], str]
     following: Callable[[datetime], datetime]
     """The floor of the bucket after ``floor``'s (may raise past the calendar's end)."""
+    key: Callable[[datetime], int]
+    """A number that two local times share exactly when they share a floor (cheaper to compare)."""
 
 
 _CALENDAR_RULES: Final = (
@@ -301,6 +303,7 @@ _CALENDAR_RULES: Final = (
         _hour_floor,
         lambda f: f"{f.year:04d}-{f.month:02d}-{f.day:02d}T{f.hour:02d}",
         lambda f: f + timedelta(hours=1),
+        lambda local: local.toordinal() * 24 + local.hour,
     ),
     _CalendarRule(
         "keep_daily",
@@ -308,27 +311,57 @@ _CALENDAR_RULES: Final = (
         _day_floor,
         lambda f: f"{f.year:04d}-{f.month:02d}-{f.day:02d}",
         lambda f: f + timedelta(days=1),
+        datetime.toordinal,
     ),
-    _CalendarRule("keep_weekly", "weekly", _week_floor, _week_name, lambda f: f + timedelta(days=7)),
     _CalendarRule(
-        "keep_monthly", "monthly", _month_floor, lambda f: f"{f.year:04d}-{f.month:02d}", _next_month
+        "keep_weekly",
+        "weekly",
+        _week_floor,
+        _week_name,
+        lambda f: f + timedelta(days=7),
+        lambda local: local.toordinal() - local.weekday(),
     ),
-    _CalendarRule("keep_yearly", "yearly", _year_floor, lambda f: f"{f.year:04d}", _next_year),
+    _CalendarRule(
+        "keep_monthly",
+        "monthly",
+        _month_floor,
+        lambda f: f"{f.year:04d}-{f.month:02d}",
+        _next_month,
+        lambda local: local.year * 12 + local.month,
+    ),
+    _CalendarRule(
+        "keep_yearly", "yearly", _year_floor, lambda f: f"{f.year:04d}", _next_year, attrgetter("year")
+    ),
 )
 
 
-def _latest_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: datetime) -> datetime | None:
-    """The latest instant at or before ``newest`` at which the local clock entered ``floor``'s bucket
-    at its start: the wall time ``floor`` (a fall-back repeats it; a gap skips it, and the zone's
-    offset rule moves it past the gap). ``None`` if there is none, or it is outside the calendar.
-    """
-    best: datetime | None = None
+@lru_cache(maxsize=1 << 16)
+def _starts(floor: datetime, rule: _CalendarRule, zone: ZoneInfo) -> tuple[datetime, ...] | None:
+    """The instants (UTC, ascending) at which the local clock enters ``floor``'s bucket at its start:
+    the wall time ``floor`` (a fall-back repeats it; a gap skips it, and the zone's offset rule moves
+    it past the gap). ``None`` if that is outside the calendar. A fleet's servers share their buckets
+    (the same days and weeks), so each is worked out once."""
+    found: list[datetime] = []
     for fold in (0, 1):
         try:
             start = floor.replace(tzinfo=zone, fold=fold).astimezone(UTC)
         except OverflowError:
             return None
-        if start <= newest and (best is None or start > best) and rule.floor(start.astimezone(zone)) == floor:
+        if rule.floor(start.astimezone(zone)) == floor:
+            found.append(start)
+    return tuple(sorted(set(found)))
+
+
+def _latest_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: datetime) -> datetime | None:
+    """The latest instant at or before ``newest`` at which the local clock entered ``floor``'s bucket
+    at its start (see :func:`_starts`). ``None`` if there is none, or it is outside the calendar.
+    """
+    starts = _starts(floor, rule, zone)
+    if starts is None:
+        return None
+    best: datetime | None = None
+    for start in starts:
+        if start <= newest:
             best = start
     return best
 
@@ -353,25 +386,65 @@ def _bucket_start(floor: datetime, rule: _CalendarRule, zone: ZoneInfo, newest: 
     return start if left is None or left < start else None
 
 
+_REASONS: Final[dict[tuple[_CalendarRule, int], str]] = {}
+_MAX_REASONS: Final = 1 << 16
+
+
+def _reason(rule: _CalendarRule, key: int, wall: datetime) -> str:
+    """``daily 2025-01-16``: the reason ``rule`` keeps a candidate of local time ``wall`` (whose
+    bucket's key is ``key``). A fleet's servers share their buckets, so each is spelt once (a bounded
+    cache: forgotten whole when full)."""
+    reason = _REASONS.get((rule, key))
+    if reason is None:
+        if len(_REASONS) >= _MAX_REASONS:
+            _REASONS.clear()
+        reason = _REASONS[rule, key] = f"{rule.label} {rule.name(rule.floor(wall))}"
+    return reason
+
+
+JUMP_AFTER: Final = 4
+"""Candidates seen in one bucket before the rest of it is jumped over (a bisection instead of steps)."""
+
+
 def _calendar_keeps(
-    times: Sequence[datetime], rule: _CalendarRule, zone: ZoneInfo, count: int
+    times: Sequence[datetime],
+    rule: _CalendarRule,
+    zone: ZoneInfo,
+    count: int,
+    local: dict[int, datetime] | None = None,
 ) -> list[tuple[int, str]]:
-    """restic's bucket rule over ``times`` (oldest first): the indices kept, with their reason."""
+    """restic's bucket rule over ``times`` (oldest first): the indices kept, with their reason.
+
+    Newest first, one step at a time: a candidate is kept when its bucket is not the last kept one's.
+    A bucket holding many candidates is jumped over once :data:`JUMP_AFTER` of them were seen (all
+    of ``[start, created]`` shares it, see :func:`_bucket_start`): a fleet's 30 daily backups cost 30
+    steps, a million candidates a bisection per bucket. ``local``: the candidates' local times met so
+    far, by index, shared between the rules of one plan.
+    """
     kept: list[tuple[int, str]] = []
-    last: datetime | None = None
     index = len(times) - 1
+    run = 0  # candidates seen in the current bucket
+    seen = {} if local is None else local
+    key_of = rule.key
+    last_key: int | None = None
     while index >= 0 and len(kept) < count:
         created = times[index]
-        floor = rule.floor(created.astimezone(zone))
-        if floor != last:
-            kept.append((index, f"{rule.label} {rule.name(floor)}"))
-            last = floor
-        start = _bucket_start(floor, rule, zone, created)
-        if start is None:
-            index -= 1
+        wall = seen.get(index)
+        if wall is None:
+            wall = seen[index] = created.astimezone(zone)
+        key = key_of(wall)
+        if key != last_key:
+            kept.append((index, _reason(rule, key, wall)))
+            last_key = key
+            run = 1
         else:
+            run += 1
+        if run >= JUMP_AFTER and (start := _bucket_start(rule.floor(wall), rule, zone, created)) is not None:
             # Everything in [start, created] shares the bucket: skip to the first older one.
             index = bisect_left(times, start, 0, index) - 1
+            run = 0
+        else:
+            index -= 1
     return kept
 
 
@@ -394,11 +467,16 @@ def _keep_reasons(
 
     for index in range(count - 1, max(count - retention.keep_last, 0) - 1, -1):
         add(index, LAST)
+    local: dict[int, datetime] = {}
     for rule in _CALENDAR_RULES:
         wanted = getattr(retention, rule.setting)
         if wanted:
-            for index, reason in _calendar_keeps(times, rule, zone, wanted):
-                add(index, reason)
+            for index, reason in _calendar_keeps(times, rule, zone, wanted, local):
+                bucket = reasons.get(index)
+                if bucket is None:
+                    reasons[index] = [reason]
+                else:
+                    bucket.append(reason)
     if retention.keep_days:
         within = f"within {retention.keep_days}d"
         cutoff = now - timedelta(days=retention.keep_days)
@@ -439,15 +517,36 @@ def plan_server(
     return _plan_one_server(listing, policy, now, server)
 
 
-def _plan_one_server(listing: list[Backup], policy: Policy, now: datetime, server_id: int) -> ServerPlan:
+def _owned_test(policy: Policy) -> Callable[[str], bool]:
+    """The fast ownership test of ``policy``'s descriptions, each answered once (a fleet's servers
+    share their descriptions: one a slot)."""
+    search = owned_marker_pattern(policy.name).search
+    answers: dict[str, bool] = {}
+
+    def owned(description: str) -> bool:
+        answer = answers.get(description)
+        if answer is None:
+            answer = answers[description] = search(description) is not None
+        return answer
+
+    return owned
+
+
+def _plan_one_server(
+    listing: list[Backup],
+    policy: Policy,
+    now: datetime,
+    server_id: int,
+    owned: Callable[[str], bool] | None = None,
+) -> ServerPlan:
     candidates: list[Backup] = []
     untouched: list[Decision] = []
-    owned = owned_marker_pattern(policy.name).search
+    owned = owned or _owned_test(policy)
     for backup in listing:
         # The fast path only accepts what untouched_reason() accepts; it decides the rest.
         if backup.backup_type == MANUAL and backup.status == COMPLETED:
             description = backup.description
-            if description is not None and owned(description) is not None:
+            if description is not None and owned(description):
                 candidates.append(backup)
                 continue
         reason = policy.untouched_reason(backup)
@@ -500,8 +599,9 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
         listing = by_server.get(backup.server.id)
         if listing is not None:
             listing.append(backup)
+    owned = _owned_test(policy)
     return PolicyPlan(
         policy.name,
         now,
-        tuple(_plan_one_server(listing, policy, now, server) for server, listing in by_server.items()),
+        tuple(_plan_one_server(listing, policy, now, server, owned) for server, listing in by_server.items()),
     )
