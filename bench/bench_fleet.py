@@ -131,6 +131,7 @@ class RotatorChoice:
     poll_interval: str
     poll_max_interval: str = "1m"
     log_level: str = "info"
+    max_view_age: str | None = None  # None: rotator's default (60s)
 
 
 # A documented limit of 100 requests/s: rotator may use all of it, with a small burst (the documentation
@@ -324,6 +325,7 @@ def write_config(path: Path, setup: FleetSetup, choice: RotatorChoice, servers: 
             "requests_per_second": choice.requests_per_second,
             "burst": choice.burst,
             "max_concurrency": choice.max_concurrency,
+            **({"max_view_age": choice.max_view_age} if choice.max_view_age else {}),
         },
         "daemon": {"poll_interval": choice.poll_interval, "poll_max_interval": choice.poll_max_interval},
         "log": {"format": "json", "level": choice.log_level},
@@ -770,11 +772,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="py-spy each rotator run (collapsed stacks into this folder)"
     )
+    parser.add_argument("--max-concurrency", type=int, default=8, help="rotator's api.max_concurrency (8)")
+    parser.add_argument("--max-view-age", help="rotator's api.max_view_age (default: rotator's, 60s)")
     args = parser.parse_args(argv)
     setup = FleetSetup(servers=args.servers, rate_limit=args.rate_limit, latency=args.latency)
     # rotator configured for the documented limit, or four times it (the limit unknown)
-    documented = replace(DOCUMENTED, requests_per_second=args.rate_limit)
-    unknown = replace(UNKNOWN, requests_per_second=4 * args.rate_limit)
+    documented = replace(
+        DOCUMENTED,
+        requests_per_second=args.rate_limit,
+        max_concurrency=args.max_concurrency,
+        max_view_age=args.max_view_age,
+    )
+    unknown = replace(documented, requests_per_second=4 * args.rate_limit)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     began, load_before = datetime.now(UTC), _load()
