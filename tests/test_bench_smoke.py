@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_fleet, bench_idle
+from bench import bench_fleet, bench_idle, bench_scale
 
 SERVERS = 20
 
@@ -92,6 +92,26 @@ def test_a_rotator_run_is_accounted_request_by_request(setup: bench_fleet.FleetS
     assert "honest bound" in described
     assert "confirm" in described
     assert "old bound" in bench_fleet.describe_summary("unknown", summary)
+    # what the run cost: rotator's CPU and memory from its own process, the sandbox's CPU beside it
+    assert result.cpu_s is not None
+    assert result.cpu_run_s is not None
+    assert 0 < result.cpu_run_s < result.cpu_s
+    assert result.peak_rss_mb is not None
+    assert result.peak_rss_mb > 20  # an interpreter with rotator's imports
+    assert result.sandbox_cpu_s is not None
+    assert result.sandbox_cpu_s > 0
+    assert result.cpu_ms_per_server == pytest.approx(1000 * result.cpu_s / SERVERS)
+    assert summary["peak_rss_mb"]["median"] == result.peak_rss_mb
+    assert "peak RSS" in described
+    # the scale report renders it against a target, met or missed
+    scenario = bench_scale.Scenario(
+        "smoke", "a smoke run", SERVERS, 50, 0, targets={"peak_rss_mb": (1e6, "RSS")}
+    )
+    document = {"summaries": {"documented": summary}}
+    (row,) = bench_scale.fleet_rows(scenario, document)
+    assert row.startswith("| smoke: RSS |")
+    assert row.endswith("| met |")
+    assert "peak RSS" in "\n".join(bench_scale.fleet_details(scenario, document))
 
 
 def posts_limited(result: bench_fleet.RunResult) -> int:
