@@ -38,8 +38,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# The planner, the fleet run (about 20 minutes: 1,000 servers, and a cron script beside rotator)
-# and the idle daemon; writes bench/RESULTS.md with the machine's details and the date.
+# The planner, the fleet run (about 20 minutes: 1,000 servers, and a cron script beside rotator),
+# the idle daemon and the fleet at scale (about 40 minutes: 10,000 and 50,000 servers, 500 requests/s,
+# the plan of 100,000 servers; bench/bench_scale.py); writes bench/RESULTS.md with the machine's
+# details and the date.
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

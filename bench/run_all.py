@@ -2,7 +2,9 @@
 
 Run: ``python bench/run_all.py [--quick] [--output bench/RESULTS.md]`` (``make bench``).
 
-The benchmarks run as separate processes (planner, fleet, idle), each printing
+The benchmarks run as separate processes (planner, fleet, idle, and the fleet at
+scale: ``bench/bench_scale.py``, 10,000 and 50,000 servers, 500 requests/s, the fleet
+plan; it takes most of the hour), each printing
 what it measures as it goes; the fleet and idle benchmarks also hand their runs
 over as JSON. The report records the date, the machine and its load (the
 machine may be shared: a loaded machine makes every figure worse), each
@@ -666,9 +668,14 @@ def main(argv: list[str] | None = None) -> int:
         idle_cmd = [python, "bench/bench_idle.py", "--json", str(idle_json)] + (
             ["--quick"] if args.quick else []
         )
+        scale_md = Path(tmp) / "scale.md"
+        scale_cmd = [python, "bench/bench_scale.py", "--dir", str(Path(tmp) / "scale")]
+        scale_cmd += ["--section", str(scale_md)] + (["--quick"] if args.quick else [])
         planner_code, planner_out, planner_s = run(planner_cmd)
         fleet_code, fleet_out, fleet_s = run(fleet_cmd)
         idle_code, idle_out, idle_s = run(idle_cmd)
+        scale_code, scale_out, scale_s = run(scale_cmd)
+        scale = scale_md.read_text(encoding="utf-8").splitlines() if scale_md.exists() else None
         fleet = json.loads(fleet_json.read_text()) if fleet_json.exists() else None
         idle = json.loads(idle_json.read_text()) if idle_json.exists() else None
     finished = datetime.now(UTC)
@@ -698,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += idle_section(idle)
     else:
         lines += failed_section("Idle daemon", "bench_idle.py", idle_code, idle_out)
+    if scale is not None:
+        lines += [*scale, ""]
+    else:
+        lines += failed_section("Fleet at scale", "bench_scale.py", scale_code, scale_out)
     lines += chaos_section()
     lines += [
         "## Planner (`bench/bench_planner.py`)",
@@ -711,11 +722,14 @@ def main(argv: list[str] | None = None) -> int:
         [raw_block("bench_fleet.py", fleet_s, fleet_out), raw_block("bench_idle.py", idle_s, idle_out)]
     )
     args.output.write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {args.output} (planner {planner_s:.0f} s, fleet {fleet_s:.0f} s, idle {idle_s:.0f} s)")
+    print(
+        f"wrote {args.output} (planner {planner_s:.0f} s, fleet {fleet_s:.0f} s, idle {idle_s:.0f} s, "
+        f"scale {scale_s:.0f} s)"
+    )
     missed = [code for code in (planner_code, fleet_code, idle_code) if code == 1]
     if missed:
         print(f"{len(missed)} benchmark(s) missed a target: see {args.output}")
-    ran = fleet is not None and idle is not None and planner_code in (0, 1)
+    ran = fleet is not None and idle is not None and scale is not None and planner_code in (0, 1)
     return 0 if ran else 1
 
 
