@@ -52,7 +52,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property, lru_cache
-from itertools import islice
+from itertools import compress, islice
 from operator import attrgetter, eq
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -449,6 +449,7 @@ def _calendar_keeps(
 
 
 _AGE: Final = attrgetter("created_at", "id")
+_CREATED: Final = attrgetter("created_at")
 
 
 def _keep_reasons(
@@ -517,16 +518,28 @@ def plan_server(
     return _plan_one_server(listing, policy, now, server)
 
 
+def _marker_test(policy: Policy) -> Callable[[str], bool]:
+    """The fast ownership test of ``policy``'s descriptions: a match of the marker pattern at the last
+    ``[rotator:`` (the only place a match can start: the pattern holds no ``[`` after its first)."""
+    match = owned_marker_pattern(policy.name).match
+
+    def owned(description: str) -> bool:
+        start = description.rfind("[rotator:")
+        return start >= 0 and match(description, start) is not None
+
+    return owned
+
+
 def _owned_test(policy: Policy) -> Callable[[str], bool]:
     """The fast ownership test of ``policy``'s descriptions, each answered once (a fleet's servers
     share their descriptions: one a slot)."""
-    search = owned_marker_pattern(policy.name).search
+    test = _marker_test(policy)
     answers: dict[str, bool] = {}
 
     def owned(description: str) -> bool:
         answer = answers.get(description)
         if answer is None:
-            answer = answers[description] = search(description) is not None
+            answer = answers[description] = test(description)
         return answer
 
     return owned
@@ -539,30 +552,31 @@ def _plan_one_server(
     server_id: int,
     owned: Callable[[str], bool] | None = None,
 ) -> ServerPlan:
-    candidates: list[Backup] = []
+    if owned is None:
+        owned = _marker_test(policy)
+    # The fast path only accepts what untouched_reason() accepts; it decides the rest.
+    fast = [
+        backup.backup_type == MANUAL
+        and backup.status == COMPLETED
+        and (description := backup.description) is not None
+        and owned(description)
+        for backup in listing
+    ]
+    candidates = list(compress(listing, fast))
     untouched: list[Decision] = []
-    owned = owned or _owned_test(policy)
-    for backup in listing:
-        # The fast path only accepts what untouched_reason() accepts; it decides the rest.
-        if backup.backup_type == MANUAL and backup.status == COMPLETED:
-            description = backup.description
-            if description is not None and owned(description):
+    if len(candidates) < len(listing):
+        for backup in compress(listing, [not quick for quick in fast]):
+            reason = policy.untouched_reason(backup)
+            if reason is None:
                 candidates.append(backup)
-                continue
-        reason = policy.untouched_reason(backup)
-        if reason is None:
-            candidates.append(backup)
-        else:
-            untouched.append(Decision(backup, (reason,)))
-    # Oldest first by (created_at, id). Sorting positions by created_at alone is much
-    # faster than by tuples; ties (rare) are spotted in C and then settled by the id.
-    created = [backup.created_at for backup in candidates]
-    order = sorted(range(len(candidates)), key=created.__getitem__)
-    times = [created[position] for position in order]
+            else:
+                untouched.append(Decision(backup, (reason,)))
+    # Oldest first by (created_at, id): by created_at alone (much faster than by tuples); ties
+    # (rare) are spotted in C and then settled by the id.
+    candidates.sort(key=_CREATED)
+    times = list(map(_CREATED, candidates))
     if any(map(eq, times, islice(times, 1, None))):
-        order = sorted(range(len(candidates)), key=lambda position: _AGE(candidates[position]))
-        times = [created[position] for position in order]
-    candidates = [candidates[position] for position in order]
+        candidates.sort(key=_AGE)
     superseded: list[Backup] = []
     if candidates:
         newest = candidates[-1].sort_key
