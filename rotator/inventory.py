@@ -104,7 +104,7 @@ class Inventory:
             if isinstance(account, Listing):
                 self.reads["account"] += 1
                 self.account_count = account.count
-                self._known = {backup.id: backup for backup in account.backups}
+                self._remember(account)
                 return self._grouped(wanted, account, started), {}
             if account is not None:
                 self.account_count = account.count
@@ -181,6 +181,15 @@ class Inventory:
         """:meth:`read` for a poll round: a changing account listing fails the round (the next one
         reads again) rather than costing every waiting server a listing of its own."""
         return await self.read(server_ids, fall_back=False)
+
+    def _remember(self, account: Listing) -> None:
+        """The account listing's backups become what the next read shares: updated in place (a fleet's
+        second dict of 300,000 would be a peak of its own), built anew only when some went away."""
+        known = self._known
+        for backup in account.backups:
+            known[backup.id] = backup
+        if len(known) != len(account.backups):
+            self._known = {backup.id: backup for backup in account.backups}
 
     def forget_backups(self) -> None:
         """Drop what re-reads share (at a run's end: a daemon holds no listing between runs)."""
