@@ -43,7 +43,7 @@ import enum
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +150,7 @@ class _Tally:
     backups: list[Backup] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)
     pages: int = 0
-    reuse: Mapping[int, Backup] | None = None  # backups read before: an equal one is kept, not the new copy
+    share: Callable[[Backup], Backup] | None = None  # the instance to hold of each backup (see list_backups)
 
     def _incomplete(self, problem: str) -> IncompleteListing:
         return IncompleteListing(problem, method="GET", path=self.path)
@@ -173,13 +173,9 @@ class _Tally:
                     f"(repeated on page {self.pages}; count says {self.count})"
                 )
             self.ids.add(backup.id)
-        reuse = self.reuse
-        if reuse:
+        if self.share is not None:
             # the same backup read again is held once: a re-read of a fleet costs no second copy of it
-            self.backups.extend(
-                old if (old := reuse.get(backup.id)) is not None and old == backup else backup
-                for backup in page.results
-            )
+            self.backups.extend(map(self.share, page.results))
         else:
             self.backups.extend(page.results)
         if len(self.backups) > self.count:
@@ -554,14 +550,14 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        reuse: Mapping[int, Backup] | None = None,
+        share: Callable[[Backup], Backup] | None = None,
     ) -> Listing:
         """Every backup matching the filters, read to the last page, or an error: never a partial view.
 
-        ``reuse``: backups read before, by id; a backup listed equal to one of them is returned as that
-        one (the listing holds one copy of what it shares with an earlier read).
+        ``share``: given each backup as listed, the instance to hold for it: an equal one read before
+        (so that the listing holds one copy of what it has in common with an earlier read), or itself.
         """
-        listing = await self._read_listing(server_id, backup_type, page_budget=None, reuse=reuse)
+        listing = await self._read_listing(server_id, backup_type, page_budget=None, share=share)
         assert isinstance(listing, Listing)  # without a budget the listing is always read
         return listing
 
@@ -571,11 +567,11 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        reuse: Mapping[int, Backup] | None = None,
+        share: Callable[[Backup], Backup] | None = None,
     ) -> Listing | TooManyPages:
         """Like :meth:`list_backups`, but it stops after the first page when more than ``page_budget``
         pages would be needed (judged from ``count`` and the first page's length)."""
-        return await self._read_listing(server_id, backup_type, page_budget=page_budget, reuse=reuse)
+        return await self._read_listing(server_id, backup_type, page_budget=page_budget, share=share)
 
     async def _read_listing(
         self,
@@ -583,7 +579,7 @@ class BackupsClient:
         backup_type: str | None,
         *,
         page_budget: int | None,
-        reuse: Mapping[int, Backup] | None = None,
+        share: Callable[[Backup], Backup] | None = None,
     ) -> Listing | TooManyPages:
         params: dict[str, Any] = {}
         if server_id is not None:
@@ -609,7 +605,7 @@ class BackupsClient:
                             method="GET",
                             path=path,
                         )
-                    tally = _Tally(path, count, reuse=reuse)
+                    tally = _Tally(path, count, share=share)
                 tally.add(page)
         assert tally is not None
         return tally.finish()

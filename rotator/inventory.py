@@ -73,9 +73,10 @@ class Inventory:
         self.account_count: int | None = None  # manual backups in the account, last seen
         self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
         self.reads = {"account": 0, "server": 0, "confirm": 0}  # for the benchmarks' cost figures
-        # the last account listing's backups by id: a re-read (confirm, polls) shares what is unchanged,
-        # so a fleet's views hold one copy of each backup however often it is read in a run
-        self._known: dict[int, Backup] = {}
+        # each server's backups as last read: a re-read (confirm, polls) shares what is unchanged, so a
+        # fleet's views hold one copy of each backup however often it is read in a run (kept by server,
+        # the views' own tuples: a dict of every backup by id would cost a fleet 50 bytes a backup)
+        self._known: dict[int, tuple[Backup, ...]] = {}
 
     async def read(self, server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
         """A view of every listed server, and the servers whose listing could not be read whole.
@@ -95,7 +96,7 @@ class Inventory:
             started = self._monotonic()
             try:
                 account = await self._client.list_backups_within(
-                    per_server - 1, backup_type=MANUAL, reuse=self._known
+                    per_server - 1, backup_type=MANUAL, share=self._share
                 )
             except errors.IncompleteListing:
                 if not fall_back:
@@ -104,8 +105,9 @@ class Inventory:
             if isinstance(account, Listing):
                 self.reads["account"] += 1
                 self.account_count = account.count
-                self._remember(account)
-                return self._grouped(wanted, account, started), {}
+                views = self._grouped(wanted, account, started)
+                self._known.update((sid, view.backups) for sid, view in views.items())
+                return views, {}
             if account is not None:
                 self.account_count = account.count
         return await self._per_server(wanted)
@@ -133,7 +135,7 @@ class Inventory:
                 started = self._monotonic()
                 try:
                     listing = await self._client.list_backups(
-                        server_id=sid, backup_type=MANUAL, reuse=self._known
+                        server_id=sid, backup_type=MANUAL, share=self._share
                     )
                 except errors.ApiError as exc:
                     failed[sid] = exc  # this server's own listing: the others are still good
@@ -143,6 +145,7 @@ class Inventory:
                 mine = tuple(b for b in listing.backups if b.server_id == sid)
                 self.server_counts[sid] = len(mine)
                 views[sid] = View(sid, mine, started, "server", listing.pages, listing.pages == 1)
+                self._known[sid] = mine
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.workers, len(wanted))))))
         return views, failed
@@ -182,14 +185,12 @@ class Inventory:
         reads again) rather than costing every waiting server a listing of its own."""
         return await self.read(server_ids, fall_back=False)
 
-    def _remember(self, account: Listing) -> None:
-        """The account listing's backups become what the next read shares: updated in place (a fleet's
-        second dict of 300,000 would be a peak of its own), built anew only when some went away."""
-        known = self._known
-        for backup in account.backups:
-            known[backup.id] = backup
-        if len(known) != len(account.backups):
-            self._known = {backup.id: backup for backup in account.backups}
+    def _share(self, backup: Backup) -> Backup:
+        """The instance to hold for ``backup``: its server's equal one as last read, or itself."""
+        for known in self._known.get(backup.server.id, ()):
+            if known.id == backup.id:
+                return known if known == backup else backup
+        return backup
 
     def forget_backups(self) -> None:
         """Drop what re-reads share (at a run's end: a daemon holds no listing between runs)."""
