@@ -83,11 +83,10 @@ def configure_logging(
     )
 
     def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:
-        priority = syslog_priority(event.get("level"))
         # the last line of defence: no token this process holds leaves in a log line, neither as
         # it stands in a value nor as the renderer escapes it (a quote or backslash in JSON)
         text = scrub(str(render(logger, name, _scrubbed(event))))
-        return with_syslog_prefix(text, priority) if journal else text
+        return with_syslog_prefix(text, syslog_priority(event.get("level"))) if journal else text
 
     stamp: list[structlog.typing.Processor] = (
         [] if journal else [structlog.processors.TimeStamper(fmt="iso", utc=True)]
