@@ -154,6 +154,11 @@ class PruneHeldBack(Event):
     reasons: tuple[str, ...] = ()
 
 
+NOT_KEPT = "kept by no rule"
+"""A deleted candidate's reason (retention gives keeps their reasons; a superseded failed attempt has its
+own)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackupDeleted(Event):
     """A backup deleted by the prune; ``already_gone`` when the API said 404 (deleted by somebody else)."""

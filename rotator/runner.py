@@ -49,6 +49,7 @@ from rotator.api import BackupsClient
 from rotator.durations import format_duration
 from rotator.eventlog import log_event
 from rotator.events import (
+    NOT_KEPT,
     BackupCompleted,
     BackupCreated,
     BackupDeleted,
@@ -550,7 +551,11 @@ class Runner:
             result.blocked.append(blocked)
             held = blocked.decision
             event = PruneHeldBack(
-                key, server_id=sid, backup_id=held.backup.id, rail=blocked.rail.value, reasons=held.reasons
+                key,
+                server_id=sid,
+                backup_id=held.backup.id,
+                rail=blocked.rail.value,
+                reasons=held.reasons or (NOT_KEPT,),
             )
             await emit(event)
         for decision in actions.delete:
@@ -558,6 +563,7 @@ class Runner:
                 result.fail("shutdown before every delete was sent", Outcome.ABANDONED)
                 return False
             backup_id = decision.backup.id
+            reasons = decision.reasons or (NOT_KEPT,)
             try:
                 # a delete that has started is finished, whatever happens around it
                 await asyncio.shield(self.client.delete_backup(backup_id, fresh=lambda: self._fresh(view)))
@@ -582,11 +588,11 @@ class Runner:
                         server_id=sid,
                         backup_id=backup_id,
                         created_at=decision.backup.created_at,
-                        reasons=decision.reasons,
+                        reasons=reasons,
                     )
                 )
             result.deleted.append(backup_id)
-            pruned.append(Deleted(backup_id, decision.reasons))
+            pruned.append(Deleted(backup_id, reasons))
         return False
 
     async def _interruptible_sleep(self, seconds: float) -> None:
