@@ -648,6 +648,7 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
                             job.slot_for(now),
                             pings_url=job.pings_url,
                             pinger=pinger,
+                            observers=job.observers,
                             servers=servers,
                             dry_run=args.dry_run,
                             now=now,

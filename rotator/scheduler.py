@@ -24,9 +24,10 @@ from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
 from rotator.config import RotatorConfig
-from rotator.events import Event, RunFinished
+from rotator.events import Event, Observer, RunFinished
 from rotator.health import HealthServer
 from rotator.models import Backup
+from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner
@@ -44,6 +45,7 @@ class ScheduledJob:
     trigger: BaseTrigger | None
     catch_up: bool = True
     pings_url: str | None = None
+    observers: tuple[Observer, ...] = ()  # told each run's events: the policy's notifications
 
     @property
     def name(self) -> str:
@@ -276,7 +278,7 @@ class Daemon:
                     pings_url=job.pings_url,
                     pinger=self.pinger,
                     metrics=self.telemetry.metrics,
-                    observers=[self._on_run_event],
+                    observers=[self._on_run_event, *job.observers],
                     servers=servers,
                     dry_run=self.dry_run,
                     retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
@@ -384,7 +386,7 @@ def slot_due(backups: Sequence[Backup], policy: str, slot: datetime, attempts: i
 def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
     """Each configured policy as the daemon runs it."""
     jobs = []
-    for policy in config.policies:
+    for index, policy in enumerate(config.policies):
         spec = JobSpec(
             policy=policy.to_policy(),
             create=policy.create,
@@ -397,7 +399,13 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
         )
         trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
         pings = policy.pings.url if policy.pings is not None else None
-        jobs.append(ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings))
+        observers: tuple[Observer, ...] = ()
+        if policy.notify is not None:
+            urls = [url.get_secret_value() for url in policy.notify.urls]
+            observers = (Notifications(urls, policy.notify.on, where=f"policies[{index}].notify"),)
+        jobs.append(
+            ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings, observers=observers)
+        )
     return jobs
 
 
