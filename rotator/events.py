@@ -155,8 +155,9 @@ class PruneHeldBack(Event):
 
 
 NOT_KEPT = "kept by no rule"
-"""A deleted candidate's reason (retention gives keeps their reasons; a superseded failed attempt has its
-own)."""
+"""A deleted candidate's reason in :class:`ServerPruned` and :class:`PruneHeldBack` (retention gives
+keeps their reasons and a superseded failed attempt its own; a plain delete's decision has none, and
+:class:`BackupDeleted` carries the decision's reasons as they are)."""
 
 
 @dataclass(frozen=True, slots=True)

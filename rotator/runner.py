@@ -563,7 +563,6 @@ class Runner:
                 result.fail("shutdown before every delete was sent", Outcome.ABANDONED)
                 return False
             backup_id = decision.backup.id
-            reasons = decision.reasons or (NOT_KEPT,)
             try:
                 # a delete that has started is finished, whatever happens around it
                 await asyncio.shield(self.client.delete_backup(backup_id, fresh=lambda: self._fresh(view)))
@@ -588,11 +587,12 @@ class Runner:
                         server_id=sid,
                         backup_id=backup_id,
                         created_at=decision.backup.created_at,
-                        reasons=reasons,
+                        reasons=decision.reasons,
                     )
                 )
             result.deleted.append(backup_id)
-            pruned.append(Deleted(backup_id, reasons))
+            # the server's summary says why each went: a plain candidate because no rule kept it
+            pruned.append(Deleted(backup_id, decision.reasons or (NOT_KEPT,)))
         return False
 
     async def _interruptible_sleep(self, seconds: float) -> None:
