@@ -19,9 +19,10 @@ from rotator import errors
 from rotator.config import load_config
 from rotator.events import Outcome, RunFinished, RunKey, ServerOutcome
 from rotator.notifications import Notifications, kind_of, message, redact, secret_parts
+from rotator.notify import Notifier
 from rotator.runner import Runner
 from rotator.sandbox import Sandbox
-from rotator.scheduler import jobs_from_config
+from rotator.scheduler import Daemon, ScheduledJob, jobs_from_config
 from tests.test_pings import Monitor, fixture_closed_url  # noqa: F401 - fixtures, found by name
 from tests.test_runner_faults import (  # noqa: F401 - fixtures, found by name
     SLOT,
@@ -293,3 +294,38 @@ def test_a_bad_notify_is_named_without_its_urls(tmp_path: Path, notify: dict[str
     text = str(raised.value)
     assert any(row.strip().startswith(line) for row in text.splitlines()), text
     assert TOKEN not in text
+
+
+class RecordingNotifier(Notifier):
+    """The systemd notifier, recording each message instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.sent: list[tuple[str, ...]] = []
+
+    def notify(self, *fields: str) -> bool:
+        self.sent.append(fields)
+        return True
+
+
+async def test_the_daemon_notifies_and_its_status_line_follows_the_run(
+    runner: Runner, sandbox: Sandbox, webhook: Monitor
+) -> None:
+    """A daemon's run of a policy with notify: the webhook is told (failure), the status line and the
+    run.summary line come from the same run-finished event, and the daemon's history holds it."""
+    sandbox.state.add_backup(2, status="in_progress", description=f"stuck {SLOT_MARKER}")
+    spec = job(wait_timeout=timedelta(minutes=5))
+    scheduled = ScheduledJob(spec, None, observers=(notifications(json_url(webhook)),))
+    notifier = RecordingNotifier()
+    daemon = Daemon([scheduled], runner, notifier=notifier)
+    with structlog.testing.capture_logs() as logs:
+        await daemon._run(scheduled, SLOT)
+    (sent,) = payloads(webhook)
+    assert sent["type"] == "failure"
+    last = daemon.history.last_runs["nightly"]
+    assert last.status.value == "failed"
+    assert notifier.sent == [("STATUS=no scheduled runs; last run nightly FAILED",)]
+    (summary,) = [e for e in logs if e["event"] == "run.summary"]
+    assert summary["log_level"] == "error"
+    assert summary["summary"] == last.summary()
+    assert summary["summary"].startswith("policy nightly FAILED: 2 servers")
