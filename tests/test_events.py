@@ -31,9 +31,13 @@ from rotator.events import (
     Status,
     status_of,
 )
+from rotator.metrics import Metrics
 from rotator.observability import configure_logging
+from rotator.pings import Pinger, RunPings
 from rotator.runner import Runner
 from rotator.sandbox import Sandbox
+from rotator.telemetry import Telemetry
+from tests.test_pings import Monitor
 from tests.test_runner_faults import (  # noqa: F401 - fixtures, found by name
     SLOT,
     SLOT_MARKER,
@@ -263,3 +267,54 @@ async def test_at_debug_each_keep_has_its_line(runner: Runner) -> None:
     assert all(line["level"] == "debug" and line["reasons"] and line["server_id"] == 1 for line in kept)
     (pruned,) = [line for line in lines if line["event"] == "server.pruned"]
     assert "held_back" not in pruned
+
+
+# -- the subscribers: metrics, pings, health ---------------------------------------------------
+
+
+async def test_metrics_count_a_run_from_its_finished_event(runner: Runner) -> None:
+    """Metrics subscribed to a run's events: one run counted by outcome, its creates and deletes."""
+    metrics = Metrics()
+    await runner.run(job(), SLOT, observers=[metrics.observe])
+    text = metrics.render().decode()
+    assert 'rotator_runs_total{outcome="ok",policy="nightly"} 1.0' in text
+    assert 'rotator_backups_created_total{policy="nightly"} 2.0' in text
+    assert 'rotator_backups_deleted_total{policy="nightly"} 16.0' in text
+
+
+async def test_pings_follow_the_run_through_its_events(runner: Runner) -> None:
+    """RunPings: URL/start at run.started, before the run reads anything; URL with the headline at
+    run.finished; a dry run pings nothing."""
+    monitor = Monitor()
+    try:
+        url = f"{monitor.url}/ping/check"
+        async with Pinger(timeout=5.0) as pinger:
+            seen = Recorder()
+            report = await runner.run(job(), SLOT, observers=[RunPings(pinger, url), seen])
+            await runner.run(job(), SLOT, dry_run=True, observers=[RunPings(pinger, url)])
+    finally:
+        monitor.close()
+    start, done = monitor.pings
+    assert start.path == "/ping/check/start"
+    assert start.body == "policy nightly: run of slot 2025-01-16T03:00:00+00:00 started"
+    assert done.path == "/ping/check"
+    assert done.body == report.finished().headline()
+
+
+def test_the_tokens_acceptance_is_recorded_once() -> None:
+    """Readiness and the rotator_api_authenticated gauge read one record: a 401 turns both, a 200 both
+    back; before any answer the gauge is 0 and readiness gives the token the benefit of the doubt."""
+    telemetry = Telemetry()
+
+    def gauge() -> float:
+        value = telemetry.metrics.registry.get_sample_value("rotator_api_authenticated")
+        assert value is not None
+        return value
+
+    assert (telemetry.health.last_auth_ok, gauge()) == (None, 0.0)
+    telemetry.on_response("GET", "/api/v1/backups/", 401, 0.01)
+    assert (telemetry.health.last_auth_ok, gauge()) == (False, 0.0)
+    telemetry.on_response("GET", "/api/v1/backups/", None, 0.01)  # no answer: says nothing of the token
+    assert (telemetry.health.last_auth_ok, gauge()) == (False, 0.0)
+    telemetry.on_response("GET", "/api/v1/backups/", 200, 0.01)
+    assert (telemetry.health.last_auth_ok, gauge()) == (True, 1.0)
