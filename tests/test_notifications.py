@@ -16,6 +16,7 @@ import structlog
 import yaml
 
 from rotator import errors
+from rotator.cli import main
 from rotator.config import load_config
 from rotator.events import Outcome, RunFinished, RunKey, ServerOutcome
 from rotator.notifications import Notifications, kind_of, message, redact, secret_parts
@@ -329,3 +330,17 @@ async def test_the_daemon_notifies_and_its_status_line_follows_the_run(
     assert summary["log_level"] == "error"
     assert summary["summary"] == last.summary()
     assert summary["summary"].startswith("policy nightly FAILED: 2 servers")
+
+
+def test_check_config_names_the_targets_without_their_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config lists a policy's notification targets by scheme and webhook host only."""
+    url = f"json://u:{SECRET}@127.0.0.1:9/{TOKEN}"
+    config = write_config(tmp_path / "c.yaml", {"urls": [url, SLACK], "on": ["success", "failure"]})
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "  notify on failure, success: json://127.0.0.1/…, slack://…" in out.splitlines()
+    assert SECRET not in out
+    assert TOKEN not in out
+    assert SLACK_TOKEN not in out
