@@ -30,6 +30,14 @@ The promises, and where they are kept:
   ``retry_delay``) with the next attempt's marker, within the run when
   ``retry_in_run`` (``run-once``), else by the daemon (:attr:`RunReport.retry`).
 * **A shutdown is not a failure.** A run cut short reports ``abandoned``.
+
+What a run does is told to its observers as typed, frozen events
+(:mod:`rotator.events`: started, created, completed, failed, kept, held back,
+deleted, server pruned, finished), the log's first (:mod:`rotator.eventlog`),
+then the runner's and the run's own (metrics, pings, notifications, the
+daemon's status line); an observer that raises is logged and the run goes on.
+Diagnostics that no observer acts on (a poll that failed, a rail's refusal
+without a backup, a retry's wait) are logged here directly.
 """
 
 from __future__ import annotations
@@ -76,6 +84,9 @@ from rotator.planner import Blocked, PruneActions, Rail, prune_actions
 from rotator.retention import Decision, Policy, plan_server
 from rotator.slots import Action, SlotDecision, decide
 
+# Outcome and Status are the events' (rotator.events), offered here too for code that imports them from here
+__all__ = ["JobSpec", "Outcome", "RunReport", "Runner", "ServerResult", "Status"]
+
 log = structlog.get_logger("rotator.runner")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -116,9 +127,6 @@ class JobSpec:
             slot=_iso(slot.replace(microsecond=0)),
         )
         return mark_description(text.strip(), self.name, slot, attempt)
-
-
-__all__ = ["JobSpec", "Outcome", "RunReport", "Runner", "ServerResult", "Status"]  # Outcome, Status: events'
 
 
 @dataclass
