@@ -4,6 +4,7 @@ run; URLs are never shown in full; a missing apprise is one configuration error 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from rotator.notify import Notifier
 from rotator.runner import Runner
 from rotator.sandbox import Sandbox
 from rotator.scheduler import Daemon, ScheduledJob, jobs_from_config
-from tests.test_pings import Monitor, fixture_closed_url  # noqa: F401 - fixtures, found by name
+from tests.test_pings import Monitor, fixture_closed_url, fixture_silent_url  # noqa: F401 - fixtures, found by name
 from tests.test_runner_faults import (  # noqa: F401 - fixtures, found by name
     SLOT,
     SLOT_MARKER,
@@ -344,3 +345,23 @@ def test_check_config_names_the_targets_without_their_tokens(
     assert SECRET not in out
     assert TOKEN not in out
     assert SLACK_TOKEN not in out
+
+
+async def test_a_webhook_that_never_answers_neither_blocks_the_loop_nor_outlasts_the_timeout(
+    silent_url: str,
+) -> None:
+    """Apprise waits in a thread: the event loop runs on (the daemon's watchdog and listener with it);
+    after the timeout the notification is logged as failed, status timeout."""
+    host = silent_url.split("/")[2]
+    target = Notifications([f"json://{host}/hook"], ["failure"], where="policies[0].notify", timeout=0.5)
+    ticks = 0
+    with structlog.testing.capture_logs() as logs:
+        sending = asyncio.ensure_future(target.send(finished(Outcome.FAILED), "failure"))
+        while not sending.done():
+            ticks += 1
+            await asyncio.sleep(0)  # a yield: counts how often the loop came round while Apprise waited
+        assert sending.result() is False
+    assert ticks > 100
+    (failed,) = [e for e in logs if e["event"] == "notification.failed"]
+    assert failed["target"] == "json://127.0.0.1/…"
+    assert failed["status"] == "timeout"
