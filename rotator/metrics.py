@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from rotator.events import Event, RunFinished
+from rotator.events import Event, Outcome, RunFinished
 
 if TYPE_CHECKING:  # only the type: api.py may import this module without a cycle through runner.py
     from rotator.runner import RunReport
 
-# runner.Outcome's values (a StrEnum: its members compare equal to these)
-OK: Final = "ok"
-FAILED: Final = "failed"
-ABANDONED: Final = "abandoned"
-UNKNOWN: Final = "unknown"
+# the outcome labels are the events' own values (rotator.events.Outcome), not copies of them
+OK: Final = Outcome.OK.value
+FAILED: Final = Outcome.FAILED.value
+ABANDONED: Final = Outcome.ABANDONED.value
+UNKNOWN: Final = Outcome.UNKNOWN.value
 
 CONTENT_TYPE: Final[str] = _CONTENT_TYPE
 """The Content-Type of :meth:`Metrics.render`'s output (Prometheus' text format)."""
