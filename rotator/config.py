@@ -38,6 +38,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -163,6 +164,17 @@ class PingsConfig(Section):
         return _http_url(value, "https://hc-ping.com/UUID")
 
 
+class NotifyConfig(Section):
+    """``policies[].notify``: Apprise URLs told of each run that failed or succeeded (``rotator[notify]``).
+
+    The URLs are secrets (they carry tokens): their repr is masked, and they are
+    checked by Apprise when the policies are built, never echoed in full.
+    """
+
+    urls: Annotated[list[SecretStr], Field(min_length=1)]
+    on: Annotated[list[Literal["failure", "success"]], Field(min_length=1)] = ["failure"]
+
+
 class PolicyConfig(Section):
     """One entry of ``policies``."""
 
@@ -179,6 +191,7 @@ class PolicyConfig(Section):
     catch_up: bool = True
     dry_run: bool = False
     pings: PingsConfig | None = None
+    notify: NotifyConfig | None = None
     retries: Annotated[int, Field(ge=0, le=20)] = 2
     retry_delay: Duration = timedelta(minutes=10)
 
@@ -495,6 +508,9 @@ def _describe(detail: Any) -> str:
         return f"{path}: required"
     message = "unknown key" if kind == "extra_forbidden" else str(detail["msg"])
     message = message.removeprefix("Value error, ")
+    loc = detail["loc"]
+    if "notify" in loc and "on" not in loc:  # notification URLs carry tokens: never echoed
+        return f"{path}: {message} (value not shown: notification URLs are secrets)"
     return f"{path}: {message} (got {_shorten(detail.get('input'))})"
 
 
