@@ -529,6 +529,7 @@ def run_rotator(
     servers: int | None = None,
     workdir: Path,
     profile: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> RunResult:
     """One ``rotator run-once`` against a fresh sandbox; the process's wall time, start to exit.
 
@@ -555,7 +556,7 @@ def run_rotator(
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
         wall, sandbox_cpu = time.monotonic() - started, time.process_time() - sandbox_cpu
@@ -774,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-concurrency", type=int, default=8, help="rotator's api.max_concurrency (8)")
     parser.add_argument("--max-view-age", help="rotator's api.max_view_age (default: rotator's, 60s)")
+    parser.add_argument(
+        "--timeout", type=float, default=RUN_TIMEOUT, help=f"seconds a run may take ({RUN_TIMEOUT:g})"
+    )
     args = parser.parse_args(argv)
     setup = FleetSetup(servers=args.servers, rate_limit=args.rate_limit, latency=args.latency)
     # rotator configured for the documented limit, or four times it (the limit unknown)
@@ -803,7 +807,15 @@ def main(argv: list[str] | None = None) -> int:
             for scenario, choice in (("documented", documented), ("unknown", unknown)):
                 if scenario in args.scenarios:
                     spy = None if args.profile is None else args.profile / f"{scenario}-{index + 1}.txt"
-                    run = partial(run_rotator, setup, choice, scenario=scenario, workdir=workdir, profile=spy)
+                    run = partial(
+                        run_rotator,
+                        setup,
+                        choice,
+                        scenario=scenario,
+                        workdir=workdir,
+                        profile=spy,
+                        timeout=args.timeout,
+                    )
                     plan.append((scenario, run))
             if "subset" in args.scenarios:
                 plan.append(

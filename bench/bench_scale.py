@@ -47,6 +47,7 @@ class Scenario:
     runs: int = 3
     max_concurrency: int = 8
     max_view_age: str | None = None
+    timeout: float = 900.0  # seconds one run may take
     # metric of bench_fleet's summary -> (target, label); a run meets it when the median is <= target
     targets: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -68,6 +69,8 @@ class Scenario:
             str(self.max_concurrency),
             "--json",
             str(out),
+            "--timeout",
+            str(self.timeout),
         ]
         return command + (["--max-view-age", self.max_view_age] if self.max_view_age else [])
 
@@ -112,6 +115,7 @@ SCENARIOS = (
         runs=1,
         max_concurrency=16,
         max_view_age="10m",
+        timeout=3600.0,
         targets={"peak_rss_mb": (400, "peak RSS (MB)")},
     ),
 )
