@@ -30,11 +30,11 @@ from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSetti
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
-from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
+from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, BackupPage, format_timestamp
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
 from rotator.pings import Pinger
-from rotator.planview import build_plans
+from rotator.planview import PlannedJob, build_plans, plans_of_reports
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
 from rotator.runner import JobSpec, Runner, RunReport, Status
@@ -550,6 +550,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     config = _load_config(args)
     now = args.now or datetime.now(UTC)
+    jobs = jobs_from_config(config)
     policies = [config.policy(args.policy)] if args.policy else list(config.policies)
     servers = sorted({sid for p in policies for sid in p.servers if args.server in (None, sid)})
     if args.server is not None and not servers:
@@ -560,11 +561,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
         async def fetch() -> list[Backup]:
             async with _client(args, config) as client:
-                listings = await asyncio.gather(*(client.list_backups(server_id=sid) for sid in servers))
+                listings = await asyncio.gather(
+                    *(client.list_backups(server_id=sid, backup_type=MANUAL) for sid in servers)
+                )
             return [b for listing in listings for b in listing.backups]
 
         backups = asyncio.run(fetch())
-    plans = build_plans(config, backups, now, policy=args.policy, server=args.server)
+    planned = [PlannedJob(job.spec, job.slot_for(now) if job.spec.create else None) for job in jobs]
+    plans = build_plans(planned, backups, now, policy=args.policy, server=args.server)
     print(render_plan_json(plans) if args.json else render_plan_table(plans))
     return errors.EXIT_OK
 
@@ -620,7 +624,10 @@ def run_once_exit_code(reports: Sequence[RunReport]) -> int:
 
 def _cmd_run_once(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    _configure_run_logging(args, config)
+    if args.dry_run and args.log_level is None:
+        configure_logging("warning", config.log.format)  # the table says what the events would
+    else:
+        _configure_run_logging(args, config)
     jobs = jobs_from_config(config)
     if args.policy is not None:
         config.policy(args.policy)  # names the known policies when it is not one
@@ -658,6 +665,9 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             )
 
     reports = asyncio.run(go())
+    dry = [report for report in reports if report.dry_run]
+    if dry:  # what the run would do, as `rotator plan` shows it
+        print(render_plan_table(plans_of_reports(dry, now)))
     for report in reports:
         print(report.summary_line())
     return run_once_exit_code(reports)

@@ -206,7 +206,8 @@ def run_actions(
                 settled = completed
         elif decision.creates:
             would = (decision.attempt, job.describe(slot, decision.attempt))
-            settled = _planned_backup(server_id, listing, would[1], now)
+            # the API writes whole seconds
+            settled = _planned_backup(server_id, listing, would[1], now.replace(microsecond=0))
             listing.append(settled)
     plan = plan_server(listing, policy, now, server_id=server_id)
     if settled is None and decision is not None:
@@ -224,7 +225,7 @@ def run_actions(
     if would is not None:
         kept = next((d for d in plan.keep if d.backup.id == PLANNED_ID), None)
         reasons = kept.reasons if kept is not None else ()
-        would_create = WouldCreate(would[0], would[1], now, reasons)
+        would_create = WouldCreate(would[0], would[1], now.replace(microsecond=0), reasons)
     return ServerActions(
         server_id=server_id,
         slot=slot if job.create else None,
