@@ -30,6 +30,7 @@ from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSetti
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
+from rotator.inventory import Inventory, Views
 from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, BackupPage, format_timestamp
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
@@ -41,6 +42,9 @@ from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token, scrub
+from rotator.status import fleet_status, watched_policies
+from rotator.status import render_json as render_status_json
+from rotator.status import render_table as render_status_table
 from rotator.telemetry import Telemetry, reported_run
 
 API_URL_ENV = "ROTATOR_API_URL"
@@ -219,6 +223,19 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
         "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
     )
     once.set_defaults(handler=_cmd_run_once)
+
+    status = commands.add_parser(
+        "status",
+        help="each server's newest backup, its age, and what is overdue or failing",
+        parents=[common],
+    )
+    status.add_argument("--policy", metavar="NAME", help="only this policy")
+    status.add_argument("--server", type=_positive_int, metavar="ID", help="only this server")
+    status.add_argument(
+        "--now", type=_instant, metavar="ISO8601", help="judge as of this instant (default: now)"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_cmd_status)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
@@ -699,6 +716,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return await daemon.run()
 
     return asyncio.run(go())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when every watched server is well, 1 when any is overdue or failing (a monitoring check)."""
+    config = _load_config(args)
+    now = args.now or datetime.now(UTC)
+    triggers = {job.name: job.trigger for job in jobs_from_config(config)}
+    watched = watched_policies(config, triggers, policy=args.policy, server=args.server)
+
+    async def fetch() -> Views:
+        async with _client(args, config) as client:
+            return await Inventory(client).read(sorted({sid for w in watched for sid in w.servers}))
+
+    views, failed = asyncio.run(fetch())
+    listed = [backup for view in views.values() for backup in view.backups]
+    unread = {sid: describe_error(exc) for sid, exc in failed.items()}
+    status = fleet_status(watched, listed, now, errors=unread)
+    print(render_status_json(status) if args.json else render_status_table(status), end="")
+    return errors.EXIT_OK if status.ok else errors.EXIT_FAILURE
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
