@@ -33,7 +33,6 @@ from typing import Any, Final
 from apscheduler.triggers.base import BaseTrigger
 
 from rotator.config import RotatorConfig
-from rotator.durations import format_duration
 from rotator.errors import ConfigError
 from rotator.markers import parse_marker
 from rotator.models import COMPLETED, FAILED, IN_PROGRESS, MANUAL, Backup, format_timestamp
@@ -133,10 +132,17 @@ class FleetStatus:
         t = self.summary()
         verdict = "ok" if self.ok else "NOT OK"
         return (
-            f"fleet {verdict}: {t['servers']} servers in {t['policies']} policies: {t['ok']} ok, "
+            f"fleet {verdict}: {_count(t['servers'], 'server')} in {_count(t['policies'], 'policy')}: "
+            f"{t['ok']} ok, "
             f"{t['overdue']} overdue, {t['failing']} failing; {t['owned']} owned backups, "
             f"{format_size(t['size_mb'])}"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number} {noun[:-1]}ies" if noun.endswith("y") else f"{number} {noun}s"
 
 
 def fleet_status(
@@ -283,7 +289,7 @@ def _notes(policy: PolicyStatus, server: ServerStatus) -> list[str]:
     if server.overdue and server.due_slot is not None:
         notes.append(
             f"{where}: OVERDUE: no completed backup of the slot {format_timestamp(server.due_slot)} "
-            f"or later, {format_duration(policy.grace)} (status_grace) after it"
+            f"or later, {format_age(policy.grace)} (status_grace) after it"
         )
     return notes
 

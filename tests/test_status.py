@@ -79,7 +79,7 @@ def test_overdue_once_the_slot_plus_grace_passed_without_its_backup() -> None:
     text = render_table(at_edge)
     assert "policy nightly, server 2: OVERDUE: no completed backup of the slot 2025-01-16T03:00:00Z" in text
     assert text.splitlines()[-1] == (
-        "fleet NOT OK: 2 servers in 1 policies: 1 ok, 1 overdue, 0 failing; 3 owned backups, 300 MiB"
+        "fleet NOT OK: 2 servers in 1 policy: 1 ok, 1 overdue, 0 failing; 3 owned backups, 300 MiB"
     )
 
 
@@ -270,7 +270,7 @@ def test_status_of_a_healthy_fleet_exits_0(config: Path, capsys: pytest.CaptureF
     assert len(lines) == 5
     assert all(" ok " in line and "2025-01-17T02:00:00Z" in line for line in lines[1:4])
     assert lines[-1].startswith(
-        "fleet ok: 3 servers in 1 policies: 3 ok, 0 overdue, 0 failing; 15 owned backups"
+        "fleet ok: 3 servers in 1 policy: 3 ok, 0 overdue, 0 failing; 15 owned backups"
     )
 
 
@@ -300,7 +300,7 @@ def test_status_finds_the_overdue_and_the_failing(
     assert document["summary"]["failing"] == 1
     code, out = status(config, capsys, "--server", "1")
     assert code == 0
-    assert "fleet ok: 1 servers" in out
+    assert "fleet ok: 1 server in 1 policy" in out
 
 
 def test_status_refuses_an_unknown_server(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,6 +96,11 @@ def main() -> int:
         )
         _agree(planned, before - _manual_ids(env))
         _step("Server 12345 afterwards", ["backups", "list", "--server", "12345", "--type", "manual"], env)
+        _step(
+            "How the fleet stands (exit 0: nothing overdue or failing)",
+            ["status", "--config", str(config)],
+            env,
+        )
         created = json.loads(
             _step(
                 "A manual backup by hand, waiting for it",
