@@ -12,7 +12,14 @@ from test_retention import backup
 from rotator.errors import ConfigError
 from rotator.markers import make_marker
 from rotator.planner import Rail
-from rotator.planview import PlannedJob, build_plans, plan_document, render_json, render_table
+from rotator.planview import (
+    PlannedJob,
+    build_plans,
+    plan_document,
+    plans_of_reports,
+    render_json,
+    render_table,
+)
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec
 from rotator.slots import Action
@@ -204,3 +211,25 @@ def test_filters_by_policy_and_server() -> None:
         build_plans(jobs, LISTING, NOW, policy="monthly")
     with pytest.raises(ConfigError, match="server 5 is not one of the servers of policy 'nightly'"):
         build_plans(jobs, LISTING, NOW, policy="nightly", server=5)
+
+
+def test_a_dry_runs_reports_render_as_plans() -> None:
+    """run-once --dry-run: each server's last actions as the plan shows them, or why there are none."""
+    from rotator.planner import run_actions  # noqa: PLC0415 - what the runner stores on each result
+    from rotator.runner import RunReport, ServerResult  # noqa: PLC0415
+
+    job = JobSpec(Policy("nightly", Retention(keep_last=1), servers=(12345, 12346)))
+    old = [backup(40, "2025-01-15T03:00:00Z"), backup(41, "2025-01-14T03:00:00Z")]
+    planned = ServerResult(12345, actions=run_actions(old, job, SLOT, NOW, server_id=12345, dry_run=True))
+    failed = ServerResult(12346)
+    failed.fail("listing failed, nothing done: HTTP 503")
+    report = RunReport("nightly", SLOT, dry_run=True, servers=[planned, failed])
+    plans = plans_of_reports([report], NOW)
+    text = render_table(plans)
+    assert "create, keep 0, delete 2, held back 0" in text  # the new one keeps keep_last's place
+    assert "policy nightly, server 12346, slot 2025-01-16T03:00:00Z: nothing planned: listing failed" in text
+    assert text.splitlines()[-1] == "total: 2 servers, create 1, delete 2, held back 0, 1 failed"
+    (document,) = plan_document(plans)["policies"]
+    assert [s["delete"] for s in document["servers"]][1] == []
+    assert document["servers"][1]["error"] == "listing failed, nothing done: HTTP 503"
+    assert [d["id"] for d in document["servers"][0]["delete"]] == [40, 41]
