@@ -110,6 +110,9 @@ class RunJob(Protocol):
     @property
     def attempts(self) -> int: ...
 
+    @property
+    def dry_run(self) -> bool: ...
+
     def describe(self, slot: datetime, attempt: int = 1) -> str: ...
 
 

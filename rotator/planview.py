@@ -56,6 +56,7 @@ class RunPlan:
     now: datetime
     slot: datetime | None
     servers: tuple[ServerRun, ...]
+    dry_run: bool = False  # the run creates and deletes nothing (dry_run: true, or --dry-run)
 
 
 def build_plans(
@@ -92,10 +93,13 @@ def build_plans(
         job = item.job
         servers = [sid for sid in job.policy.servers if server in (None, sid)]
         runs = tuple(
-            ServerRun(sid, run_actions(by_server.get(sid, ()), job, item.slot, now, server_id=sid))
+            ServerRun(
+                sid,
+                run_actions(by_server.get(sid, ()), job, item.slot, now, server_id=sid, dry_run=job.dry_run),
+            )
             for sid in servers
         )
-        plans.append(RunPlan(job.policy.name, now, item.slot, runs))
+        plans.append(RunPlan(job.policy.name, now, item.slot, runs, job.dry_run))
     return tuple(plans)
 
 
@@ -104,7 +108,7 @@ def plans_of_reports(reports: Iterable[RunReport], now: datetime) -> tuple[RunPl
     plans = []
     for report in reports:
         runs = tuple(ServerRun(result.server_id, result.actions, result.error) for result in report.servers)
-        plans.append(RunPlan(report.policy, now, report.slot, runs))
+        plans.append(RunPlan(report.policy, now, report.slot, runs, report.dry_run))
     return tuple(plans)
 
 
@@ -119,6 +123,7 @@ def plan_document(plans: Iterable[RunPlan]) -> dict[str, Any]:
                 "policy": plan.policy,
                 "now": format_timestamp(plan.now),
                 "slot": format_timestamp(plan.slot) if plan.slot is not None else None,
+                "dry_run": plan.dry_run,
                 "servers": [_server_document(server) for server in plan.servers],
             }
             for plan in plans
@@ -233,6 +238,7 @@ def _slot_words(actions: ServerActions) -> str:
 
 def _server_table(plan: RunPlan, run: ServerRun) -> str:
     slot = f", slot {format_timestamp(plan.slot)}" if plan.slot is not None else ""
+    slot += " (dry run: nothing is created or deleted)" if plan.dry_run else ""
     head = f"policy {plan.policy}, server {run.server_id}"
     actions = run.actions
     if actions is None:

@@ -72,6 +72,7 @@ def test_plan_json_is_exactly_the_documented_shape(
                 "policy": "nightly",
                 "now": "2025-01-16T16:00:00Z",
                 "slot": "2025-01-16T03:00:00Z",
+                "dry_run": False,
                 "servers": [
                     {
                         "server_id": 12345,

@@ -258,7 +258,9 @@ BAD = [
         {"policies": [{"status_grace": "soon"}]}, "policies[0].status_grace: not a duration", id="grace-text"
     ),
     pytest.param(
-        {"policies": [{"status_grace": "0s"}]}, "policies[0].status_grace: must be longer than 0s", id="grace-0"
+        {"policies": [{"status_grace": "0s"}]},
+        "policies[0].status_grace: must be longer than 0s",
+        id="grace-0",
     ),
     pytest.param({"api": {"token": "secret"}}, "api.token: unknown key", id="token-is-not-config"),
     pytest.param({"logging": {"level": "info"}}, "logging: unknown key", id="unknown-section"),

@@ -51,6 +51,7 @@ def test_the_documented_json() -> None:
                 "policy": "nightly",
                 "now": "2025-01-16T03:00:00Z",
                 "slot": None,
+                "dry_run": False,
                 "servers": [
                     {
                         "server_id": 12345,
@@ -227,9 +228,23 @@ def test_a_dry_runs_reports_render_as_plans() -> None:
     plans = plans_of_reports([report], NOW)
     text = render_table(plans)
     assert "create, keep 0, delete 2, held back 0" in text  # the new one keeps keep_last's place
-    assert "policy nightly, server 12346, slot 2025-01-16T03:00:00Z: nothing planned: listing failed" in text
+    assert (
+        "policy nightly, server 12346, slot 2025-01-16T03:00:00Z (dry run: nothing is created or deleted): "
+        "nothing planned: listing failed" in text
+    )
     assert text.splitlines()[-1] == "total: 2 servers, create 1, delete 2, held back 0, 1 failed"
     (document,) = plan_document(plans)["policies"]
     assert [s["delete"] for s in document["servers"]][1] == []
     assert document["servers"][1]["error"] == "listing failed, nothing done: HTTP 503"
     assert [d["id"] for d in document["servers"][0]["delete"]] == [40, 41]
+
+
+def test_a_dry_run_policy_says_so() -> None:
+    """dry_run: true: the plan shows what the run would delete, and that it deletes nothing."""
+    job = JobSpec(Policy("nightly", Retention(keep_last=1), servers=(12345,)), create=False, dry_run=True)
+    old = [backup(40, "2025-01-15T03:00:00Z"), backup(41, "2025-01-14T03:00:00Z")]
+    plans = build_plans(planned(job), old, NOW)
+    assert "(dry run: nothing is created or deleted)" in render_table(plans)
+    (document,) = plan_document(plans)["policies"]
+    assert document["dry_run"] is True
+    assert [d["id"] for d in document["servers"][0]["delete"]] == [41]
