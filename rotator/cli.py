@@ -32,7 +32,7 @@ from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health
 from rotator.inventory import Inventory, Views
-from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, BackupPage, format_timestamp
+from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
@@ -579,11 +579,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
 
         async def fetch() -> list[Backup]:
-            async with _client(args, config) as client:
-                listings = await asyncio.gather(
-                    *(client.list_backups(server_id=sid, backup_type=MANUAL) for sid in servers)
-                )
-            return [b for listing in listings for b in listing.backups]
+            async with _client(args, config) as client:  # read as a run reads: the fewest pages
+                views, failed = await Inventory(client).read(servers)
+            for error in failed.values():
+                raise error  # a plan on a partial listing would show too few deletes
+            return [b for view in views.values() for b in view.backups]
 
         backups = asyncio.run(fetch())
     planned = [PlannedJob(job.spec, job.slot_for(now) if job.spec.create else None) for job in jobs]
@@ -733,6 +733,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             return await Inventory(client).read(sorted({sid for w in watched for sid in w.servers}))
 
     views, failed = asyncio.run(fetch())
+    for error in failed.values():
+        if isinstance(error, errors.Unauthorized):
+            raise error  # no server's fault: one line about the token
     listed = [backup for view in views.values() for backup in view.backups]
     unread = {sid: describe_error(exc) for sid, exc in failed.items()}
     status = fleet_status(watched, listed, now, errors=unread)
