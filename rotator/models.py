@@ -134,6 +134,26 @@ class Backup:
         backup: Self = cls.adapter.validate_python(data)
         return backup
 
+    @classmethod
+    def model_construct(cls, **fields: Any) -> Self:
+        """A backup from trusted values, unvalidated (a plan's would-be backup has id 0); every field
+        not given takes its default. Named as pydantic's models name it."""
+        backup = object.__new__(cls)
+        for spec in dataclasses.fields(cls):
+            if spec.name in fields:
+                value = fields[spec.name]
+            elif spec.default is not dataclasses.MISSING:
+                value = spec.default
+            else:
+                raise TypeError(f"{cls.__name__}.model_construct() needs {spec.name}")
+            object.__setattr__(backup, spec.name, value)
+        return backup
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> Self:
+        """This backup with the fields in ``update`` changed, unvalidated (as pydantic's models copy)."""
+        fields = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+        return self.model_construct(**{**fields, **(update or {})})
+
     @property
     def server_id(self) -> int:
         return self.server.id

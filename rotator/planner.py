@@ -247,7 +247,7 @@ def _planned_backup(server_id: int, listing: Sequence[Backup], description: str,
     name = next((b.server.name for b in listing), "")
     return Backup.model_construct(
         id=PLANNED_ID,
-        server=ServerRef.model_construct(id=server_id, name=name),
+        server=ServerRef(id=server_id, name=name),
         backup_type=MANUAL,
         status=COMPLETED,
         size_mb=None,

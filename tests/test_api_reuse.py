@@ -77,3 +77,19 @@ def test_servers_of_equal_refs_are_one_instance() -> None:
     assert one.server is two.server
     assert one.server == ServerRef(id=9, name="db-9")
     assert two.created_at.tzinfo is UTC
+
+
+def test_a_backup_built_or_copied_from_trusted_values_is_not_validated() -> None:
+    """model_construct takes a plan's would-be id 0; model_copy changes only what it is told."""
+    server = ServerRef(id=9, name="db-9")
+    when = datetime(2025, 1, 16, 3, 0, tzinfo=UTC)
+    planned = Backup.model_construct(
+        id=0, server=server, backup_type="manual", status="completed", created_at=when
+    )
+    assert (planned.id, planned.size_mb, planned.description) == (0, None, None)
+    running = planned.model_copy(update={"status": "in_progress"})
+    assert running.status == "in_progress"
+    assert running.server is server
+    assert planned.status == "completed"
+    with pytest.raises(TypeError, match="created_at"):
+        Backup.model_construct(id=1, server=server, backup_type="manual", status="completed")
