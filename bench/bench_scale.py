@@ -242,6 +242,13 @@ def section(
     documents: dict[str, dict[str, Any]], plan_out: str | None, began: datetime, loads: tuple[str, str]
 ) -> list[str]:
     finished = datetime.now(UTC)
+    whens = [document["when"] for document in documents.values() if "when" in document]
+    if whens:  # the runs' own times and loads (rendered later with --from, or run now)
+        first = min(whens, key=lambda when: when["started"])
+        last = max(whens, key=lambda when: when["finished"])
+        began = min(began, datetime.fromisoformat(first["started"]))
+        finished = datetime.fromisoformat(last["finished"])
+        loads = (first["load_before"], last["load_after"])
     lines = [
         BEGIN,
         "## Fleet at scale (`bench/bench_scale.py`)",
