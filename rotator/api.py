@@ -360,10 +360,12 @@ class BackupsClient:
                 write=self.settings.read_timeout,
                 pool=None,  # waiting for a connection is bounded by the budget's concurrency cap
             ),
+            verify=verify,
             follow_redirects=False,  # a redirect could carry the token elsewhere
             # every place of the budget keeps its connection between requests (the pool's default of
             # 20 idle ones would not matter; its idle checks are made cheap in rotator.connections)
-            transport=transport or connections.transport(verify=verify, limits=limits),
+            limits=limits,
+            transport=transport or connections.transport_unless_proxied(verify=verify, limits=limits),
         )
 
     def __repr__(self) -> str:

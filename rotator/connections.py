@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -96,3 +97,13 @@ def transport(*, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> httpx.A
     if isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
         pool._network_backend = Backend()  # no public way in; tests/test_connections.py pins it
     return made
+
+
+def transport_unless_proxied(
+    *, verify: ssl.SSLContext | bool, limits: httpx.Limits
+) -> httpx.AsyncHTTPTransport | None:
+    """:func:`transport`, or ``None`` where the environment names a proxy (``HTTPS_PROXY`` and the
+    like): httpx routes through it only when it makes its transports itself."""
+    if urllib.request.getproxies():
+        return None
+    return transport(verify=verify, limits=limits)

@@ -7,6 +7,7 @@ import socket
 
 import httpcore
 import httpx
+import pytest
 
 from rotator import connections
 from rotator.api import BackupsClient, ClientSettings
@@ -52,3 +53,18 @@ async def test_requests_reuse_connections_and_survive_a_server_that_closed_them(
         listing = await client.list_backups()
         assert listing.count > 0
         assert connection not in pool.connections
+
+
+def test_a_proxy_in_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTPS_PROXY set, httpx makes its own transports (and so its proxy mount); without, ours."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = ClientSettings(base_url="https://api.example.test/api/v1")
+    plain = BackupsClient(ApiToken("t0ken-proxy-test-123", "test"), settings)
+    assert isinstance(plain._http._transport._pool._network_backend, connections.Backend)  # type: ignore[attr-defined]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
+    proxied = BackupsClient(ApiToken("t0ken-proxy-test-123", "test"), settings)
+    assert any(
+        isinstance(mounted, httpx.AsyncHTTPTransport) and isinstance(mounted._pool, httpcore.AsyncHTTPProxy)
+        for mounted in proxied._http._mounts.values()
+    )
