@@ -82,3 +82,13 @@ def test_check_config_without_apprise_is_one_line(tmp_path: Path) -> None:
         "rotator: policies[0].notify: notifications need the 'notify' extra: pip install 'rotator[notify]'"
     ]
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_apprise_is_loaded_only_for_a_policy_that_notifies() -> None:
+    """Importing rotator's commands loads neither Apprise nor requests: a daemon without notify pays
+    nothing for the extra."""
+    probe = "import sys, rotator.cli; print('apprise' in sys.modules, 'requests' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]
