@@ -26,10 +26,11 @@ from zoneinfo import ZoneInfo
 import pydantic
 
 from rotator import __version__, errors
+from rotator.addresses import health_url, is_loopback
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
-from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
+from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
-from rotator.health import check_health, health_url
+from rotator.health import check_health
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier

@@ -23,7 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
-from rotator.config import RotatorConfig
+from rotator.config import PolicyConfig, RotatorConfig
 from rotator.events import Event, Observer, RunFinished
 from rotator.health import HealthServer
 from rotator.models import Backup
@@ -31,7 +31,8 @@ from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner
-from rotator.slots import Action, decide, latest_slot, next_slots, whole_minutes
+from rotator.schedule import cron_trigger, interval_trigger
+from rotator.slots import Action, SlotTrigger, decide, latest_slot, next_slots, whole_minutes
 from rotator.telemetry import Telemetry, reported_run
 
 log = structlog.get_logger("rotator.daemon")
@@ -383,6 +384,17 @@ def slot_due(backups: Sequence[Backup], policy: str, slot: datetime, attempts: i
     return decision.action is not Action.GIVE_UP
 
 
+def policy_trigger(policy: PolicyConfig) -> SlotTrigger | None:
+    """The trigger a policy's ``schedule`` fires by, in the policy's zone; None without a schedule."""
+    schedule = policy.schedule
+    if schedule is None:
+        return None
+    if schedule.cron is not None:
+        return cron_trigger(schedule.cron, policy.timezone, schedule.jitter)
+    assert schedule.interval is not None
+    return interval_trigger(schedule.interval, policy.timezone, schedule.jitter)
+
+
 def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
     """Each configured policy as the daemon runs it."""
     jobs = []
@@ -397,7 +409,7 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             retries=policy.retries,
             retry_delay=policy.retry_delay,
         )
-        trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
+        trigger = policy_trigger(policy)
         pings = policy.pings.url if policy.pings is not None else None
         observers: tuple[Observer, ...] = ()
         if policy.notify is not None:
