@@ -242,18 +242,15 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
 
 
 def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
-    sandbox = commands.add_parser(
-        "sandbox", help="run an emulator of the provider's API on loopback, with a demo fleet"
-    )
+    about = "run an emulator of the provider's API on loopback, with a demo fleet"
+    sandbox = commands.add_parser("sandbox", help=about, description=about + " (needs rotator[sandbox])")
     if not load:
-        return  # not on the command line: its options would only cost starlette's and uvicorn's imports
-    try:
-        from rotator.sandbox.cli import add_arguments, run  # noqa: PLC0415 - the sandbox is an extra
-    except ImportError:
-        sandbox.set_defaults(handler=_sandbox_missing)
-    else:
-        add_arguments(sandbox)
-        sandbox.set_defaults(handler=run)
+        return  # not on the command line: its options would only cost their imports
+    # the options import without the extra (starlette, uvicorn); only running the server needs it
+    from rotator.sandbox.cli import add_arguments, run  # noqa: PLC0415
+
+    add_arguments(sandbox)
+    sandbox.set_defaults(handler=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -740,7 +737,3 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
     ok, message = check_health(url, timeout=args.timeout.total_seconds())
     print(f"{'healthy' if ok else 'unhealthy'}: {message}")
     return errors.EXIT_OK if ok else errors.EXIT_FAILURE
-
-
-def _sandbox_missing(args: argparse.Namespace) -> int:
-    raise errors.ConfigError("the sandbox needs the 'sandbox' extra: pip install 'rotator[sandbox]'")
