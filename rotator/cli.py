@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
@@ -75,12 +75,24 @@ def _duration(text: str) -> timedelta:
 
 
 def _instant(text: str) -> datetime:
+    """An ISO 8601 instant with its offset (``2025-01-16T03:00Z``), or a date: its midnight in UTC.
+
+    ``2025-01-16Z`` is read as that date too (an earlier hint suggested it).
+    """
+    try:
+        day = date.fromisoformat(text.removesuffix("Z"))
+    except ValueError:
+        pass
+    else:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant or date (e.g. 2025-01-16T03:00Z, 2025-01-16): {text!r}"
+        ) from None
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z: {text!r}")
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+01:00: {text!r}")
     return value.astimezone(UTC)
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from bench.child_env import clean_env
+from rotator.cli import build_parser, main
+from tests.test_api import backup_json
 
 # A meta path finder that makes starlette and uvicorn unimportable: rotator installed without the extra.
 WITHOUT_SANDBOX_EXTRA = (
@@ -58,11 +64,72 @@ def test_sandbox_without_the_extra_is_one_line_and_exit_78() -> None:
 
 def test_sandbox_help_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     """``rotator sandbox --help`` through main: the option groups and their help."""
-    from rotator.cli import main  # noqa: PLC0415
-
     with pytest.raises(SystemExit) as stopped:
         main(["sandbox", "--help"])
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert "faults (all off by default)" in out
     assert "--frozen-clock ISO" in out
+
+
+# -- --now: a date is its midnight in UTC, and the hint for a time without a zone works -------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param("2025-01-16", datetime(2025, 1, 16, tzinfo=UTC), id="date"),
+        pytest.param("2025-01-16Z", datetime(2025, 1, 16, tzinfo=UTC), id="date-with-Z"),
+        pytest.param("2025-01-16T03:00Z", datetime(2025, 1, 16, 3, tzinfo=UTC), id="instant"),
+        pytest.param("2025-01-16T03:00+01:00", datetime(2025, 1, 16, 2, tzinfo=UTC), id="offset"),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "run-once"])
+def test_now_accepts_dates_and_instants(command: str, given: str, expected: datetime) -> None:
+    """``--now`` takes an instant with its offset, or a date (midnight UTC)."""
+    args = build_parser(sandbox=False).parse_args([command, "--now", given])
+    assert args.now == expected
+    assert args.now.tzinfo is UTC
+
+
+def test_now_hint_for_a_time_without_zone_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    """A naive time is refused in one line (exit 2) whose suggestions are themselves accepted."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["plan", "--now", "2025-01-16T03:00"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    suggestions = re.findall(r"e\.g\. (\S+) or (\S+):", err)
+    assert suggestions == [("2025-01-16T03:00Z", "2025-01-16T03:00+01:00")]
+    for suggestion in suggestions[0]:
+        assert build_parser(sandbox=False).parse_args(["plan", "--now", suggestion]).now is not None
+
+
+@pytest.mark.parametrize("given", ["2025-13-01", "tomorrow", "2025-01-16T25:00Z"])
+def test_now_refuses_what_is_no_instant(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a date nor an instant: one line naming the value and an example, exit 2."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["run-once", "--now", given])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert repr(given) in err
+    assert "2025-01-16T03:00Z" in err
+
+
+def test_plan_on_a_date_is_the_plan_at_its_midnight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``plan --now 2025-01-16`` plans exactly as ``--now 2025-01-16T00:00Z``."""
+    config = tmp_path / "rotator.yaml"
+    config.write_text("policies:\n  - name: nightly\n    servers: [12345]\n    retention: {keep_days: 2}\n")
+    listing = tmp_path / "listing.json"
+    backups = [backup_json(i, f"2025-01-{10 + i:02d}T03:00:00Z") for i in range(1, 6)]
+    listing.write_text(json.dumps({"count": len(backups), "results": backups}))
+    outputs = []
+    for now in ("2025-01-16", "2025-01-16T00:00Z", "2025-01-16T03:00Z"):
+        code = main(["plan", "--config", str(config), "--from-file", str(listing), "--now", now, "--json"])
+        assert code == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert outputs[0] != outputs[2]  # the instant matters: keep_days counts back from it
