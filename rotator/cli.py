@@ -42,6 +42,7 @@ from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token, scrub
 from rotator.telemetry import Telemetry, reported_run
+from rotator.terminal import quiet_on_closed_stdout
 
 API_URL_ENV = "ROTATOR_API_URL"
 HTTP_LISTEN_ENV = "ROTATOR_HTTP__LISTEN"
@@ -267,6 +268,11 @@ def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    with quiet_on_closed_stdout():  # `rotator backups list | head -1` ends quietly, its work done
+        return _main(arguments)
+
+
+def _main(arguments: list[str]) -> int:
     # commands are matched whole, so the sandbox can only be chosen when "sandbox" is an argument
     parser = build_parser(sandbox="sandbox" in arguments)
     args = parser.parse_args(arguments)
