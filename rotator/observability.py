@@ -9,6 +9,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from rotator.secrets import scrub
+from rotator.terminal import wants_colour
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
@@ -24,7 +25,9 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     numeric = logging.getLevelNamesMapping()[level.upper()]
     pretty = fmt == "console" or (fmt == "auto" and out.isatty())
     render: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty()) if pretty else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=wants_colour(out))
+        if pretty
+        else structlog.processors.JSONRenderer()
     )
 
     def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:

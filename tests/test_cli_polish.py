@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -10,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bench.child_env import clean_env
 from rotator.cli import build_parser, main
+from rotator.observability import configure_logging
 from tests.test_api import backup_json
 
 # A meta path finder that makes starlette and uvicorn unimportable: rotator installed without the extra.
@@ -133,3 +138,64 @@ def test_plan_on_a_date_is_the_plan_at_its_midnight(
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
     assert outputs[0] != outputs[2]  # the instant matters: keep_days counts back from it
+
+
+# -- colour: only on a terminal, never with NO_COLOR -----------------------------------------------
+
+ESC = "\x1b["
+
+
+def log_one_warning_to_a_terminal() -> str:
+    """configure_logging on a pseudo-terminal, one warning logged; what the terminal received."""
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w", encoding="utf-8") as terminal:
+        assert terminal.isatty()
+        configure_logging("info", "auto", terminal)
+        structlog.get_logger().warning("backup.failed", server_id=12345)
+        terminal.flush()
+        received = os.read(leader, 65536).decode()
+    os.close(leader)
+    return received
+
+
+def test_colour_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, without NO_COLOR, the pretty lines are coloured."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    received = log_one_warning_to_a_terminal()
+    assert "backup.failed" in received
+    assert ESC in received
+
+
+@pytest.mark.parametrize("value", ["1", "true", "0"])
+def test_no_color_turns_colour_off_on_a_terminal(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR set to anything but the empty string: pretty lines on a terminal, no escapes."""
+    monkeypatch.setenv("NO_COLOR", value)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    received = log_one_warning_to_a_terminal()
+    assert "backup.failed" in received
+    assert ESC not in received
+
+
+def test_an_empty_no_color_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NO_COLOR=`` (empty) leaves colour on, as no-color.org says."""
+    monkeypatch.setenv("NO_COLOR", "")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert ESC in log_one_warning_to_a_terminal()
+
+
+def test_dumb_terminal_has_no_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TERM=dumb: no escapes."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "dumb")
+    assert ESC not in log_one_warning_to_a_terminal()
+
+
+def test_console_format_off_a_terminal_has_no_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``log.format: console`` into a file or pipe: readable lines, no escapes."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    stream = io.StringIO()
+    configure_logging("info", "console", stream)
+    structlog.get_logger().warning("backup.failed", server_id=12345)
+    assert "backup.failed" in stream.getvalue()
+    assert ESC not in stream.getvalue()
