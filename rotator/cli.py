@@ -27,9 +27,11 @@ import pydantic
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
+from rotator.byhand import owned_by, policy_of
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
+from rotator.markers import is_policy_name
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
@@ -95,6 +97,12 @@ def _instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+01:00: {text!r}")
     return value.astimezone(UTC)
+
+
+def _policy_name(text: str) -> str:
+    if not is_policy_name(text):
+        raise argparse.ArgumentTypeError(f"not a policy name (letters, digits, '-', '_', '.'): {text!r}")
+    return text
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -165,6 +173,9 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     listing = backup_commands.add_parser("list", help="list backups, newest first", parents=[common])
     listing.add_argument("--server", type=_positive_int, metavar="ID", help="only this server's backups")
     listing.add_argument("--type", choices=("manual", "automatic"), help="only backups of this type")
+    listing.add_argument(
+        "--policy", type=_policy_name, metavar="NAME", help="only backups this policy owns (by their marker)"
+    )
     listing.add_argument("--json", action="store_true", help='print the API\'s shape: {"count", "results"}')
     listing.set_defaults(handler=_cmd_list)
 
@@ -401,12 +412,13 @@ def newest_first(backups: Sequence[Backup]) -> list[Backup]:
 
 def render_table(backups: Sequence[Backup]) -> str:
     """A table for people, newest first by created_at."""
-    header = ("ID", "SERVER", "TYPE", "STATUS", "SIZE", "CREATED", "EXPIRES", "DESCRIPTION")
+    header = ("ID", "SERVER", "TYPE", "POLICY", "STATUS", "SIZE", "CREATED", "EXPIRES", "DESCRIPTION")
     rows = [
         (
             str(b.id),
             f"{b.server_id} {b.server.name}",
             b.backup_type,
+            policy_of(b) or "-",
             b.status,
             _size(b.size_mb),
             _when(b.created_at),
@@ -430,6 +442,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with _client(args) as client:
             listing = await client.list_backups(server_id=args.server, backup_type=args.type)
+        if args.policy is not None:
+            owned = owned_by(listing.backups, args.policy)
+            listing = replace(listing, backups=tuple(owned), count=len(owned))
         if args.json:
             print(json.dumps(listing.to_api(), indent=2))
         elif listing.backups:

@@ -69,6 +69,7 @@ def test_list_into_head_under_pipefail_exits_0(env: dict[str, str]) -> None:
         "ID",
         "SERVER",
         "TYPE",
+        "POLICY",
         "STATUS",
         "SIZE",
         "CREATED",

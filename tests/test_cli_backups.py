@@ -1,0 +1,104 @@
+"""The backup commands by hand against the sandbox: whose backups they are, and deleting them with care."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rotator.cli import main
+from rotator.markers import make_marker
+from rotator.sandbox import RunningSandbox
+from rotator.sandbox.state import BackupRecord
+from tests.conftest import SANDBOX_NOW
+
+SERVER = 12348  # staging-01: no automatic backups in the demo fleet
+
+
+@pytest.fixture(autouse=True)
+def _point_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI talks to the loopback sandbox with its token; no configuration around."""
+    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
+    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
+    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+@pytest.fixture(name="kinds")
+def fixture_kinds(sandbox_server: RunningSandbox) -> dict[str, BackupRecord]:
+    """One backup of each kind on SERVER: owned by nightly, by weekly, ad hoc; one automatic on 12345."""
+    state = sandbox_server.state
+    return {
+        "nightly": state.add_backup(SERVER, description=f"Nightly {make_marker('nightly', SANDBOX_NOW)}"),
+        "weekly": state.add_backup(SERVER, description=f"Weekly {make_marker('weekly')}"),
+        "adhoc": state.add_backup(SERVER, description="Pre-deployment backup"),
+        "automatic": state.add_backup(12345, backup_type="automatic", description="Automatic daily backup"),
+    }
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows(out: str) -> dict[int, list[str]]:
+    lines = out.splitlines()
+    header = lines[0].split()
+    assert header[:5] == ["ID", "SERVER", "TYPE", "POLICY", "STATUS"]
+    return {int(line.split()[0]): line.split() for line in lines[1:]}
+
+
+# -- POLICY column and --policy ---------------------------------------------------------------------
+
+
+def test_list_shows_each_backups_policy(
+    kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The POLICY column names the policy of the marker; '-' for ad-hoc and automatic backups."""
+    code, out, _ = cli(capsys, "backups", "list")
+    assert code == 0
+    table = rows(out)
+    # columns: ID, SERVER (id and name), TYPE, POLICY
+    assert table[kinds["nightly"].id][4] == "nightly"
+    assert table[kinds["weekly"].id][4] == "weekly"
+    assert table[kinds["adhoc"].id][4] == "-"
+    assert table[kinds["automatic"].id][4] == "-"
+
+
+def test_list_policy_keeps_only_that_policys_backups(
+    sandbox_server: RunningSandbox, kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--policy weekly`` lists exactly the backups whose marker names weekly."""
+    code, out, _ = cli(capsys, "backups", "list", "--policy", "weekly")
+    assert code == 0
+    assert set(rows(out)) == {kinds["weekly"].id}
+    code, out, _ = cli(capsys, "backups", "list", "--policy", "nightly", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    expected = {
+        b.id
+        for b in sandbox_server.state.backups(backup_type="manual")
+        if "[rotator:nightly" in (b.description or "")
+    }
+    assert len(expected) > 10  # the demo fleet's nightly history, and the one added
+    assert {b["id"] for b in listing["results"]} == expected
+    assert listing["count"] == len(expected)
+
+
+def test_list_policy_with_no_backups_says_so(
+    kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy that owns nothing: 'no backups', exit 0."""
+    code, out, _ = cli(capsys, "backups", "list", "--policy", "monthly")
+    assert (code, out) == (0, "no backups\n")
+
+
+def test_list_refuses_a_policy_name_no_marker_can_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--policy 'a b'``: one line, exit 2."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["backups", "list", "--policy", "a b"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "not a policy name" in err
