@@ -27,7 +27,7 @@ import pydantic
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
-from rotator.byhand import owned_by, policy_of
+from rotator.byhand import cautions, owned_by, policy_of, refusal
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
@@ -196,6 +196,11 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     delete = backup_commands.add_parser("delete", help="delete backups (cannot be undone)", parents=[common])
     delete.add_argument("backup_ids", type=_positive_int, nargs="+", metavar="BACKUP_ID")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="with --yes, also delete backups a policy owns and automatic ones (asked about otherwise)",
+    )
     delete.set_defaults(handler=_cmd_delete)
 
     restore = commands.add_parser(
@@ -531,6 +536,11 @@ def _cmd_delete(args: argparse.Namespace) -> int:
             doomed = [by_id[i] for i in dict.fromkeys(args.backup_ids)]
             print("These backups will be deleted for good:")
             print(render_table(doomed))
+            found = cautions(doomed)
+            for caution in found:
+                print(f"warning: {caution.line()}")
+            if args.yes and found and not args.force:
+                raise errors.UsageError(refusal(found))
             if not _confirm(f"Delete {len(doomed)} backup(s)?", assume_yes=args.yes):
                 print("nothing deleted")
                 return errors.EXIT_OK

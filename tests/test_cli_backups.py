@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -102,3 +103,84 @@ def test_list_refuses_a_policy_name_no_marker_can_hold(capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "not a policy name" in err
+
+
+# -- deleting by hand: owned and automatic backups are called out; --yes alone does not cover them --
+
+
+class Terminal(io.StringIO):
+    """A stdin that is a terminal, answering what it was given."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def ids(records: list[BackupRecord]) -> list[str]:
+    return [str(r.id) for r in records]
+
+
+def remaining(sandbox_server: RunningSandbox) -> set[int]:
+    return {b.id for b in sandbox_server.state.backups()}
+
+
+def test_delete_ad_hoc_with_yes_needs_no_force(
+    sandbox_server: RunningSandbox, kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ad-hoc manual backup: --yes deletes it, no warning."""
+    code, out, _ = cli(capsys, "backups", "delete", str(kinds["adhoc"].id), "--yes")
+    assert code == 0
+    assert "warning" not in out
+    assert kinds["adhoc"].id not in remaining(sandbox_server)
+
+
+@pytest.mark.parametrize("kind", ["nightly", "automatic"])
+def test_delete_owned_or_automatic_with_yes_alone_is_refused(
+    kind: str,
+    sandbox_server: RunningSandbox,
+    kinds: dict[str, BackupRecord],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--yes without --force: the warning, one line naming --force, exit 2, nothing deleted at all."""
+    before = remaining(sandbox_server)
+    code, out, err = cli(capsys, "backups", "delete", str(kinds["adhoc"].id), str(kinds[kind].id), "--yes")
+    assert code == 2
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert str(kinds[kind].id) in warning
+    assert ("policy 'nightly'" if kind == "nightly" else "automatic backup") in warning
+    assert len(err.strip().splitlines()) == 1
+    assert "--force" in err
+    assert "nothing was deleted" in err
+    assert remaining(sandbox_server) == before
+
+
+def test_delete_owned_with_yes_and_force(
+    sandbox_server: RunningSandbox, kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--yes --force: owned and automatic backups go, each warned about first."""
+    doomed = [kinds["nightly"], kinds["weekly"], kinds["automatic"]]
+    code, out, _ = cli(capsys, "backups", "delete", *ids(doomed), "--yes", "--force")
+    assert code == 0
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3
+    assert remaining(sandbox_server).isdisjoint(r.id for r in doomed)
+
+
+def test_delete_owned_on_a_terminal_says_so_and_asks(
+    sandbox_server: RunningSandbox,
+    kinds: dict[str, BackupRecord],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal the warning comes before the question; 'n' keeps it, 'y' deletes it (no --force)."""
+    target = str(kinds["weekly"].id)
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, out, _ = cli(capsys, "backups", "delete", target)
+    assert code == 0
+    assert out.index("owned by policy 'weekly'") < out.index("[y/N]")
+    assert "nothing deleted" in out
+    assert kinds["weekly"].id in remaining(sandbox_server)
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    code, out, _ = cli(capsys, "backups", "delete", target)
+    assert code == 0
+    assert f"deleted backup {target}" in out
+    assert kinds["weekly"].id not in remaining(sandbox_server)

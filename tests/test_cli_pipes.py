@@ -120,7 +120,7 @@ def test_a_closed_stdout_does_not_cut_deletes_short(
     os.close(read_end)  # nobody reads: the first write meets a closed pipe
     try:
         result = subprocess.run(
-            [*ROTATOR, "backups", "delete", "--yes", *map(str, doomed)],
+            [*ROTATOR, "backups", "delete", "--yes", "--force", *map(str, doomed)],
             stdout=write_end,
             stderr=subprocess.PIPE,
             env=env,
