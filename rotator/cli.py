@@ -39,6 +39,7 @@ from rotator.pings import Pinger
 from rotator.planview import build_plans
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
+from rotator.reports import delete_document, policy_check_document, restore_document, run_once_document
 from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
@@ -201,6 +202,9 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
         action="store_true",
         help="with --yes, also delete backups a policy owns and automatic ones (asked about otherwise)",
     )
+    delete.add_argument(
+        "--json", action="store_true", help="print what was deleted as JSON (the rest to stderr)"
+    )
     delete.set_defaults(handler=_cmd_delete)
 
     restore = commands.add_parser(
@@ -209,6 +213,9 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     restore.add_argument("server_id", type=_positive_int, metavar="SERVER_ID")
     restore.add_argument("backup_id", type=_positive_int, metavar="BACKUP_ID")
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--json", action="store_true", help="print the API's answer as JSON (the rest to stderr)"
+    )
     restore.set_defaults(handler=_cmd_restore)
 
 
@@ -247,11 +254,13 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
     once.add_argument(
         "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
     )
+    once.add_argument("--json", action="store_true", help="print each policy's run report as JSON")
     once.set_defaults(handler=_cmd_run_once)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
     )
+    check.add_argument("--json", action="store_true", help="print the policies and their next runs as JSON")
     check.set_defaults(handler=_cmd_check_config)
 
     health = commands.add_parser(
@@ -391,13 +400,15 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
-def _confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> bool:
+def _confirm(
+    question: str, *, assume_yes: bool, stdin: TextIO | None = None, out: TextIO | None = None
+) -> bool:
     if assume_yes:
         return True
     stream = stdin or sys.stdin
     if not stream.isatty():
         raise errors.UsageError("no terminal to confirm on: pass --yes to proceed without asking")
-    print(f"{question} [y/N] ", end="", flush=True)
+    print(f"{question} [y/N] ", end="", flush=True, file=out or sys.stdout)
     return stream.readline().strip().lower() in ("y", "yes")
 
 
@@ -524,6 +535,8 @@ async def wait_for_backup(
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
+    say = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the document alone
+
     async def go() -> int:
         async with _client(args) as client:
             listing = await client.list_backups()
@@ -534,27 +547,35 @@ def _cmd_delete(args: argparse.Namespace) -> int:
                     f"no backup with id {', '.join(map(str, missing))}; nothing was deleted"
                 )
             doomed = [by_id[i] for i in dict.fromkeys(args.backup_ids)]
-            print("These backups will be deleted for good:")
-            print(render_table(doomed))
+            print("These backups will be deleted for good:", file=say)
+            print(render_table(doomed), file=say)
             found = cautions(doomed)
             for caution in found:
-                print(f"warning: {caution.line()}")
+                print(f"warning: {caution.line()}", file=say)
             if args.yes and found and not args.force:
                 raise errors.UsageError(refusal(found))
-            if not _confirm(f"Delete {len(doomed)} backup(s)?", assume_yes=args.yes):
-                print("nothing deleted")
+            if not _confirm(f"Delete {len(doomed)} backup(s)?", assume_yes=args.yes, out=say):
+                print("nothing deleted", file=say)
+                if args.json:
+                    print(json.dumps(delete_document([], [], {}), indent=2))
                 return errors.EXIT_OK
-            failed = 0
+            deleted: list[int] = []
+            gone: list[int] = []
+            failed: dict[int, str] = {}
             for backup in doomed:
                 try:
                     await client.delete_backup(backup.id)
                 except errors.NotFound:
-                    print(f"backup {backup.id} was already gone")
+                    gone.append(backup.id)
+                    print(f"backup {backup.id} was already gone", file=say)
                 except errors.ApiError as exc:
-                    failed += 1
-                    print(f"rotator: backup {backup.id} not deleted: {describe_error(exc)}", file=sys.stderr)
+                    failed[backup.id] = scrub(describe_error(exc))
+                    print(f"rotator: backup {backup.id} not deleted: {failed[backup.id]}", file=sys.stderr)
                 else:
-                    print(f"deleted backup {backup.id}")
+                    deleted.append(backup.id)
+                    print(f"deleted backup {backup.id}", file=say)
+        if args.json:
+            print(json.dumps(delete_document(deleted, gone, failed), indent=2))
         return errors.EXIT_FAILURE if failed else errors.EXIT_OK
 
     return _run(go())
@@ -574,12 +595,26 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 raise errors.RotatorError(
                     f"backup {backup.id} is {backup.status}, not completed; nothing was restored"
                 )
-            print(f"Server {args.server_id} ({backup.server.name}) will be overwritten with this backup:")
-            print(render_table([backup]))
-            if not _confirm(f"Restore server {args.server_id} from backup {backup.id}?", assume_yes=args.yes):
-                print("nothing restored")
+            say = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the document alone
+            print(
+                f"Server {args.server_id} ({backup.server.name}) will be overwritten with this backup:",
+                file=say,
+            )
+            print(render_table([backup]), file=say)
+            question = f"Restore server {args.server_id} from backup {backup.id}?"
+            if not _confirm(question, assume_yes=args.yes, out=say):
+                print("nothing restored", file=say)
+                if args.json:
+                    print(json.dumps(restore_document(args.server_id, backup.id, accepted=False), indent=2))
                 return errors.EXIT_OK
             answer = await client.restore_server(args.server_id, backup.id)
+        if args.json:
+            print(
+                json.dumps(
+                    restore_document(args.server_id, backup.id, accepted=True, answer=answer), indent=2
+                )
+            )
+            return errors.EXIT_OK
         shown = json.dumps(answer) if not isinstance(answer, str) else answer
         print(f"restore of server {args.server_id} from backup {backup.id} accepted: {shown}")
         return errors.EXIT_OK
@@ -698,9 +733,13 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             )
 
     reports = asyncio.run(go())
-    for report in reports:
-        print(report.summary_line())
-    return run_once_exit_code(reports)
+    code = run_once_exit_code(reports)
+    if args.json:
+        print(json.dumps(run_once_document(reports, code), indent=2))
+    else:
+        for report in reports:
+            print(report.summary_line())
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -734,26 +773,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_config(args)
     now = datetime.now(UTC)
-    print(f"configuration OK: {len(config.policies)} policies")
+    policies = []
     for job in jobs_from_config(config):
         policy = job.spec.policy
-        flags = [f for f, on in (("dry run", job.spec.dry_run), ("prune only", not job.spec.create)) if on]
-        extra = f" ({', '.join(flags)})" if flags else ""
-        print(f"policy {job.name}: {len(policy.servers)} servers, time zone {policy.timezone}{extra}")
+        warnings = []
         limit = config.api.max_description_length
         longest = longest_description(job.spec)
         if limit is not None and job.spec.create and longest > limit:
-            print(
-                f"  warning: descriptions with their marker take up to {longest} characters, more than "
+            warnings.append(
+                f"descriptions with their marker take up to {longest} characters, more than "
                 f"api.max_description_length ({limit}): an API that cuts them loses the marker, and "
                 "the policy would never prune those backups; shorten the description template"
             )
-        if job.trigger is None:
+        policies.append(
+            policy_check_document(
+                job.name,
+                servers=policy.servers,
+                timezone=policy.timezone,
+                dry_run=job.spec.dry_run,
+                create=job.spec.create,
+                next_runs=None if job.trigger is None else next_slots(job.trigger, now, 3),
+                warnings=warnings,
+            )
+        )
+    if args.json:
+        print(json.dumps({"ok": True, "policies": policies}, indent=2))
+        return errors.EXIT_OK
+    print(f"configuration OK: {len(config.policies)} policies")
+    for shown in policies:
+        flags = [f for f, on in (("dry run", shown["dry_run"]), ("prune only", not shown["create"])) if on]
+        extra = f" ({', '.join(flags)})" if flags else ""
+        print(
+            f"policy {shown['name']}: {len(shown['servers'])} servers, time zone {shown['timezone']}{extra}"
+        )
+        for warning in shown["warnings"]:
+            print(f"  warning: {warning}")
+        if shown["next_runs"] is None:
             print("  no schedule: runs only with 'rotator run-once'")
             continue
-        zone = ZoneInfo(policy.timezone)
-        for slot in next_slots(job.trigger, now, 3):
-            print(f"  next run {format_timestamp(slot)}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
+        zone = ZoneInfo(shown["timezone"])
+        for stamp in shown["next_runs"]:
+            slot = datetime.fromisoformat(stamp)
+            print(f"  next run {stamp}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
     return errors.EXIT_OK
 
 
