@@ -20,15 +20,16 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pydantic
+import structlog
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
+from rotator.apiurl import API_URL_ENV, choose_api_url, refuse_settings_spelling
 from rotator.byhand import cautions, owned_by, policy_of, refusal
-from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
+from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
 from rotator.markers import is_policy_name
@@ -47,7 +48,6 @@ from rotator.secrets import TOKEN_ENV, load_token, scrub
 from rotator.telemetry import Telemetry, reported_run
 from rotator.terminal import quiet_on_closed_stdout
 
-API_URL_ENV = "ROTATOR_API_URL"
 HTTP_LISTEN_ENV = "ROTATOR_HTTP__LISTEN"
 EXIT_INTERRUPTED = 130
 
@@ -339,6 +339,7 @@ def describe_error(exc: errors.RotatorError) -> str:
 
 def _load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RotatorConfig:
     env = os.environ if environ is None else environ
+    refuse_settings_spelling(env)  # before the settings read it: one way to give the URL
     return load_config(config_path(args.config, env))
 
 
@@ -352,19 +353,15 @@ def _optional_config(args: argparse.Namespace) -> RotatorConfig | None:
 def client_settings(
     args: argparse.Namespace, config: RotatorConfig | None, environ: Mapping[str, str]
 ) -> ClientSettings:
-    url = args.api_url or environ.get(API_URL_ENV) or (config.api.url if config else DEFAULT_API_URL)
-    source = "--api-url" if args.api_url else API_URL_ENV if environ.get(API_URL_ENV) else "api.url"
-    api = config.api if config is not None else None
-    parts = urlsplit(url)
-    allowed = api is not None and api.allow_insecure_http
-    if parts.scheme == "http" and not allowed and not is_loopback(parts.hostname or ""):
-        raise errors.ConfigError(
-            f"{source}: {url!r} is plain http to another host: the API token would travel in clear "
-            "(use https, or set api.allow_insecure_http: true in the configuration)"
+    chosen, api = choose_api_url(args.api_url, environ, config, args.config)
+    url = chosen.url
+    if chosen.overridden is not None:
+        structlog.get_logger("rotator.cli").info(
+            "config.api_url_overridden", url=url, source=chosen.source, file_url=chosen.overridden
         )
     try:
         settings = ClientSettings(base_url=url, ca_bundle=args.ca_bundle)
-        if api is not None:
+        if config is not None:
             timeout = api.timeout.total_seconds()
             settings = replace(
                 settings,
@@ -375,7 +372,7 @@ def client_settings(
                 max_concurrency=api.max_concurrency,
             )
     except ValueError as exc:
-        raise errors.ConfigError(f"--api-url: {exc}") from None
+        raise errors.ConfigError(f"{chosen.source}: {exc}") from None
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise errors.ConfigError(f"--ca-bundle: no such file: {settings.ca_bundle}")
     return settings
@@ -796,8 +793,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
                 warnings=warnings,
             )
         )
+    chosen, _ = choose_api_url(args.api_url, os.environ, config, args.config)
+    api = {"url": chosen.url, "source": chosen.source, "overrides": chosen.overridden}
     if args.json:
-        print(json.dumps({"ok": True, "policies": policies}, indent=2))
+        print(json.dumps({"ok": True, "api": api, "policies": policies}, indent=2))
         return errors.EXIT_OK
     print(f"configuration OK: {len(config.policies)} policies")
     for shown in policies:
@@ -815,6 +814,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         for stamp in shown["next_runs"]:
             slot = datetime.fromisoformat(stamp)
             print(f"  next run {stamp}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
+    over = f", over the file's {chosen.overridden}" if chosen.overridden else ""
+    print(f"api: {chosen.url} (from {chosen.source}{over})")
     return errors.EXIT_OK
 
 

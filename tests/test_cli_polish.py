@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from bench.child_env import clean_env
-from rotator.cli import build_parser, main
+from rotator.cli import build_parser, client_settings, main
+from rotator.config import load_config
 from rotator.observability import configure_logging
 from tests.test_api import backup_json
 
@@ -199,3 +201,144 @@ def test_console_format_off_a_terminal_has_no_colour(monkeypatch: pytest.MonkeyP
     structlog.get_logger().warning("backup.failed", server_id=12345)
     assert "backup.failed" in stream.getvalue()
     assert ESC not in stream.getvalue()
+
+
+# -- the API URL: one way besides the file (ROTATOR_API_URL), errors blamed on their source ---------
+
+FILE_URL = "https://file.example/api/v1"
+
+
+@pytest.fixture(name="url_config")
+def fixture_url_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration whose api.url is FILE_URL; no URL, token or configuration in the environment."""
+    for name in ("ROTATOR_API_URL", "ROTATOR_API__URL", "ROTATOR_CONFIG", "ROTATOR_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "rotator.yaml"
+    path.write_text(
+        "policies: [{name: nightly, servers: [1], retention: {keep_last: 2}}]\n"
+        f"api: {{url: {FILE_URL}, allow_insecure_http: false}}\n"
+    )
+    return path
+
+
+def one_line(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize("name", ["ROTATOR_API__URL", "rotator_api__url"])
+@pytest.mark.parametrize("command", [["check-config"], ["backups", "list"], ["plan"]])
+def test_the_settings_spelling_of_the_url_is_refused(
+    name: str,
+    command: list[str],
+    url_config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """ROTATOR_API__URL is not a second way: one line naming ROTATOR_API_URL, exit 78."""
+    monkeypatch.setenv(name, "https://other.example/api/v1")
+    code, err = one_line(capsys, *command, "--config", str(url_config))
+    assert code == 78
+    assert err.startswith(f"rotator: {name}: not read")
+    assert "ROTATOR_API_URL" in err
+
+
+def test_the_variable_overrides_the_file_and_says_so(
+    url_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config names the URL in use, its source, and the file's URL it overrides (text and JSON)."""
+    monkeypatch.setenv("ROTATOR_API_URL", "https://env.example/api/v1/")
+    assert main(["check-config", "--config", str(url_config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"api: https://env.example/api/v1 (from ROTATOR_API_URL, over the file's {FILE_URL})"
+        in out.splitlines()
+    )
+    assert main(["check-config", "--config", str(url_config), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["api"] == {
+        "url": "https://env.example/api/v1",
+        "source": "ROTATOR_API_URL",
+        "overrides": FILE_URL,
+    }
+
+
+def test_the_file_url_is_named_as_such(url_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No override: check-config says the URL is the file's."""
+    assert main(["check-config", "--config", str(url_config)]) == 0
+    assert f"api: {FILE_URL} (from api.url in {url_config})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        pytest.param("ftp://x/api", "must be an http(s) URL", id="not-http"),
+        pytest.param("https://x/api?token=1", "must not carry a query", id="query"),
+        pytest.param("http://remote.example/api", "is plain http to another host", id="plain-http"),
+    ],
+)
+@pytest.mark.parametrize("how", ["ROTATOR_API_URL", "--api-url"])
+def test_a_bad_url_is_blamed_on_its_source(
+    how: str,
+    url: str,
+    problem: str,
+    url_config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad URL from the variable or the option: one line naming it (not the file), exit 78."""
+    argv = ["check-config", "--config", str(url_config)]
+    if how == "--api-url":
+        argv += ["--api-url", url]
+    else:
+        monkeypatch.setenv("ROTATOR_API_URL", url)
+    code, err = one_line(capsys, *argv)
+    assert code == 78
+    assert err.startswith(f"rotator: {how}: ")
+    assert problem in err
+    assert str(url_config) not in err
+
+
+def test_a_bad_url_is_blamed_on_the_variable_without_a_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``backups list`` with no configuration: the variable is named, and no request goes out."""
+    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
+    monkeypatch.setenv("ROTATOR_API_URL", "localhost:8765/api/v1")
+    code, err = one_line(capsys, "backups", "list")
+    assert code == 78
+    assert err.startswith("rotator: ROTATOR_API_URL: must be an http(s) URL")
+    assert "'localhost:8765/api/v1'" in err
+
+
+def test_plain_http_from_the_variable_is_allowed_by_the_file(
+    url_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """api.allow_insecure_http: true in the file lets ROTATOR_API_URL be plain http to another host."""
+    url_config.write_text(
+        url_config.read_text().replace("allow_insecure_http: false", "allow_insecure_http: true")
+    )
+    monkeypatch.setenv("ROTATOR_API_URL", "http://remote.example/api")
+    assert main(["check-config", "--config", str(url_config)]) == 0
+    assert "api: http://remote.example/api (from ROTATOR_API_URL" in capsys.readouterr().out
+
+
+def test_an_override_is_logged_when_the_client_is_built(url_config: Path) -> None:
+    """The daemon and run-once log which URL won over the file's (info, with both URLs)."""
+    config = load_config(url_config)
+    args = build_parser(sandbox=False).parse_args(["run-once", "--config", str(url_config)])
+    with capture_logs() as logs:
+        settings = client_settings(args, config, {"ROTATOR_API_URL": "https://env.example/api/v1"})
+    assert settings.base_url == "https://env.example/api/v1"
+    assert logs == [
+        {
+            "event": "config.api_url_overridden",
+            "log_level": "info",
+            "url": "https://env.example/api/v1",
+            "source": "ROTATOR_API_URL",
+            "file_url": FILE_URL,
+        }
+    ]
