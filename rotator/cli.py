@@ -54,6 +54,12 @@ EXIT_INTERRUPTED = 130
 Handler = Callable[[argparse.Namespace], int]
 
 
+class Interrupted(errors.RotatorError):
+    """^C while rotator waited on something that goes on without it; the message says what."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit 2."""
 
@@ -477,7 +483,16 @@ def _cmd_create(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"backup {created.id} of server {created.server_id} started ({created.status})")
             if args.wait:
-                backup = await wait_for_backup(client, created, args.timeout, sys.stderr)
+                try:
+                    backup = await wait_for_backup(client, created, args.timeout, sys.stderr)
+                except asyncio.CancelledError:  # ^C: asyncio.run cancels the wait
+                    if sys.stderr.isatty():
+                        sys.stderr.write("\n")  # past the progress line
+                    raise Interrupted(
+                        f"interrupted: backup {created.id} of server {created.server_id} goes on at the "
+                        f"provider (rotator only stopped waiting); see how it ends with "
+                        f"'rotator backups list --server {created.server_id}'"
+                    ) from None
         if args.json:
             print(json.dumps(backup.to_api(), indent=2))
         elif args.wait:

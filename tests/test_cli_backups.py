@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
+from bench.child_env import clean_env
 from rotator.cli import main
 from rotator.markers import make_marker
 from rotator.sandbox import RunningSandbox
@@ -184,3 +189,47 @@ def test_delete_owned_on_a_terminal_says_so_and_asks(
     assert code == 0
     assert f"deleted backup {target}" in out
     assert kinds["weekly"].id not in remaining(sandbox_server)
+
+
+# -- ^C during backups create --wait --------------------------------------------------------------
+
+
+def test_interrupting_create_wait_says_the_backup_goes_on(sandbox_server: RunningSandbox) -> None:
+    """SIGINT while waiting: one line with the backup's id saying it goes on at the provider, exit 130;
+    the backup is still there, in progress."""
+    sandbox_server.sandbox.update_faults(slow_rate=1.0, slow_seconds=3600.0)
+    env = clean_env(
+        ROTATOR_API_URL=sandbox_server.api_url, ROTATOR_API_TOKEN=sandbox_server.token, PYTHONUNBUFFERED="1"
+    )
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotator",
+            "backups",
+            "create",
+            str(SERVER),
+            "--description",
+            "slow",
+            "--wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        started = child.stdout.readline()  # printed once the API accepted the create: now it waits
+        match = re.fullmatch(rf"backup (\d+) of server {SERVER} started \(in_progress\)\n", started)
+        assert match, started
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=60)
+        err = child.stderr.read()
+    backup_id = int(match.group(1))
+    assert code == 130
+    assert err.splitlines() == [
+        f"rotator: interrupted: backup {backup_id} of server {SERVER} goes on at the provider (rotator only "
+        f"stopped waiting); see how it ends with 'rotator backups list --server {SERVER}'"
+    ]
+    assert sandbox_server.state.backup(backup_id).status == "in_progress"
