@@ -167,6 +167,7 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     _add_backup_commands(commands, common)
     _add_rotation_commands(commands, common)
     _add_sandbox_command(commands, load=sandbox)
+    _add_tool_commands(commands)
     return parser
 
 
@@ -283,6 +284,22 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
         "--timeout", type=_duration, default=timedelta(seconds=5), metavar="DURATION", help="default 5s"
     )
     health.set_defaults(handler=_cmd_healthcheck)
+
+
+def _add_tool_commands(commands: Commands) -> None:
+    """Commands about rotator itself, for editors and shells; they need no configuration or API."""
+    schema = commands.add_parser(
+        "config-schema",
+        help="print a JSON Schema of the configuration file (for editors: yaml-language-server)",
+    )
+    schema.set_defaults(handler=_cmd_config_schema)
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from rotator.schema import config_schema  # noqa: PLC0415 - pydantic's schema generator, only here
+
+    print(json.dumps(config_schema(), indent=2))
+    return errors.EXIT_OK
 
 
 def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
