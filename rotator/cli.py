@@ -27,6 +27,7 @@ import structlog
 
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
+from rotator.apicheck import ApiCheck, check_api
 from rotator.apiurl import API_URL_ENV, choose_api_url, refuse_settings_spelling
 from rotator.byhand import cautions, owned_by, policy_of, refusal
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
@@ -268,6 +269,11 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
         "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
     )
     check.add_argument("--json", action="store_true", help="print the policies and their next runs as JSON")
+    check.add_argument(
+        "--check-api",
+        action="store_true",
+        help="also ask the API: is the token accepted, and does it list backups of every configured server",
+    )
     check.set_defaults(handler=_cmd_check_config)
 
     health = commands.add_parser(
@@ -827,9 +833,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         )
     chosen, _ = choose_api_url(args.api_url, os.environ, config, args.config)
     api = {"url": chosen.url, "source": chosen.source, "overrides": chosen.overridden}
+    checked = _check_api(args, config) if args.check_api else None
+    ok = checked is None or checked.ok
     if args.json:
-        print(json.dumps({"ok": True, "api": api, "policies": policies}, indent=2))
-        return errors.EXIT_OK
+        document = {"ok": ok, "api": api, "policies": policies}
+        if checked is not None:
+            document["api_check"] = checked.document()
+        print(json.dumps(document, indent=2))
+        return _check_api_verdict(checked)
     print(f"configuration OK: {len(config.policies)} policies")
     for shown in policies:
         flags = [f for f, on in (("dry run", shown["dry_run"]), ("prune only", not shown["create"])) if on]
@@ -848,7 +859,27 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             print(f"  next run {stamp}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
     over = f", over the file's {chosen.overridden}" if chosen.overridden else ""
     print(f"api: {chosen.url} (from {chosen.source}{over})")
-    return errors.EXIT_OK
+    for line in checked.lines() if checked is not None else ():
+        print(line)
+    return _check_api_verdict(checked)
+
+
+def _check_api(args: argparse.Namespace, config: RotatorConfig) -> ApiCheck:
+    async def go() -> ApiCheck:
+        async with _client(args, config) as client:
+            return await check_api(client, config.policies)
+
+    try:
+        return asyncio.run(go())
+    except errors.Unauthorized as exc:  # the token is configuration: check-config's exit code for it
+        raise errors.ConfigError(describe_error(exc)) from None
+
+
+def _check_api_verdict(checked: ApiCheck | None) -> int:
+    if checked is None or checked.ok:
+        return errors.EXIT_OK
+    print(f"rotator: {checked.failure()}", file=sys.stderr)
+    return errors.EXIT_CONFIG
 
 
 def longest_description(spec: JobSpec) -> int:
