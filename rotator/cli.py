@@ -299,12 +299,40 @@ def _add_tool_commands(commands: Commands) -> None:
         help="print a JSON Schema of the configuration file (for editors: yaml-language-server)",
     )
     schema.set_defaults(handler=_cmd_config_schema)
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash, zsh or fish",
+        description='Print the completion script; e.g. eval "$(rotator completion bash)" in ~/.bashrc, '
+        "or rotator completion fish | source. Installed packages load it by themselves (see README).",
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
+    )
+    completion.set_defaults(handler=_cmd_completion)
+    manual = commands.add_parser(
+        "man", help="print the manual page, rotator(1), in roff (man -l <(rotator man))"
+    )
+    manual.set_defaults(handler=_cmd_man)
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:
     from rotator.schema import config_schema  # noqa: PLC0415 - pydantic's schema generator, only here
 
     print(json.dumps(config_schema(), indent=2))
+    return errors.EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from rotator.completion import completion_script  # noqa: PLC0415 - shtab, only here
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return errors.EXIT_OK
+
+
+def _cmd_man(args: argparse.Namespace) -> int:
+    from rotator.completion import manual_page  # noqa: PLC0415 - argparse-manpage, only here
+
+    print(manual_page(build_parser()), end="")
     return errors.EXIT_OK
 
 
