@@ -26,15 +26,17 @@ import pydantic
 import structlog
 
 from rotator import __version__, errors
+from rotator.addresses import health_url
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
 from rotator.apicheck import ApiCheck, check_api
 from rotator.apiurl import API_URL_ENV, choose_api_url, refuse_settings_spelling
 from rotator.byhand import cautions, owned_by, policy_of, refusal
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.durations import format_duration, parse_duration
-from rotator.health import check_health, health_url
+from rotator.health import check_health
 from rotator.markers import is_policy_name
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
+from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
 from rotator.pings import Pinger
@@ -786,6 +788,7 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
                             job.slot_for(now),
                             pings_url=job.pings_url,
                             pinger=pinger,
+                            observers=job.observers,
                             servers=servers,
                             dry_run=args.dry_run,
                             now=now,
@@ -840,6 +843,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     for job in jobs_from_config(config):
         policy = job.spec.policy
         warnings = []
+        notify = [
+            {"on": sorted(observer.on), "targets": list(observer.targets)}
+            for observer in job.observers
+            if isinstance(observer, Notifications)  # its targets as they may be shown: no tokens
+        ]
         limit = config.api.max_description_length
         longest = longest_description(job.spec)
         if limit is not None and job.spec.create and longest > limit:
@@ -857,6 +865,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
                 create=job.spec.create,
                 next_runs=None if job.trigger is None else next_slots(job.trigger, now, 3),
                 warnings=warnings,
+                notify=notify,
             )
         )
     chosen, _ = choose_api_url(args.api_url, os.environ, config, args.config)
@@ -876,6 +885,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(
             f"policy {shown['name']}: {len(shown['servers'])} servers, time zone {shown['timezone']}{extra}"
         )
+        for target in shown["notify"]:
+            print(f"  notify on {', '.join(target['on'])}: {', '.join(target['targets'])}")
         for warning in shown["warnings"]:
             print(f"  warning: {warning}")
         if shown["next_runs"] is None:

@@ -58,6 +58,7 @@ def policy_check_document(
     create: bool,
     next_runs: Sequence[datetime] | None,
     warnings: Sequence[str],
+    notify: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """One policy as ``check-config --json`` shows it; ``next_runs`` is ``None`` without a schedule."""
     return {
@@ -68,6 +69,7 @@ def policy_check_document(
         "create": create,
         "next_runs": None if next_runs is None else [format_timestamp(slot) for slot in next_runs],
         "warnings": list(warnings),
+        "notify": list(notify),  # each {"on": [...], "targets": [...]}, targets shown without tokens
     }
 
 
