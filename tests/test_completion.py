@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,10 +41,18 @@ def shell_env() -> dict[str, str]:
     }
 
 
-def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(argv: list[str], *, timeout: float = 120, cwd: Path | None = None, stdin: str | None = None) -> Any:
+    """``argv`` run with the venv's rotator first on PATH; its CompletedProcess."""
     return subprocess.run(
-        argv, capture_output=True, text=True, check=False, timeout=120, env=shell_env(), **kwargs
-    )  # type: ignore[call-overload, no-any-return]
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=shell_env(),
+        cwd=cwd,
+        input=stdin,
+    )
 
 
 # -- what the scripts hold ------------------------------------------------------------------------
@@ -174,6 +183,42 @@ def test_the_installed_zsh_loader_is_found_on_fpath(zsh: str, tmp_path: Path) ->
     assert found.stdout.strip() == "_rotator"
 
 
+# Drives an interactive zsh through zpty: types the line and a tab, and prints the first set of matches
+# the completion system adds (compadd wrapped to print them); the read blocks until they come.
+ZSH_COMPLETE = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1=''; fpath=($2 \$fpath); autoload -U compinit; compinit -u -D"
+zpty -w z 'compadd () { builtin compadd -O hits "$@"; (( $#hits )) && print -r -- "HI""TS[${(j: :)hits}]"; }'
+zpty -w z "$1"$'\t'
+zpty -r z reply '*HITS\[*\]*'
+zpty -d z
+print -r -- ${${reply##*HITS\[}%%\]*}
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param("rotator backups ", ["create", "delete", "list"], id="subcommands"),
+        pytest.param("rotator backups list --type ", ["automatic", "manual"], id="choices"),
+        pytest.param("rotator completion ", ["bash", "fish", "zsh"], id="shells"),
+    ],
+)
+def test_the_installed_zsh_loader_completes(zsh: str, tmp_path: Path, line: str, expected: list[str]) -> None:
+    """In an interactive zsh with the package's site-functions on fpath, a tab completes from the parser."""
+    try:  # a loader that adds nothing leaves the read waiting: that is the failure
+        done = run(
+            [zsh, "-f", "-c", ZSH_COMPLETE, "zsh", line, str(SHARE / "zsh" / "site-functions")],
+            cwd=tmp_path,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"zsh offered no completion for {line!r} within 30 s")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == expected
+
+
 # -- fish -----------------------------------------------------------------------------------------
 
 
@@ -246,7 +291,7 @@ def test_the_man_page_renders_without_warnings(page: Path) -> None:
     checked = run([groff, "-man", "-ww", "-z", str(page)])
     assert (checked.returncode, checked.stderr) == (0, "")
     man = require_program("man", "man-db")
-    shown = run([man, "-l", str(page)], input="")
+    shown = run([man, "-l", str(page)], stdin="")
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout.replace("\u2010", "-")
     for heading in ("NAME", "SYNOPSIS", "EXIT STATUS", "ENVIRONMENT"):
