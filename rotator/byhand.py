@@ -76,7 +76,8 @@ def refusal(found: Sequence[Caution]) -> str:
     """The one line that refuses ``--yes`` without ``--force`` for ``found`` (not empty)."""
     ids = ", ".join(str(c.backup_id) for c in found)
     kinds = sorted({"owned by a policy" if c.kind == "owned" else "automatic" for c in found}, reverse=True)
+    subject = f"backup {ids} is" if len(found) == 1 else f"backups {ids} are"
     return (
-        f"backup {ids} {'is' if len(found) == 1 else 'are'} {' or '.join(kinds)}: --yes alone does not "
-        "delete such backups, add --force; nothing was deleted"
+        f"{subject} {' or '.join(kinds)}: --yes alone does not delete such backups, add --force; "
+        "nothing was deleted"
     )

@@ -233,3 +233,16 @@ def test_interrupting_create_wait_says_the_backup_goes_on(sandbox_server: Runnin
         f"stopped waiting); see how it ends with 'rotator backups list --server {SERVER}'"
     ]
     assert sandbox_server.state.backup(backup_id).status == "in_progress"
+
+
+def test_the_refusal_names_every_such_backup_in_one_line(
+    sandbox_server: RunningSandbox, kinds: dict[str, BackupRecord], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An owned and an automatic backup with --yes: one line naming both ids and both kinds."""
+    doomed = [kinds["nightly"], kinds["automatic"]]
+    code, _, err = cli(capsys, "backups", "delete", *ids(doomed), "--yes")
+    assert code == 2
+    assert err.strip() == (
+        f"rotator: backups {doomed[0].id}, {doomed[1].id} are owned by a policy or automatic: --yes alone "
+        "does not delete such backups, add --force; nothing was deleted"
+    )
