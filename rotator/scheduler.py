@@ -30,7 +30,7 @@ from rotator.notify import Notifier
 from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.slots import Action, decide, latest_slot, next_slots, whole_minutes
-from rotator.telemetry import Telemetry, reported_run
+from rotator.telemetry import Telemetry, policy_watch, reported_run, seed_metrics
 
 log = structlog.get_logger("rotator.daemon")
 
@@ -128,6 +128,7 @@ class Daemon:
             if self.http is not None:
                 await self.http.start()
             self._install(self.jobs.values())
+            self._watch()
             self.scheduler.start()
             health.scheduler_running = True
             self.history.started = self._wall_clock()
@@ -186,6 +187,7 @@ class Daemon:
             if existing.id not in self.jobs:
                 existing.remove()
         self._install(self.jobs.values())
+        self._watch()
         log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
         self.notifier.ready(self.status_line())
 
@@ -222,6 +224,13 @@ class Daemon:
                 max_instances=1,
                 misfire_grace_time=int(self.settings.misfire_grace.total_seconds()),
             )
+
+    def _watch(self) -> None:
+        """Tell the metrics which policies and servers there are (their counters start at 0)."""
+        now = self._wall_clock()
+        self.telemetry.metrics.watch(
+            policy_watch(job.spec, job.trigger, now=now, dry_run=self.dry_run) for job in self.jobs.values()
+        )
 
     def next_runs(self) -> dict[str, str]:
         now = self._wall_clock()
@@ -326,17 +335,28 @@ class Daemon:
         await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
 
     async def catch_up(self, job: ScheduledJob) -> None:
-        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime)."""
-        if not job.catch_up or not job.spec.create or job.trigger is None:
+        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime).
+
+        The same listing tells the metrics each server's last success (a policy that does not
+        catch up is listed for them alone), so that they hold across a restart.
+        """
+        if not job.spec.create or job.trigger is None:
+            return
+        if not job.catch_up:
+            now = self._wall_clock()
+            await seed_metrics(
+                self.telemetry.metrics, self.runner.inventory, [policy_watch(job.spec, None, now=now)]
+            )
             return
         now = self._wall_clock()
         slot = latest_slot(job.trigger, now)
-        if slot is None:
-            return
         try:
             views, failed = await self.runner.inventory.read(job.spec.policy.servers)
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
+            return
+        self.telemetry.metrics.seed(job.name, {sid: view.backups for sid, view in views.items()})
+        if slot is None:
             return
         due = [
             sid for sid, view in views.items() if slot_due(view.backups, job.name, slot, job.spec.attempts)

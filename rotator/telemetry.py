@@ -3,19 +3,33 @@
 :class:`Telemetry` is the API client's :class:`~rotator.api.ApiObserver`
 (requests, retries and 429s into the metrics; 401/403 into readiness), and
 :func:`reported_run` wraps one run of a policy with its pings and its metrics,
-for ``rotator run`` and ``rotator run-once`` alike.
+for ``rotator run`` and ``rotator run-once`` alike. :func:`policy_watch` says
+how old a policy's backups may get, and :func:`seed_metrics` reads each
+server's last success from the API, so the metrics survive a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import structlog
+from apscheduler.triggers.base import BaseTrigger
+
+from rotator import errors
 from rotator.health import HealthState
-from rotator.metrics import Metrics, route_of
+from rotator.inventory import Inventory
+from rotator.metrics import Metrics, PolicyWatch, route_of
 from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner, RunReport
+from rotator.slots import latest_slot, next_slots
+
+log = structlog.get_logger("rotator.telemetry")
+
+GAP_SAMPLE = 32
+"""Slots after now whose gaps give a schedule's longest one (a weekday cron's weekend among them)."""
 
 
 @dataclass
@@ -69,3 +83,51 @@ async def reported_run(
         assert pinger is not None
         await pinger.finished(pings_url, report)
     return report
+
+
+def grace(spec: JobSpec, trigger: BaseTrigger | None) -> timedelta:
+    """How long after its slot a server's backup may still be on its way: the schedule's jitter, every
+    attempt's wait and the delays between them."""
+    jitter = getattr(trigger, "jitter", None) or 0
+    return timedelta(seconds=jitter) + spec.wait_timeout * spec.attempts + spec.retry_delay * spec.retries
+
+
+def longest_gap(trigger: BaseTrigger, now: datetime) -> timedelta | None:
+    """The longest time between two consecutive slots around ``now``; ``None`` for fewer than two."""
+    slots = next_slots(trigger, now, GAP_SAMPLE)
+    latest = latest_slot(trigger, now)
+    if latest is not None:
+        slots.insert(0, latest)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
+    return max(gaps) if gaps else None
+
+
+def policy_watch(
+    spec: JobSpec, trigger: BaseTrigger | None, *, now: datetime, dry_run: bool = False
+) -> PolicyWatch:
+    """What the metrics watch of a policy: its servers, and, when it creates backups on a schedule,
+    ``max_age``: the longest gap between its slots plus :func:`grace`. A server whose newest completed
+    backup is older than that is overdue."""
+    max_age: float | None = None
+    if spec.create and trigger is not None:
+        gap = longest_gap(trigger, now)
+        if gap is not None:
+            max_age = (gap + grace(spec, trigger)).total_seconds()
+    return PolicyWatch(spec.name, tuple(spec.policy.servers), max_age, dry_run or spec.dry_run)
+
+
+async def seed_metrics(metrics: Metrics, inventory: Inventory, watches: Iterable[PolicyWatch]) -> None:
+    """Each watched policy's last successes and failing servers, as the API lists them now.
+
+    A listing that fails is logged and leaves those servers as they were (their gauges say
+    "never succeeded" until a run or the next start tells better).
+    """
+    for watch in watches:
+        try:
+            views, failed = await inventory.read(watch.servers)
+        except errors.ApiError as exc:
+            log.warning("metrics.seed_failed", policy=watch.name, error=str(exc))
+            continue
+        if failed:
+            log.warning("metrics.seed_failed", policy=watch.name, servers=sorted(failed))
+        metrics.seed(watch.name, {sid: view.backups for sid, view in views.items()})
