@@ -260,6 +260,7 @@ class Metrics:
 
         A policy no longer configured stops being reported; one kept keeps its state.
         """
+        policies = list(policies)
         with self._lock:
             states = {}
             for policy in policies:

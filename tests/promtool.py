@@ -46,7 +46,7 @@ def install_promtool() -> str:
         raise PromtoolMissing("promtool is not on PATH and cannot be installed here (apt-get needs root)")
     ours = not POLICY_RC_D.exists()
     if ours:
-        POLICY_RC_D.write_text("#!/bin/sh\n# rotator's tests: install packages, start no services\nexit 101\n")
+        POLICY_RC_D.write_text("#!/bin/sh\n# rotator's tests: install, start no service\nexit 101\n")
         POLICY_RC_D.chmod(0o755)
     try:
         install = ["install", "-y", "--no-install-recommends", PACKAGE]

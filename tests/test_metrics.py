@@ -548,3 +548,11 @@ def test_prune_only_and_unscheduled_policies_have_no_max_age() -> None:
     assert policy_watch(job(), None, now=now).max_age is None
     assert policy_watch(job(dry_run=True), None, now=now).dry_run
     assert policy_watch(job(), None, now=now, dry_run=True).dry_run
+
+
+def test_watch_takes_any_iterable() -> None:
+    """A generator of watches (as the daemon passes) gives every policy its counters at 0."""
+    metrics = Metrics()
+    metrics.watch(watch for watch in [WATCH])
+    assert value(metrics, "rotator_runs_total", policy="nightly", outcome=FAILED, dry_run="false") == 0
+    assert value(metrics, "rotator_servers", policy="nightly") == 3
