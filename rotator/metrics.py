@@ -141,7 +141,10 @@ class PolicyWatch:
 
 @dataclass(slots=True)
 class _PolicyState:
+    """A policy's servers' state; every table holds configured servers only (the watch's)."""
+
     watch: PolicyWatch
+    configured: frozenset[int] = frozenset()
     last_success: dict[int, float] = field(default_factory=dict)
     failing: set[int] = field(default_factory=set)
     observed: set[int] = field(default_factory=set)  # servers a run reported on: a seed may not undo it
@@ -264,16 +267,15 @@ class Metrics:
         with self._lock:
             states = {}
             for policy in policies:
-                old = self._policies.get(policy.name)
-                state = _PolicyState(policy) if old is None else old
+                state = self._policies.get(policy.name) or _PolicyState(policy)
                 state.watch = policy
-                if old is not None:  # servers that left the policy leave its gauges
-                    keep = set(policy.servers)
-                    for table in (state.last_success, state.held_back):
-                        for sid in [s for s in table if s not in keep]:
-                            del table[sid]
-                    state.failing &= keep
-                    state.observed &= keep
+                state.configured = keep = frozenset(policy.servers)
+                # servers that left the policy leave its gauges
+                for table in (state.last_success, state.held_back):
+                    for sid in [s for s in table if s not in keep]:
+                        del table[sid]
+                state.failing &= keep
+                state.observed &= keep
                 states[policy.name] = state
             self._policies = states
         for policy in policies:
@@ -299,6 +301,8 @@ class Metrics:
             if state is None:
                 return
             for sid, backups in backups_by_server.items():
+                if sid not in state.configured:
+                    continue
                 newest = newest_success(backups, policy)
                 if newest is not None:
                     state.last_success[sid] = max(newest, state.last_success.get(sid, newest))
@@ -331,14 +335,16 @@ class Metrics:
             state = self._policies.get(policy)
             if state is None:  # a policy nobody told us about: its servers are those it ran on
                 state = self._policies[policy] = _PolicyState(PolicyWatch(policy, ()))
-            configured = set(state.watch.servers)
-            unknown = [r.server_id for r in report.servers if r.server_id not in configured]
-            if unknown and state.watch.max_age is None:
+            unknown = [r.server_id for r in report.servers if r.server_id not in state.configured]
+            if (
+                unknown and state.watch.max_age is None
+            ):  # not watched for age: its servers are those it ran on
                 servers = tuple(sorted({*state.watch.servers, *unknown}))
                 state.watch = PolicyWatch(policy, servers, None, state.watch.dry_run)
+                state.configured = frozenset(servers)
             for result in report.servers:
                 sid = result.server_id
-                if result.outcome == ABANDONED:
+                if result.outcome == ABANDONED or sid not in state.configured:
                     continue  # neither done nor failed: the next run finishes the slot
                 state.observed.add(sid)
                 if result.outcome == OK:
@@ -428,7 +434,7 @@ class Metrics:
             for rail in RAILS:
                 held.add_metric([name, rail], summary.held_back.get(rail, 0))
             if last_success is not None:
-                for sid, when in sorted(last_success.items()):
+                for sid, when in last_success.items():
                     per_server.add_metric([name, str(sid)], when)
         yield from (servers, overdue, failing, oldest, max_age, held)
         if self.per_server:
@@ -486,8 +492,8 @@ class _Summary:
     @classmethod
     def of(cls, state: _PolicyState, now: float) -> _Summary:
         watch = state.watch
-        known = [state.last_success[sid] for sid in watch.servers if sid in state.last_success]
-        never = len(watch.servers) - len(known)
+        known = state.last_success.values()  # configured servers only
+        never = len(state.configured) - len(known)
         oldest = 0.0 if never or not known else min(known)
         overdue = 0
         if watch.max_age is not None:
@@ -496,9 +502,7 @@ class _Summary:
         held: Tally[str] = Tally()
         for tally in state.held_back.values():
             held.update(tally)
-        configured = set(watch.servers)
-        failing = sum(1 for sid in state.failing if sid in configured)
-        return cls(failing=failing, oldest=oldest, overdue=overdue, held_back=dict(held))
+        return cls(failing=len(state.failing), oldest=oldest, overdue=overdue, held_back=dict(held))
 
 
 class _StateCollector:
