@@ -332,32 +332,40 @@ class Daemon:
         await self._run(job, slot, servers=servers, catching_up=True)
 
     async def _catch_up_all(self) -> None:
-        await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
+        jobs = list(self.jobs.values())
+        await asyncio.gather(self._seed_metrics(jobs), *(self.catch_up(job) for job in jobs))
+
+    async def _seed_metrics(self, jobs: Sequence[ScheduledJob]) -> None:
+        """The last successes of the policies that do not catch up (whose catch-up reads them), in one
+        listing; only where someone can scrape them (``http.listen``)."""
+        if self.http is None:
+            return
+        now = self._wall_clock()
+        watches = [
+            policy_watch(job.spec, job.trigger, now=now)
+            for job in jobs
+            if job.spec.create and job.trigger is not None and not job.catch_up
+        ]
+        await seed_metrics(self.telemetry.metrics, self.runner.inventory, watches)
 
     async def catch_up(self, job: ScheduledJob) -> None:
         """Run the latest slot now, once, for the servers without a usable backup of it (after downtime).
 
-        The same listing tells the metrics each server's last success (a policy that does not
-        catch up is listed for them alone), so that they hold across a restart.
+        The same listing tells the metrics each server's last success, so that they hold across a
+        restart.
         """
-        if not job.spec.create or job.trigger is None:
-            return
-        if not job.catch_up:
-            now = self._wall_clock()
-            await seed_metrics(
-                self.telemetry.metrics, self.runner.inventory, [policy_watch(job.spec, None, now=now)]
-            )
+        if not job.catch_up or not job.spec.create or job.trigger is None:
             return
         now = self._wall_clock()
         slot = latest_slot(job.trigger, now)
+        if slot is None:
+            return
         try:
             views, failed = await self.runner.inventory.read(job.spec.policy.servers)
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
             return
         self.telemetry.metrics.seed(job.name, {sid: view.backups for sid, view in views.items()})
-        if slot is None:
-            return
         due = [
             sid for sid, view in views.items() if slot_due(view.backups, job.name, slot, job.spec.attempts)
         ]

@@ -117,17 +117,22 @@ def policy_watch(
 
 
 async def seed_metrics(metrics: Metrics, inventory: Inventory, watches: Iterable[PolicyWatch]) -> None:
-    """Each watched policy's last successes and failing servers, as the API lists them now.
+    """Each watched policy's last successes and failing servers, as the API lists them now, in one
+    read for all their servers (an account listing where that is cheaper).
 
     A listing that fails is logged and leaves those servers as they were (their gauges say
     "never succeeded" until a run or the next start tells better).
     """
+    watches = list(watches)
+    servers = sorted({sid for watch in watches for sid in watch.servers})
+    if not servers:
+        return
+    try:
+        views, failed = await inventory.read(servers)
+    except errors.ApiError as exc:
+        log.warning("metrics.seed_failed", policies=[w.name for w in watches], error=str(exc))
+        return
+    if failed:
+        log.warning("metrics.seed_failed", servers=sorted(failed))
     for watch in watches:
-        try:
-            views, failed = await inventory.read(watch.servers)
-        except errors.ApiError as exc:
-            log.warning("metrics.seed_failed", policy=watch.name, error=str(exc))
-            continue
-        if failed:
-            log.warning("metrics.seed_failed", policy=watch.name, servers=sorted(failed))
-        metrics.seed(watch.name, {sid: view.backups for sid, view in views.items()})
+        metrics.seed(watch.name, {sid: views[sid].backups for sid in watch.servers if sid in views})
