@@ -128,7 +128,7 @@ def _flag(value: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PolicyWatch:
-    """What the metrics know of a policy beside its runs (built by :func:`rotator.telemetry.watch`)."""
+    """What the metrics know of a policy beside its runs (built by :func:`rotator.telemetry.policy_watch`)."""
 
     name: str
     servers: tuple[int, ...]
@@ -149,6 +149,7 @@ class _PolicyState:
     failing: set[int] = field(default_factory=set)
     observed: set[int] = field(default_factory=set)  # servers a run reported on: a seed may not undo it
     held_back: dict[int, Tally[str]] = field(default_factory=dict)
+    adhoc: bool = False  # not watched: a run told of it first, and its servers are those it ran on
 
 
 def newest_success(backups: Iterable[Backup], policy: str) -> float | None:
@@ -268,7 +269,7 @@ class Metrics:
             states = {}
             for policy in policies:
                 state = self._policies.get(policy.name) or _PolicyState(policy)
-                state.watch = policy
+                state.watch, state.adhoc = policy, False
                 state.configured = keep = frozenset(policy.servers)
                 # servers that left the policy leave its gauges
                 for table in (state.last_success, state.held_back):
@@ -333,19 +334,17 @@ class Metrics:
         finished = self._wall_clock()
         with self._lock:
             state = self._policies.get(policy)
-            if state is None:  # a policy nobody told us about: its servers are those it ran on
-                state = self._policies[policy] = _PolicyState(PolicyWatch(policy, ()))
-            unknown = [r.server_id for r in report.servers if r.server_id not in state.configured]
-            if (
-                unknown and state.watch.max_age is None
-            ):  # not watched for age: its servers are those it ran on
-                servers = tuple(sorted({*state.watch.servers, *unknown}))
-                state.watch = PolicyWatch(policy, servers, None, state.watch.dry_run)
+            if state is None:
+                state = self._policies[policy] = _PolicyState(PolicyWatch(policy, ()), adhoc=True)
+            if state.adhoc:
+                servers = tuple(sorted({*state.configured, *(r.server_id for r in report.servers)}))
+                state.watch = PolicyWatch(policy, servers)
                 state.configured = frozenset(servers)
             for result in report.servers:
                 sid = result.server_id
+                # abandoned: neither done nor failed, the next run finishes the slot
                 if result.outcome == ABANDONED or sid not in state.configured:
-                    continue  # neither done nor failed: the next run finishes the slot
+                    continue
                 state.observed.add(sid)
                 if result.outcome == OK:
                     state.last_success[sid] = finished
