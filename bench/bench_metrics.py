@@ -170,6 +170,16 @@ def measure(setup: str, servers: int, runs: int, ref: str) -> dict[str, Any]:
     return result
 
 
+def measure_in_child(setup: str, servers: int, runs: int, ref: str) -> dict[str, Any]:
+    """:func:`measure` in a process of its own (prometheus_client's ``_created`` switch is global)."""
+    argv = [sys.executable, __file__, "--one", setup, "--servers", str(servers), "--runs", str(runs)]
+    child = subprocess.run([*argv, "--before-ref", ref], capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"{setup} failed:\n{child.stderr}")
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])  # after any log line
+    return result
+
+
 def spread(values: list[float], scale: float = 1000.0, unit: str = " ms") -> str:
     median = statistics.median(values) * scale
     return f"{median:.1f}{unit} (min {min(values) * scale:.1f}, max {max(values) * scale:.1f})"
@@ -252,27 +262,11 @@ def main() -> int:
         return 0
     results = []
     for setup in SETUPS:
-        child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--one",
-                setup,
-                "--servers",
-                str(args.servers),
-                "--runs",
-                str(args.runs),
-                "--before-ref",
-                args.before_ref,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if child.returncode != 0:
-            print(f"{setup} failed:\n{child.stderr}", file=sys.stderr)
+        try:
+            result = measure_in_child(setup, args.servers, args.runs, args.before_ref)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
             return 1
-        result = json.loads(child.stdout.strip().splitlines()[-1])  # after any log line
         results.append(result)
         print(
             f"{setup}: {size(result['bytes'])} ({size(result['gzip_bytes'])} gzip), "
