@@ -1,4 +1,5 @@
-"""Prometheus metrics, fed from one place: run reports, API exchanges, and the API's listing at start.
+"""Prometheus metrics, fed from one place: runs' events (:meth:`Metrics.observe`), API exchanges,
+and the API's listing at start.
 
 Each :class:`Metrics` owns its :class:`~prometheus_client.CollectorRegistry`
 (never the global one), so every test and every daemon has its own counts.
@@ -77,6 +78,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from rotator.events import Event, Outcome, RunFinished
 from rotator.markers import parse_marker
 from rotator.models import COMPLETED, MANUAL, Backup
 from rotator.models import FAILED as BACKUP_FAILED
@@ -84,11 +86,11 @@ from rotator.models import FAILED as BACKUP_FAILED
 if TYPE_CHECKING:  # only the type: api.py may import this module without a cycle through runner.py
     from rotator.runner import RunReport
 
-# runner.Outcome's values (a StrEnum: its members compare equal to these)
-OK: Final = "ok"
-FAILED: Final = "failed"
-ABANDONED: Final = "abandoned"
-UNKNOWN: Final = "unknown"
+# the outcome labels are the events' own values (rotator.events.Outcome), not copies of them
+OK: Final = Outcome.OK.value
+FAILED: Final = Outcome.FAILED.value
+ABANDONED: Final = Outcome.ABANDONED.value
+UNKNOWN: Final = Outcome.UNKNOWN.value
 RUN_OUTCOMES: Final = (OK, FAILED, ABANDONED)
 
 # planner.Rail's values, so that every rail's counter starts at 0 (a test keeps the two equal)
@@ -115,7 +117,7 @@ def route_of(path: str) -> str:
     return _NUMERIC_SEGMENT.sub("/{id}", path.split("?", 1)[0])
 
 
-def run_outcome(report: RunReport) -> str:
+def run_outcome(report: RunReport | RunFinished) -> str:
     """The run's outcome as one label: ``failed`` (a server failed or its create's outcome is
     unknown), else ``abandoned`` (a shutdown cut it short) or ``ok``."""
     status = str(report.status)
@@ -202,7 +204,7 @@ class Metrics:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._policies: dict[str, _PolicyState] = {}
-        self._authenticated: bool | None = None
+        self._authenticated: Callable[[], bool | None] = lambda: None
         r = self.registry
         self.runs = Counter(
             "rotator_runs", "Runs of a policy, by outcome.", ["policy", "outcome", "dry_run"], registry=r
@@ -315,7 +317,12 @@ class Metrics:
 
     # -- what happened ---------------------------------------------------------
 
-    def observe_run(self, report: RunReport) -> None:
+    def observe(self, event: Event) -> None:
+        """The metrics as an observer of runs' events (:mod:`rotator.events`): each finished run counted."""
+        if isinstance(event, RunFinished):
+            self.observe_run(event)
+
+    def observe_run(self, report: RunReport | RunFinished) -> None:
         """Count one finished run of a policy and update its servers' state (real runs only)."""
         policy = report.policy
         dry = _flag(report.dry_run)
@@ -369,8 +376,12 @@ class Metrics:
         self.rate_limited.inc()
 
     def set_authenticated(self, ok: bool) -> None:
-        with self._lock:
-            self._authenticated = ok
+        """The token's acceptance as one value (tests, a process without a health state)."""
+        self._authenticated = lambda: ok
+
+    def authenticated_from(self, source: Callable[[], bool | None]) -> None:
+        """Read the token's acceptance from ``source`` at each scrape (``None``: no answer yet, no series)."""
+        self._authenticated = source
 
     # -- output ----------------------------------------------------------------
 
@@ -385,7 +396,7 @@ class Metrics:
     def _state_families(self) -> Iterator[Metric]:
         now = self._wall_clock()
         with self._lock:  # a copy of what the loop may change meanwhile; the text is built outside
-            authenticated = self._authenticated
+            authenticated = self._authenticated()
             snapshot = [
                 (
                     state.watch,
