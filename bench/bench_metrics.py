@@ -28,6 +28,7 @@ import asyncio
 import gzip
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -189,7 +190,7 @@ def size(count: int) -> str:
     return f"{count / 1e6:.2f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
 
 
-def report(results: list[dict[str, Any]], runs: int, ref: str) -> str:
+def report(results: list[dict[str, Any]], runs: int, ref: str, load: tuple[float, ...] | None = None) -> str:
     by = {result["setup"]: result for result in results}
     servers = results[0]["servers"]
     out = [
@@ -245,6 +246,15 @@ def report(results: list[dict[str, Any]], runs: int, ref: str) -> str:
         "",
     ]
     out += [f"- {key}: {value}" for key, value in machine().items()]
+    if load is not None:
+        before_load, after_load = load[:3], os.getloadavg()
+        out.append(
+            "- load average (1, 5, 15 min) before and after: "
+            + ", ".join(f"{x:.2f}" for x in before_load)
+            + " / "
+            + ", ".join(f"{x:.2f}" for x in after_load)
+            + f" on {os.cpu_count()} cores (the machine is shared: a loaded one makes every time worse)"
+        )
     out += ["", "## Raw", "", "```json", json.dumps(results, indent=2), "```", ""]
     return "\n".join(out)
 
@@ -260,6 +270,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(measure(args.one, args.servers, args.runs, args.before_ref)))
         return 0
+    load = os.getloadavg()
     results = []
     for setup in SETUPS:
         try:
@@ -273,7 +284,7 @@ def main() -> int:
             f"{result['series']:,} series, render {spread(result['render_s'])}",
             flush=True,
         )
-    text = report(results, args.runs, args.before_ref)
+    text = report(results, args.runs, args.before_ref, load)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
