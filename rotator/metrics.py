@@ -48,7 +48,8 @@ Gauges of the fleet's state, one series per policy however many servers it has:
 sees the first failure after a start; the last successes, and which servers are failing, are
 read from the API when the daemon starts (:meth:`Metrics.seed`: each server's newest completed
 backup of the policy, judged by its marker), so the alerts of ``deploy/prometheus`` keep firing
-across a restart. A dry run never moves the last successes, the failing servers or the held-back
+across a restart. Until that reading (or a real run), a policy's overdue, failing and oldest
+gauges are absent: nothing is claimed that was not read. A dry run never moves the last successes, the failing servers or the held-back
 deletes: it made no backup and deleted nothing.
 """
 
@@ -152,6 +153,7 @@ class _PolicyState:
     observed: set[int] = field(default_factory=set)  # servers a run reported on: a seed may not undo it
     held_back: dict[int, Tally[str]] = field(default_factory=dict)
     adhoc: bool = False  # not watched: a run told of it first, and its servers are those it ran on
+    known: bool = False  # the API's listing (or a real run) told its servers' state: until then, no claim
 
 
 def newest_success(backups: Iterable[Backup], policy: str) -> float | None:
@@ -303,6 +305,7 @@ class Metrics:
             state = self._policies.get(policy)
             if state is None:
                 return
+            state.known = True
             for sid, backups in backups_by_server.items():
                 if sid not in state.configured:
                     continue
@@ -343,6 +346,7 @@ class Metrics:
             state = self._policies.get(policy)
             if state is None:
                 state = self._policies[policy] = _PolicyState(PolicyWatch(policy, ()), adhoc=True)
+            state.known = True
             if state.adhoc:
                 servers = tuple(sorted({*state.configured, *(r.server_id for r in report.servers)}))
                 state.watch = PolicyWatch(policy, servers)
@@ -401,7 +405,7 @@ class Metrics:
                 (
                     state.watch,
                     dict(state.last_success) if self.per_server else None,
-                    _Summary.of(state, now),
+                    _Summary.of(state, now) if state.known else None,
                 )
                 for state in self._policies.values()
             ]
@@ -435,14 +439,18 @@ class Metrics:
         for watch, last_success, summary in snapshot:
             name = watch.name
             servers.add_metric([name], len(watch.servers))
+            if watch.max_age is not None:
+                max_age.add_metric([name], watch.max_age)
+            held_back = summary.held_back if summary is not None else {}
+            for rail in RAILS:
+                held.add_metric([name, rail], held_back.get(rail, 0))
+            if summary is None:
+                continue  # not read from the API yet (the start's listing is under way): no claim
             failing.add_metric([name], summary.failing)
             if watch.servers:
                 oldest.add_metric([name], summary.oldest)
             if watch.max_age is not None:
-                max_age.add_metric([name], watch.max_age)
                 overdue.add_metric([name], summary.overdue)
-            for rail in RAILS:
-                held.add_metric([name, rail], summary.held_back.get(rail, 0))
             if last_success is not None:
                 for sid, when in last_success.items():
                     per_server.add_metric([name, str(sid)], when)

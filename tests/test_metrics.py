@@ -10,12 +10,16 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import httpx
 import pytest
+import structlog
 from apscheduler.triggers.base import BaseTrigger
 from prometheus_client.parser import text_string_to_metric_families
 
+from rotator import errors
+from rotator.inventory import Inventory
 from rotator.markers import make_marker
 from rotator.metrics import (
     ABANDONED,
@@ -36,7 +40,7 @@ from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner, RunReport, ServerResult
 from rotator.sandbox import Sandbox, SandboxOptions
 from rotator.schedule import cron_trigger, interval_trigger
-from rotator.telemetry import policy_watch
+from rotator.telemetry import policy_watch, seed_metrics
 from tests.sandbox_clients import SandboxTime, sandbox_client, sandbox_runner
 
 NOW = datetime(2025, 1, 16, 3, 0, 30, tzinfo=UTC)
@@ -168,7 +172,7 @@ async def test_a_dry_run_counts_but_is_no_success(runner: Runner, metrics: Metri
     assert value(metrics, "rotator_backups_adopted_total", policy="nightly") == 0
     assert not any(name == "rotator_last_success_timestamp_seconds" for name, _ in samples(metrics))
     assert value(metrics, "rotator_deletes_held_back", policy="nightly", rail="dry_run") == 0
-    assert value(metrics, "rotator_servers_overdue", policy="nightly") == 3
+    assert value(metrics, "rotator_servers_overdue", policy="nightly") is None  # still nothing known
 
 
 async def test_a_second_run_adopts(runner: Runner, metrics: Metrics) -> None:
@@ -374,7 +378,10 @@ def test_a_restart_reads_the_state_back_from_the_api() -> None:
     now = SLOT.timestamp() + 12 * 3600
     watch = PolicyWatch("nightly", SERVERS, max_age=26 * 3600.0)
     restarted = Metrics(wall_clock=lambda: now, per_server=True, policies=[watch])
-    assert value(restarted, "rotator_servers_overdue", policy="nightly") == 3  # before the seed: none known
+    # before the listing is read: no claim (a firing alert keeps firing meanwhile, keep_firing_for)
+    for name in ("servers_overdue", "servers_failing", "oldest_last_success_timestamp_seconds"):
+        assert value(restarted, f"rotator_{name}", policy="nightly") is None
+    assert value(restarted, "rotator_servers", policy="nightly") == 3
     restarted.seed("nightly", listing())
     assert value(restarted, "rotator_servers", policy="nightly") == 3
     assert value(restarted, "rotator_servers_failing", policy="nightly") == 1
@@ -556,3 +563,24 @@ def test_watch_takes_any_iterable() -> None:
     metrics.watch(watch for watch in [WATCH])
     assert value(metrics, "rotator_runs_total", policy="nightly", outcome=FAILED, dry_run="false") == 0
     assert value(metrics, "rotator_servers", policy="nightly") == 3
+
+
+class DownInventory:
+    """Stands in for the Inventory while the API is down."""
+
+    async def read(self, server_ids: object) -> object:
+        raise errors.ServerError("the API is down", method="GET", path="/api/v1/backups/", status=503)
+
+
+async def test_a_listing_that_fails_at_start_claims_nothing() -> None:
+    """The API down at start: logged, and the fleet gauges stay absent (not 'never backed up') until
+    a run or a later listing tells."""
+    metrics = Metrics(wall_clock=lambda: FINISHED, policies=[WATCH])
+    with structlog.testing.capture_logs() as logs:
+        await seed_metrics(metrics, cast(Inventory, DownInventory()), [WATCH])
+    assert [entry["event"] for entry in logs] == ["metrics.seed_failed"]
+    assert value(metrics, "rotator_servers_overdue", policy="nightly") is None
+    assert value(metrics, "rotator_oldest_last_success_timestamp_seconds", policy="nightly") is None
+    metrics.observe_run(RunReport("nightly", SLOT, False, results(Outcome.OK, Outcome.OK, Outcome.FAILED)))
+    assert value(metrics, "rotator_servers_overdue", policy="nightly") == 1  # 3 failed: no success known
+    assert value(metrics, "rotator_servers_failing", policy="nightly") == 1
