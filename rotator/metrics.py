@@ -49,8 +49,8 @@ sees the first failure after a start; the last successes, and which servers are 
 read from the API when the daemon starts (:meth:`Metrics.seed`: each server's newest completed
 backup of the policy, judged by its marker), so the alerts of ``deploy/prometheus`` keep firing
 across a restart. Until that reading (or a real run), a policy's overdue, failing and oldest
-gauges are absent: nothing is claimed that was not read. A dry run never moves the last successes, the failing servers or the held-back
-deletes: it made no backup and deleted nothing.
+gauges are absent: nothing is claimed that was not read. A dry run never moves the last
+successes, the failing servers or the held-back deletes: it made no backup and deleted nothing.
 """
 
 from __future__ import annotations
