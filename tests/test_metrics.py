@@ -164,9 +164,10 @@ async def test_a_dry_run_counts_but_is_no_success(runner: Runner, metrics: Metri
     metrics.observe_run(report)
     assert value(metrics, "rotator_runs_total", policy="nightly", outcome="ok", dry_run="true") == 1
     assert value(metrics, "rotator_runs_total", policy="nightly", outcome="ok", dry_run="false") == 0
+    # 3 servers, each: the 4 a real run would delete (its new backup counted in the plan)
     assert (
         value(metrics, "rotator_backups_blocked_total", policy="nightly", rail="dry_run", dry_run="true")
-        == 3 * 3
+        == 3 * 4
     )
     assert value(metrics, "rotator_backups_created_total", policy="nightly") == 0
     assert value(metrics, "rotator_backups_adopted_total", policy="nightly") == 0
