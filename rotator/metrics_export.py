@@ -84,7 +84,10 @@ class MetricsExport:
         """Checked before any run starts: a bad path or URL is a usage error, and nothing is done."""
         path = check_metrics_file(args.metrics_file) if args.metrics_file is not None else None
         gateway = check_pushgateway(args.pushgateway) if args.pushgateway is not None else None
-        watches = [policy_watch(job.spec, job.trigger, now=now, dry_run=args.dry_run) for job in jobs]
+        watches = [
+            policy_watch(job.spec, job.trigger, now=now, dry_run=args.dry_run, grace=job.status_grace)
+            for job in jobs
+        ]
         metrics = Metrics(per_server=config.metrics.per_server, policies=watches)
         # a CronJob per policy pushes to a group of its own: a push replaces its whole group
         grouping = {"policy": args.policy} if args.policy is not None else None

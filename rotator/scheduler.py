@@ -47,6 +47,7 @@ class ScheduledJob:
     catch_up: bool = True
     pings_url: str | None = None
     observers: tuple[Observer, ...] = ()  # told each run's events: the policy's notifications
+    status_grace: timedelta | None = None  # how late its backup may be (status, metrics); None: the default
 
     @property
     def name(self) -> str:
@@ -233,7 +234,8 @@ class Daemon:
         """Tell the metrics which policies and servers there are (their counters start at 0)."""
         now = self._wall_clock()
         self.telemetry.metrics.watch(
-            policy_watch(job.spec, job.trigger, now=now, dry_run=self.dry_run) for job in self.jobs.values()
+            policy_watch(job.spec, job.trigger, now=now, dry_run=self.dry_run, grace=job.status_grace)
+            for job in self.jobs.values()
         )
 
     def next_runs(self) -> dict[str, str]:
@@ -344,7 +346,7 @@ class Daemon:
             return
         now = self._wall_clock()
         watches = [
-            policy_watch(job.spec, job.trigger, now=now)
+            policy_watch(job.spec, job.trigger, now=now, grace=job.status_grace)
             for job in jobs
             if job.spec.create and job.trigger is not None and not job.catch_up
         ]
@@ -444,7 +446,14 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             urls = [url.get_secret_value() for url in policy.notify.urls]
             observers = (Notifications(urls, policy.notify.on, where=f"policies[{index}].notify"),)
         jobs.append(
-            ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings, observers=observers)
+            ScheduledJob(
+                spec,
+                trigger,
+                catch_up=policy.catch_up,
+                pings_url=pings,
+                observers=observers,
+                status_grace=policy.status_grace,
+            )
         )
     return jobs
 

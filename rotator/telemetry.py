@@ -28,6 +28,7 @@ from rotator.metrics import Metrics, PolicyWatch, route_of
 from rotator.pings import Pinger, RunPings
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.slots import latest_slot, next_slots
+from rotator.status import default_grace
 
 log = structlog.get_logger("rotator.telemetry")
 
@@ -97,11 +98,17 @@ async def reported_run(
     )
 
 
-def grace(spec: JobSpec, trigger: BaseTrigger | None) -> timedelta:
-    """How long after its slot a server's backup may still be on its way: the schedule's jitter, every
+def default_grace_of(spec: JobSpec, trigger: BaseTrigger | None) -> timedelta:
+    """How long after its slot a server's backup may still be on its way, as ``rotator status``
+    counts it by default (:func:`rotator.status.default_grace`): the schedule's jitter, every
     attempt's wait and the delays between them."""
-    jitter = getattr(trigger, "jitter", None) or 0
-    return timedelta(seconds=jitter) + spec.wait_timeout * spec.attempts + spec.retry_delay * spec.retries
+    jitter = getattr(trigger, "jitter", None)
+    return default_grace(
+        wait_timeout=spec.wait_timeout,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
+        jitter=timedelta(seconds=jitter) if jitter else None,
+    )
 
 
 def longest_gap(trigger: BaseTrigger, now: datetime) -> timedelta | None:
@@ -115,16 +122,23 @@ def longest_gap(trigger: BaseTrigger, now: datetime) -> timedelta | None:
 
 
 def policy_watch(
-    spec: JobSpec, trigger: BaseTrigger | None, *, now: datetime, dry_run: bool = False
+    spec: JobSpec,
+    trigger: BaseTrigger | None,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    grace: timedelta | None = None,
 ) -> PolicyWatch:
     """What the metrics watch of a policy: its servers, and, when it creates backups on a schedule,
-    ``max_age``: the longest gap between its slots plus :func:`grace`. A server whose newest completed
-    backup is older than that is overdue."""
+    ``max_age``: the longest gap between its slots plus its grace (``status_grace``, ``grace`` here;
+    by default :func:`default_grace_of`). A server whose newest completed backup is older than that
+    is overdue."""
     max_age: float | None = None
     if spec.create and trigger is not None:
         gap = longest_gap(trigger, now)
         if gap is not None:
-            max_age = (gap + grace(spec, trigger)).total_seconds()
+            late = grace if grace is not None else default_grace_of(spec, trigger)
+            max_age = (gap + late).total_seconds()
     return PolicyWatch(spec.name, tuple(spec.policy.servers), max_age, dry_run or spec.dry_run)
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -19,6 +20,7 @@ from apscheduler.triggers.base import BaseTrigger
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import errors
+from rotator.config import load_config
 from rotator.inventory import Inventory
 from rotator.markers import make_marker
 from rotator.metrics import (
@@ -40,6 +42,7 @@ from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Outcome, Runner, RunReport, ServerResult
 from rotator.sandbox import Sandbox, SandboxOptions
 from rotator.schedule import cron_trigger, interval_trigger
+from rotator.scheduler import jobs_from_config
 from rotator.telemetry import policy_watch, seed_metrics
 from tests.sandbox_clients import SandboxTime, sandbox_client, sandbox_runner
 
@@ -585,3 +588,30 @@ async def test_a_listing_that_fails_at_start_claims_nothing() -> None:
     metrics.observe_run(RunReport("nightly", SLOT, False, results(Outcome.OK, Outcome.OK, Outcome.FAILED)))
     assert value(metrics, "rotator_servers_overdue", policy="nightly") == 1  # 3 failed: no success known
     assert value(metrics, "rotator_servers_failing", policy="nightly") == 1
+
+
+def test_max_age_takes_the_policys_status_grace(tmp_path: Path) -> None:
+    """status_grace, when set, is the grace of the max age too: rotator status and the alerts agree."""
+    now = datetime(2025, 10, 24, 12, 0, tzinfo=UTC)
+    nightly = cron_trigger("0 3 * * *", "UTC")
+    assert (
+        policy_watch(job(), nightly, now=now, grace=timedelta(hours=3)).max_age
+        == (DAY + timedelta(hours=3)).total_seconds()
+    )
+    config = tmp_path / "rotator.yaml"
+    config.write_text(
+        "policies:\n"
+        "  - {name: nightly, servers: [1], schedule: {cron: '0 3 * * *'}, retention: {keep_last: 3},"
+        " status_grace: 3h}\n"
+        "  - {name: plain, servers: [2], schedule: {cron: '0 3 * * *'}, retention: {keep_last: 3}}\n",
+        encoding="utf-8",
+    )
+    jobs = {item.name: item for item in jobs_from_config(load_config(config))}
+    ages = {
+        name: policy_watch(item.spec, item.trigger, now=now, grace=item.status_grace).max_age
+        for name, item in jobs.items()
+    }
+    assert ages == {
+        "nightly": (DAY + timedelta(hours=3)).total_seconds(),
+        "plain": (DAY + GRACE).total_seconds(),
+    }
