@@ -36,6 +36,8 @@ from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health
 from rotator.inventory import Inventory, Views
 from rotator.markers import is_policy_name
+from rotator.metrics import Metrics
+from rotator.metrics_export import MetricsExport, exports_metrics
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier
@@ -269,6 +271,15 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
         "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
     )
     once.add_argument("--json", action="store_true", help="print each policy's run report as JSON")
+    once.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH.prom",
+        help="write the run's metrics there, for node_exporter's textfile collector (atomically)",
+    )
+    once.add_argument(
+        "--pushgateway", metavar="URL", help="push the run's metrics to this Prometheus Pushgateway"
+    )
     once.set_defaults(handler=_cmd_run_once)
 
     status = commands.add_parser(
@@ -795,15 +806,17 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             raise errors.UsageError(f"server {args.server} is in none of the selected policies")
     servers = [args.server] if args.server is not None else None
     now = args.now or datetime.now(UTC)
+    export = MetricsExport.from_args(args, config, jobs, now) if exports_metrics(args) else None
+    telemetry = export.telemetry if export is not None else None
 
     async def go() -> list[RunReport]:
-        async with _client(args, config) as client, Pinger() as pinger:
+        async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             runner = _runner(client, config)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
                 loop.add_signal_handler(sig, runner.abandon.set)
-            return list(
+            reports = list(
                 await asyncio.gather(
                     *(
                         reported_run(
@@ -816,14 +829,20 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
                             servers=servers,
                             dry_run=args.dry_run,
                             now=now,
+                            metrics=telemetry.metrics if telemetry is not None else None,
                         )
                         for job in jobs
                     )
                 )
             )
+            if export is not None and not runner.abandon.is_set():
+                await export.seed(runner.inventory)
+            return reports
 
     reports = asyncio.run(go())
     code = run_once_exit_code(reports)
+    if export is not None:
+        export.write()
     if args.json:  # the reports alone: a dry run's would-be deletes are each report's blocked entries
         print(json.dumps(run_once_document(reports, code), indent=2))
         return code
@@ -843,7 +862,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def reload() -> list[ScheduledJob]:
         return jobs_from_config(load_config(path))
 
-    telemetry = Telemetry()
+    telemetry = Telemetry(metrics=Metrics(per_server=config.metrics.per_server))
 
     async def go() -> int:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:

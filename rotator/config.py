@@ -400,6 +400,14 @@ class HttpConfig(Section):
         return value
 
 
+class MetricsConfig(Section):
+    """``metrics``: what ``/metrics``, ``--metrics-file`` and ``--pushgateway`` hold."""
+
+    # one series per server (rotator_last_success_timestamp_seconds{policy,server_id}): for small
+    # fleets; the per-policy gauges (servers overdue, the oldest last success) are always there
+    per_server: bool = False
+
+
 class DaemonConfig(Section):
     """``daemon``: how runs wait for backups and how the daemon stops."""
 
@@ -425,8 +433,9 @@ class RotatorConfig(BaseSettings):
     log: LogConfig = LogConfig()
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
-    @field_validator("api", "log", "daemon", "http", mode="before")
+    @field_validator("api", "log", "daemon", "http", "metrics", mode="before")
     @classmethod
     def _empty_section(cls, value: object) -> object:
         return {} if value is None else value  # a section with every key commented out
