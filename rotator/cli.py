@@ -1,6 +1,7 @@
 """The ``rotator`` command: the only place that prints for people and chooses exit codes.
 
 Exit codes: 0 success, 1 an API or runtime failure, 2 a usage error,
+73 run-once declined: another instance holds the coordination lease (nothing done),
 75 run-once stopped before its runs finished (abandoned, not failed),
 78 a configuration error (including a missing or unreadable token),
 130 interrupted.
@@ -28,8 +29,10 @@ import pydantic
 from rotator import __version__, errors
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
+from rotator.coordination import Coordinator, Fence
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health, health_url
+from rotator.leadership import coordinator_from_config, run_once_lease
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
@@ -127,8 +130,8 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
         prog="rotator",
         description="Create manual backups on a schedule and prune them by retention rules.",
         epilog=(
-            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 75 run-once abandoned (stopped), "
-            "78 configuration, 130 interrupted"
+            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 73 run-once declined (another instance "
+            "leads), 75 run-once abandoned (stopped), 78 configuration, 130 interrupted"
         ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
@@ -596,9 +599,10 @@ def _configure_run_logging(args: argparse.Namespace, config: RotatorConfig) -> N
     configure_logging(args.log_level or config.log.level, config.log.format)
 
 
-def _runner(client: BackupsClient, config: RotatorConfig) -> Runner:
+def _runner(client: BackupsClient, config: RotatorConfig, coordinator: Coordinator | None = None) -> Runner:
     return Runner(
         client,
+        guard=Fence(coordinator) if coordinator is not None else None,
         poll_initial=config.daemon.poll_interval.total_seconds(),
         poll_max=config.daemon.poll_max_interval.total_seconds(),
         quiet_period=config.api.create_quiet_period.total_seconds(),
@@ -632,9 +636,20 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
     servers = [args.server] if args.server is not None else None
     now = args.now or datetime.now(UTC)
 
-    async def go() -> list[RunReport]:
+    coordinator = _coordinator(args, config)
+
+    async def go() -> list[RunReport] | None:
+        try:
+            async with run_once_lease(coordinator) as leading:
+                if not leading:
+                    return None
+                return await runs()
+        finally:
+            await coordinator.aclose()
+
+    async def runs() -> list[RunReport]:
         async with _client(args, config) as client, Pinger() as pinger:
-            runner = _runner(client, config)
+            runner = _runner(client, config, coordinator)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
@@ -658,6 +673,13 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             )
 
     reports = asyncio.run(go())
+    if reports is None:
+        holder = getattr(coordinator, "holder", None) or "another instance"
+        print(
+            f"rotator: declined: {holder} holds the coordination lease; nothing done (exit 73)",
+            file=sys.stderr,
+        )
+        return errors.EXIT_DECLINED
     for report in reports:
         print(report.summary_line())
     return run_once_exit_code(reports)
@@ -672,12 +694,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return jobs_from_config(load_config(path))
 
     telemetry = Telemetry()
+    coordinator = _coordinator(args, config)
 
     async def go() -> int:
+        try:
+            await coordinator.start()  # unreachable, refused, another configuration: one line, no action
+            return await daemon()
+        finally:
+            await coordinator.aclose()
+
+    async def daemon() -> int:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             daemon = Daemon(
                 jobs_from_config(config),
-                _runner(client, config),
+                _runner(client, config, coordinator),
                 reload=reload,
                 settings=daemon_settings(config),
                 dry_run=args.dry_run,
@@ -685,10 +715,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 notifier=Notifier.from_environ(),
                 pinger=pinger,
                 http_listen=config.http.listen,
+                coordinator=coordinator,
             )
             return await daemon.run()
 
     return asyncio.run(go())
+
+
+def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator:
+    return coordinator_from_config(config, client_settings(args, config, os.environ).base_url)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

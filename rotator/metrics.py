@@ -136,6 +136,20 @@ class Metrics:
             "1 if the API accepted the token at the last call, 0 if it rejected it (401/403).",
             registry=r,
         )
+        self.leader = Gauge(
+            "rotator_leader",
+            "1 while this instance may act (the leader, or the only instance), 0 while it stands by.",
+            registry=r,
+        )
+        self.coordination_reachable = Gauge(
+            "rotator_coordination_reachable",
+            "1 while the coordination backend (etcd) answers, 0 while it cannot be reached.",
+            registry=r,
+        )
+        self._leading: bool | None = None
+        self.leader_changes = Counter(
+            "rotator_leader_changes", "Times this instance became or stopped being the leader.", registry=r
+        )
 
     def observe_run(self, report: RunReport) -> None:
         """Count one finished run of a policy."""
@@ -170,6 +184,14 @@ class Metrics:
 
     def set_authenticated(self, ok: bool) -> None:
         self.authenticated.set(1 if ok else 0)
+
+    def set_role(self, leading: bool, reachable: bool) -> None:
+        """The coordination role: acting or standing by, and whether the backend answers."""
+        if self._leading is not None and self._leading != leading:
+            self.leader_changes.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
+        self.coordination_reachable.set(1 if reachable else 0)
 
     def render(self) -> bytes:
         """Every metric in Prometheus' text format (serve with :data:`CONTENT_TYPE`)."""

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -95,6 +95,30 @@ class JobSpec:
             slot=_iso(slot.replace(microsecond=0)),
         )
         return mark_description(text.strip(), self.name, slot, attempt)
+
+
+class ActGuard(Protocol):
+    """Who may act (``rotator.coordination.Fence``): asked before each create and each batch of deletes;
+    ``errors.NotLeader`` stops that server's work (abandoned: the leader that took over finishes it)."""
+
+    async def before_create(self, policy: str, server_id: int, slot: datetime, attempt: int) -> None: ...
+
+    async def before_deletes(self, server_id: int, backup_ids: list[int]) -> None: ...
+
+    def may_act(self) -> bool: ...
+
+
+class _Unguarded:
+    """One instance alone: it may always act."""
+
+    async def before_create(self, policy: str, server_id: int, slot: datetime, attempt: int) -> None:
+        return None
+
+    async def before_deletes(self, server_id: int, backup_ids: list[int]) -> None:
+        return None
+
+    def may_act(self) -> bool:
+        return True
 
 
 class Outcome(StrEnum):
@@ -235,8 +259,10 @@ class Runner:
         poll_max: float = 60.0,
         quiet_period: float = DEFAULT_QUIET_PERIOD,
         max_view_age: float = DEFAULT_MAX_VIEW_AGE,
+        guard: ActGuard | None = None,
     ) -> None:
         self.client = client
+        self.guard: ActGuard = guard or _Unguarded()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._sleep = sleep
@@ -393,6 +419,12 @@ class Runner:
         description = job.describe(run.slot, attempt)
         known = view.ids
         try:
+            await self.guard.before_create(job.name, sid, run.slot, attempt)
+        except errors.NotLeader as exc:
+            result.fail(f"not created: {exc}", Outcome.ABANDONED)
+            log.warning("backup.not_created", server_id=sid, attempt=attempt, reason=str(exc))
+            return None
+        try:
             backup = await self.client.create_backup(sid, description)
         except errors.CreateOutcomeUnknown as exc:
             log.warning("backup.create_unknown", server_id=sid, attempt=attempt, error=str(exc))
@@ -514,9 +546,19 @@ class Runner:
             result.blocked.append(blocked)
             event = "backup.would_delete" if blocked.rail is Rail.DRY_RUN else "prune.blocked"
             log.info(event, server_id=sid, backup_id=blocked.decision.backup.id, rail=blocked.rail.value)
+        try:
+            if actions.delete:
+                await self.guard.before_deletes(sid, [decision.backup.id for decision in actions.delete])
+        except errors.NotLeader as exc:
+            result.fail(f"nothing deleted: {exc}", Outcome.ABANDONED)
+            log.warning("prune.not_leader", server_id=sid, reason=str(exc))
+            return False
         for decision in actions.delete:
             if self.abandon.is_set():
                 result.fail("shutdown before every delete was sent", Outcome.ABANDONED)
+                return False
+            if not self.guard.may_act():
+                result.fail("the leadership was lost before every delete was sent", Outcome.ABANDONED)
                 return False
             backup_id = decision.backup.id
             try:
