@@ -126,10 +126,18 @@ def _ssl_context(settings: EtcdSettings) -> ssl.SSLContext | bool:
 
 
 def _describe_transport(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    if "SSL" in text or "CERTIFICATE" in text.upper():
+    """One phrase for a request that got no answer; a TLS failure says where to look."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 8:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    tls = next((link for link in chain if isinstance(link, ssl.SSLError)), None)
+    text = next((str(link) for link in chain if str(link)), type(exc).__name__)
+    if tls is not None or "SSL" in text:
+        reason = getattr(tls, "reason", None) or text
         return (
-            f"TLS handshake failed ({text}): check coordination.etcd.ca_file, cert_file and key_file "
+            f"TLS handshake failed ({reason}): check coordination.etcd.ca_file, cert_file and key_file "
             "and the endpoints' scheme"
         )
     if isinstance(exc, httpx.TimeoutException):
@@ -208,7 +216,7 @@ class EtcdGateway:
                     f"etcd at {endpoint} rejected the credentials of user {self.settings.username!r} "
                     "(check coordination.etcd.username and password_file)"
                 )
-            if code == 16 or response.status_code == 401:
+            if code == 16 or response.status_code == 401 or "user name is empty" in message:
                 if self.settings.username is not None and not authenticating and not reauthenticated:
                     reauthenticated = True  # the token expired: one new one, then the same request
                     await self.authenticate()
@@ -286,6 +294,7 @@ class EtcdCoordinator:
         self.holder: str | None = None  # who leads, as last seen
         self._seen_revision = 0
         self.last_error: str | None = None
+        self._warned_ttl = False
 
     # -- the interface -----------------------------------------------------------
 
@@ -472,6 +481,10 @@ class EtcdCoordinator:
         sent = self._monotonic()
         answer = await self.gateway.call("lease/grant", {"TTL": math.ceil(self.ttl)})
         self._lease = int(answer["ID"])
+        granted = int(answer.get("TTL", 0) or 0)
+        if granted > math.ceil(self.ttl) and not self._warned_ttl:
+            self._warned_ttl = True  # failover takes etcd's TTL; acting still ends at ours / 2
+            log.warning("coordination.lease_ttl_raised", asked_s=math.ceil(self.ttl), granted_s=granted)
         self._valid_until = sent + self.ttl / 2
 
     async def _keepalive(self) -> bool:
