@@ -943,3 +943,45 @@ async def test_a_backup_that_vanishes_while_waited_for_fails_the_server(
     assert said(logs, "backup.failed", "server_id", "backup_id", "status") == [
         {"log_level": "error", "server_id": 1, "backup_id": gone[0], "status": "vanished"}
     ]
+
+
+async def test_the_cap_counts_the_deletes_of_earlier_prune_rounds(
+    runner: Runner, sandbox: Sandbox, hooked: Hooked
+) -> None:
+    """max_deletes_per_run 3, and the first DELETE takes 30 s (max_view_age 5 s): the server is read
+    again and planned anew, and the new plan may delete only the 2 the cap has left, not 3 more. The
+    backups held back are the second plan's, said once each."""
+    runner.max_view_age = 5.0
+    old = sorted(owned(sandbox, 1), key=lambda b: b.created_at)
+    slow: list[bool] = []
+
+    def slow_first_delete(request: httpx.Request) -> None:
+        if request.method == "DELETE" and not slow:
+            sandbox.clock.advance(timedelta(seconds=30))
+            slow.append(True)
+
+    hooked.before.append(slow_first_delete)
+    with structlog.testing.capture_logs() as logs:
+        report = await runner.run(job(servers=(1,), max_deletes_per_run=3), SLOT)
+    (result,) = report.servers
+    assert result.outcome is Outcome.OK, result.error
+    assert len(said(logs, "prune.replanned")) == 1
+    assert result.deleted == [b.id for b in old[:3]]
+    assert [b.decision.backup.id for b in result.blocked] == [b.id for b in old[3:8]]
+    assert {b.rail for b in result.blocked} == {Rail.MAX_DELETES}
+    assert len(owned(sandbox, 1)) == 11 - 3
+    assert [e["id"] for e in api_deletes(sandbox)] == [b.id for b in old[:3]]
+
+
+async def test_a_dry_run_of_a_server_without_backups_plans_nothing_and_is_ok(
+    runner: Runner, sandbox: Sandbox
+) -> None:
+    """Server 1 has no backup at all: a dry run makes none, so its prune plans on an empty listing,
+    which names no server; the plan is still the server's (nothing to delete), not an error."""
+    for backup in list(sandbox.state.backups(server_id=1)):
+        sandbox.state.delete_backup(backup.id, by="third_party")
+    report = await runner.run(job(servers=(1,)), SLOT, dry_run=True)
+    (result,) = report.servers
+    assert result.outcome is Outcome.OK, result.error
+    assert (result.deleted, result.blocked, result.kept) == ([], [], 0)
+    assert posts(sandbox) == 0
