@@ -315,3 +315,28 @@ def test_metrics_and_readiness_of_an_unreachable_standby() -> None:
         True,
         {"config": "ok", "scheduler": "ok", "api_auth": "no call yet", "role": "standby (etcd unreachable)"},
     )
+
+
+@respx.mock
+async def test_a_refused_claim_is_not_leading() -> None:
+    """etcd refusing the claim's transaction for another reason: NotLeader (the server is abandoned,
+    the run does not crash), logged once."""
+    respx.post("http://e1:2379/v3/lease/grant").mock(
+        return_value=httpx.Response(200, json={"ID": "77", "TTL": "15"})
+    )
+    respx.post("http://e1:2379/v3/kv/txn").mock(
+        side_effect=[
+            httpx.Response(200, json={"header": {"revision": "5"}, "succeeded": True}),
+            httpx.Response(400, json={"code": 3, "message": "etcdserver: too many operations in txn"}),
+        ]
+    )
+    coordinator = EtcdCoordinator(EtcdSettings(endpoints=("http://e1:2379",)), name="a", fingerprint="f" * 16)
+    assert await coordinator.acquire()
+    assert coordinator.term == 5
+    with (
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(errors.NotLeader, match="too many operations"),
+    ):
+        await coordinator.claim("p", 1, SLOT, 1)
+    assert [entry["event"] for entry in logs] == ["coordination.fence_refused"]
+    await coordinator.aclose()

@@ -518,6 +518,9 @@ class EtcdCoordinator:
         except errors.CoordinationUnavailable as exc:
             self._unreachable(exc)
             raise errors.NotLeader(f"{self.name} cannot confirm its leadership: {exc}") from None
+        except errors.CoordinationError as exc:  # refused (a token that cannot be renewed, ...)
+            log.error("coordination.fence_refused", error=str(exc))
+            raise errors.NotLeader(f"{self.name} cannot confirm its leadership: {exc}") from None
 
     def _ours(self, term: int, lease: int) -> list[dict[str, Any]]:
         key = _b64(self.leader_key)
