@@ -25,6 +25,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -387,3 +388,79 @@ def fixture_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdClust
     """A fresh three-member etcd cluster for one test (import this fixture into a test module)."""
     with etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
         yield cluster
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA that signed nothing etcd presents
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_tls_files(root: Path) -> TlsFiles:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (EC keys, one day), by openssl."""
+    root.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        _openssl(
+            "req", "-x509", *key, "-keyout", str(root / f"{ca}.key"), "-out", str(root / f"{ca}.pem"),
+            "-days", "1", "-subj", f"/CN=rotator test {ca}",
+        )  # fmt: skip
+    # the server certificate is also a client one: etcd's gateway dials its own gRPC server with it
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        _openssl(
+            "req", *key, "-keyout", str(root / f"{name}.key"), "-out", str(root / f"{name}.csr"),
+            "-subj", f"/CN={name}",
+        )  # fmt: skip
+        extensions = root / f"{name}.ext"
+        extensions.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n", encoding="utf-8")
+        _openssl(
+            "x509", "-req", "-in", str(root / f"{name}.csr"), "-CA", str(root / "ca.pem"),
+            "-CAkey", str(root / "ca.key"), "-CAcreateserial", "-out", str(root / f"{name}.pem"),
+            "-days", "1", "-extfile", str(extensions),
+        )  # fmt: skip
+    return TlsFiles(root / "ca.pem", root / "client.pem", root / "client.key", root / "other-ca.pem")
+
+
+@contextlib.contextmanager
+def tls_etcd(root: Path) -> Iterator[tuple[str, TlsFiles]]:
+    """One etcd member serving clients over https with client certificates required; its URL."""
+    binary = require_etcd()
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make the test certificates")
+    files = make_tls_files(root / "pki")
+    client_port, peer_port = free_port(), free_port()
+    url = f"https://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    command = [
+        binary, "--name", "tls", "--data-dir", str(root / "data"),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"tls={peer}",
+        "--cert-file", str(root / "pki" / "server.pem"), "--key-file", str(root / "pki" / "server.key"),
+        "--trusted-ca-file", str(files.ca), "--client-cert-auth",
+    ]  # fmt: skip
+    log = (root / "tls.log").open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(str(files.client_cert), str(files.client_key))
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1.0, context=context) as answer:
+                return bool(json.loads(answer.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    try:
+        wait_until(healthy, "the TLS etcd member to be healthy")
+        yield url, files
+    finally:
+        process.kill()
+        process.wait(10)

@@ -22,7 +22,7 @@ import pytest
 from rotator import errors
 from rotator.coordination import Fence, Role, pinned_term
 from rotator.coordination.etcd import EtcdCoordinator, EtcdSettings
-from tests.etcd_cluster import EtcdCluster, TcpProxy, _post, fixture_etcd, free_port
+from tests.etcd_cluster import EtcdCluster, TcpProxy, _post, fixture_etcd, free_port, tls_etcd
 
 __all__ = ["fixture_etcd"]
 
@@ -304,3 +304,38 @@ async def test_credentials(make: Callable[..., EtcdCoordinator], etcd: EtcdClust
     assert await right.acquire()
     await right.claim("p", 1, SLOT, 1)
     await right.fence()
+
+
+async def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """etcd over https requiring client certificates: with the CA and a client certificate rotator
+    leads and claims; without the certificate, or trusting another CA, one line says TLS."""
+    with tls_etcd(tmp_path) as (url, files):
+        good = EtcdCoordinator(
+            EtcdSettings(
+                endpoints=(url,),
+                prefix="/t/",
+                ca_file=files.ca,
+                cert_file=files.client_cert,
+                key_file=files.client_key,
+            ),
+            name="a",
+            fingerprint="f" * 16,
+        )
+        await good.start()
+        assert await good.acquire()
+        await good.claim("p", 1, SLOT, 1)
+        await good.aclose()
+        for settings in (
+            EtcdSettings(endpoints=(url,), ca_file=files.ca),
+            EtcdSettings(
+                endpoints=(url,),
+                ca_file=files.other_ca,
+                cert_file=files.client_cert,
+                key_file=files.client_key,
+            ),
+        ):
+            bad = EtcdCoordinator(settings, name="b", fingerprint="f" * 16)
+            with pytest.raises(errors.CoordinationUnavailable, match="TLS handshake") as caught:
+                await bad.start()
+            assert "\n" not in str(caught.value)
+            await bad.aclose()

@@ -125,7 +125,7 @@ def _ssl_context(settings: EtcdSettings) -> ssl.SSLContext | bool:
     return context
 
 
-def _describe_transport(exc: httpx.HTTPError) -> str:
+def _describe_transport(exc: httpx.HTTPError | ssl.SSLError, endpoint: str = "") -> str:
     """One phrase for a request that got no answer; a TLS failure says where to look."""
     chain: list[BaseException] = []
     link: BaseException | None = exc
@@ -136,12 +136,23 @@ def _describe_transport(exc: httpx.HTTPError) -> str:
     text = next((str(link) for link in chain if str(link)), type(exc).__name__)
     if tls is not None or "SSL" in text:
         reason = getattr(tls, "reason", None) or text
+        if "ALERT" in str(reason).upper():  # the server refused our certificate (or its absence)
+            return (
+                f"TLS handshake refused by etcd ({reason}): check coordination.etcd.cert_file and key_file "
+                "(a client certificate etcd trusts)"
+            )
         return (
             f"TLS handshake failed ({reason}): check coordination.etcd.ca_file, cert_file and key_file "
             "and the endpoints' scheme"
         )
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if endpoint.startswith("https://") and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        # TLS 1.3: a server that wants a client certificate closes the connection after the handshake
+        return (
+            f"{text} right after the TLS handshake: does etcd require a client certificate? "
+            "(check coordination.etcd.cert_file and key_file)"
+        )
     return text
 
 
@@ -191,8 +202,11 @@ class EtcdGateway:
             try:
                 response = await self._http.post(f"{endpoint}/v3/{path}", json=body, headers=self._headers())
                 answer = response.json()
-            except httpx.HTTPError as exc:
-                failures.append(f"{endpoint}: {_describe_transport(exc)}")
+            except (
+                httpx.HTTPError,
+                ssl.SSLError,
+            ) as exc:  # httpcore lets a TLS alert after the handshake out
+                failures.append(f"{endpoint}: {_describe_transport(exc, endpoint)}")
                 index += 1
                 continue
             except ValueError:
@@ -258,7 +272,7 @@ class EtcdGateway:
                         result = json.loads(line).get("result") or {}
                         if any(event.get("type") == "DELETE" for event in result.get("events") or []):
                             return True
-        except (TimeoutError, httpx.HTTPError, ValueError, AttributeError):
+        except (TimeoutError, httpx.HTTPError, ssl.SSLError, ValueError, AttributeError):
             return False
         return False
 
