@@ -599,10 +599,9 @@ def _configure_run_logging(args: argparse.Namespace, config: RotatorConfig) -> N
     configure_logging(args.log_level or config.log.level, config.log.format)
 
 
-def _runner(client: BackupsClient, config: RotatorConfig, coordinator: Coordinator | None = None) -> Runner:
+def _runner(client: BackupsClient, config: RotatorConfig) -> Runner:
     return Runner(
         client,
-        guard=Fence(coordinator) if coordinator is not None else None,
         poll_initial=config.daemon.poll_interval.total_seconds(),
         poll_max=config.daemon.poll_max_interval.total_seconds(),
         quiet_period=config.api.create_quiet_period.total_seconds(),
@@ -649,7 +648,7 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
 
     async def runs() -> list[RunReport]:
         async with _client(args, config) as client, Pinger() as pinger:
-            runner = _runner(client, config, coordinator)
+            runner = _guarded(_runner(client, config), coordinator)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
@@ -707,7 +706,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             daemon = Daemon(
                 jobs_from_config(config),
-                _runner(client, config, coordinator),
+                _guarded(_runner(client, config), coordinator),
                 reload=reload,
                 settings=daemon_settings(config),
                 dry_run=args.dry_run,
@@ -720,6 +719,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return await daemon.run()
 
     return asyncio.run(go())
+
+
+def _guarded(runner: Runner, coordinator: Coordinator) -> Runner:
+    runner.guard = Fence(coordinator)  # a claim before each create, a fence before each batch of deletes
+    return runner
 
 
 def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator:
