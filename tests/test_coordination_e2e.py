@@ -364,3 +364,50 @@ def test_tls_misconfigured(
     assert done.returncode == 1
     assert "TLS handshake failed" in _one_line(done)
     assert sandbox.sandbox.stats()["total"] == 0
+
+
+def test_a_new_leader_adopts_the_slot_in_flight_and_prunes_once(
+    etcd: EtcdCluster,
+    serve: Callable[[SandboxOptions], RunningSandbox],
+    launch: Callable[..., Rotator],
+    tmp_path: Path,
+) -> None:
+    """The leader SIGKILLed while its backups are in progress: the standby takes over within
+    lease_ttl + 1 s, its catch-up adopts each backup by its marker (no second create), waits for it
+    and prunes once."""
+    sandbox = serve(
+        SandboxOptions(fleet="uniform", servers=3, backups_per_server=4, owner="slow", create_seconds=8)
+    )
+    policy = {
+        "name": "slow",
+        "servers": [1, 2, 3],
+        "schedule": {"interval": "1h"},
+        "retention": {"keep_last": 3},
+    }
+    first = launch(
+        sandbox, "run", "--config", str(coordinated(tmp_path / "a.yaml", etcd.endpoints, "a", [policy]))
+    )
+    first.wait_for("backup.created", 3, timeout=30)  # its catch-up of the latest slot, in progress
+    second = launch(
+        sandbox, "run", "--config", str(coordinated(tmp_path / "b.yaml", etcd.endpoints, "b", [policy]))
+    )
+    wait_until(lambda: any(line.startswith("{") for line in second.lines), "the second replica to log")
+    assert leader_name(etcd) == "a"
+    struck = time.monotonic()
+    first.process.kill()
+    wait_until(lambda: leader_name(etcd) == "b", "b to lead", timeout=TTL + 10)
+    took = time.monotonic() - struck
+    second.wait_for("catch_up.started", timeout=10)
+    adopted = second.wait_for("backup.adopted", 3, timeout=30)
+    assert sorted(event["server_id"] for event in adopted) == [1, 2, 3]
+    second.wait_for("run.finished", timeout=30)
+    assert second.stop() == 0, second.tail()
+    assert not second.events("backup.created")
+    keys = attempt_keys(sandbox)
+    assert sorted(keys.values()) == [1, 1, 1]
+    deleted = [event.backup["id"] for event in sandbox.sandbox.state.events("deleted")]
+    assert len(deleted) == 3 * 2  # 4 + 1 down to keep_last 3 on each server, once
+    assert len(set(deleted)) == len(deleted)
+    assert deletes_refused(sandbox) == 0
+    print(f"\nfailover with backups in flight: {took:.2f}s")
+    assert took <= TTL + 1.0
