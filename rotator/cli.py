@@ -27,13 +27,15 @@ from zoneinfo import ZoneInfo
 import pydantic
 
 from rotator import __version__, errors
+from rotator.addresses import health_url, is_loopback
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
-from rotator.config import CONFIG_ENV, RotatorConfig, config_path, is_loopback, load_config
+from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.coordination import Coordinator, Fence
 from rotator.durations import format_duration, parse_duration
-from rotator.health import check_health, health_url
+from rotator.health import check_health
 from rotator.leadership import coordinator_from_config, run_once_lease
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
+from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
 from rotator.pings import Pinger
@@ -662,6 +664,7 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
                             job.slot_for(now),
                             pings_url=job.pings_url,
                             pinger=pinger,
+                            observers=job.observers,
                             servers=servers,
                             dry_run=args.dry_run,
                             now=now,
@@ -739,6 +742,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         flags = [f for f, on in (("dry run", job.spec.dry_run), ("prune only", not job.spec.create)) if on]
         extra = f" ({', '.join(flags)})" if flags else ""
         print(f"policy {job.name}: {len(policy.servers)} servers, time zone {policy.timezone}{extra}")
+        for observer in job.observers:
+            if isinstance(observer, Notifications):  # its targets as they may be shown: no tokens
+                print(f"  notify on {', '.join(sorted(observer.on))}: {', '.join(observer.targets)}")
         limit = config.api.max_description_length
         longest = longest_description(job.spec)
         if limit is not None and job.spec.create and longest > limit:

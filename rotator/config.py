@@ -20,20 +20,18 @@ The API token is not configured here (it comes from ``ROTATOR_API_TOKEN``, the
 from __future__ import annotations
 
 import gc
-import ipaddress
 import os
 import pickle
 import socket
 from collections import Counter
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from apscheduler.triggers.base import BaseTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -41,6 +39,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -52,12 +51,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from rotator.addresses import is_loopback, parse_listen
 from rotator.durations import format_duration, parse_duration
 from rotator.errors import ConfigError
-from rotator.health import parse_listen
 from rotator.markers import POLICY_NAME_PATTERN
 from rotator.retention import RULE_NAMES, Policy, Retention, load_zone
-from rotator.schedule import can_fire, cron_trigger, interval_trigger
 
 CONFIG_ENV: Final = "ROTATOR_CONFIG"
 DEFAULT_API_URL: Final = "https://admin.vps.org/api/v1"
@@ -123,9 +121,11 @@ class ScheduleConfig(Section):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         if value is not None:
-            trigger = cron_trigger(value, "UTC")
-            if not can_fire(trigger, datetime.now(UTC)):
-                raise ValueError(f"the cron expression {value!r} can never fire")
+            # the grammar is APScheduler's, read only when a cron expression is checked: importing
+            # the configuration loads no scheduler (the daemon builds the triggers, rotator.scheduler)
+            from rotator.schedule import check_cron  # noqa: PLC0415
+
+            check_cron(value)
         return value
 
     @field_validator("interval")
@@ -142,12 +142,6 @@ class ScheduleConfig(Section):
         if self.jitter is not None and self.interval is not None and self.jitter >= self.interval:
             raise ValueError("jitter must be shorter than the interval")
         return self
-
-    def trigger(self, timezone: str) -> BaseTrigger:
-        if self.cron is not None:
-            return cron_trigger(self.cron, timezone, self.jitter)
-        assert self.interval is not None
-        return interval_trigger(self.interval, timezone, self.jitter)
 
 
 DESCRIPTION_FIELDS: Final = ("policy", "date", "time", "slot")
@@ -171,6 +165,17 @@ class PingsConfig(Section):
         return _http_url(value, "https://hc-ping.com/UUID")
 
 
+class NotifyConfig(Section):
+    """``policies[].notify``: Apprise URLs told of each run that failed or succeeded (``rotator[notify]``).
+
+    The URLs are secrets (they carry tokens): their repr is masked, and they are
+    checked by Apprise when the policies are built, never echoed in full.
+    """
+
+    urls: Annotated[list[SecretStr], Field(min_length=1)]
+    on: Annotated[list[Literal["failure", "success"]], Field(min_length=1)] = ["failure"]
+
+
 class PolicyConfig(Section):
     """One entry of ``policies``."""
 
@@ -187,6 +192,7 @@ class PolicyConfig(Section):
     catch_up: bool = True
     dry_run: bool = False
     pings: PingsConfig | None = None
+    notify: NotifyConfig | None = None
     retries: Annotated[int, Field(ge=0, le=20)] = 2
     retry_delay: Duration = timedelta(minutes=10)
 
@@ -236,18 +242,6 @@ def _bounded(limit: timedelta) -> Any:
         return value
 
     return AfterValidator(check)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ApiConfig(Section):
@@ -586,6 +580,9 @@ def _describe(detail: Any) -> str:
         return f"{path}: required"
     message = "unknown key" if kind == "extra_forbidden" else str(detail["msg"])
     message = message.removeprefix("Value error, ")
+    loc = detail["loc"]
+    if "notify" in loc and "on" not in loc:  # notification URLs carry tokens: never echoed
+        return f"{path}: {message} (value not shown: notification URLs are secrets)"
     return f"{path}: {message} (got {_shorten(detail.get('input'))})"
 
 

@@ -30,6 +30,7 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from rotator.addresses import parse_listen
 from rotator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rotator.metrics import Metrics
 
@@ -79,30 +80,6 @@ class HealthState:
             checks["role"] = self.role
         ok = self.config_ok and self.scheduler_running and self.last_auth_ok is not False
         return ok, checks
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:9188"``, ``"[::1]:9188"``, ``"0.0.0.0:0"`` -> ``(host, port)``; ``ValueError`` if not."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"not HOST:PORT: {listen!r}")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"not HOST:PORT: {listen!r}")
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9188: {listen!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port out of range: {listen!r}")
-    return host, port
-
-
-def health_url(listen: str) -> str:
-    """The base URL a local client reaches ``listen`` at (a wildcard address becomes loopback)."""
-    host, port = parse_listen(listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _BadRequest(Exception):

@@ -1,4 +1,4 @@
-"""Prometheus metrics, fed from one place: run reports and API exchanges.
+"""Prometheus metrics, fed from one place: runs' events (:meth:`Metrics.observe`) and API exchanges.
 
 Each :class:`Metrics` owns its :class:`~prometheus_client.CollectorRegistry`
 (never the global one), so every test and every daemon has its own counts.
@@ -38,14 +38,16 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from rotator.events import Event, Outcome, RunFinished
+
 if TYPE_CHECKING:  # only the type: api.py may import this module without a cycle through runner.py
     from rotator.runner import RunReport
 
-# runner.Outcome's values (a StrEnum: its members compare equal to these)
-OK: Final = "ok"
-FAILED: Final = "failed"
-ABANDONED: Final = "abandoned"
-UNKNOWN: Final = "unknown"
+# the outcome labels are the events' own values (rotator.events.Outcome), not copies of them
+OK: Final = Outcome.OK.value
+FAILED: Final = Outcome.FAILED.value
+ABANDONED: Final = Outcome.ABANDONED.value
+UNKNOWN: Final = Outcome.UNKNOWN.value
 
 CONTENT_TYPE: Final[str] = _CONTENT_TYPE
 """The Content-Type of :meth:`Metrics.render`'s output (Prometheus' text format)."""
@@ -61,7 +63,7 @@ def route_of(path: str) -> str:
     return _NUMERIC_SEGMENT.sub("/{id}", path.split("?", 1)[0])
 
 
-def run_outcome(report: RunReport) -> str:
+def run_outcome(report: RunReport | RunFinished) -> str:
     """The run's outcome as one label: ``failed`` (a server failed or its create's outcome is
     unknown), else ``abandoned`` (a shutdown cut it short) or ``ok``."""
     status = str(report.status)
@@ -151,7 +153,12 @@ class Metrics:
             "rotator_leader_changes", "Times this instance became or stopped being the leader.", registry=r
         )
 
-    def observe_run(self, report: RunReport) -> None:
+    def observe(self, event: Event) -> None:
+        """The metrics as an observer of runs' events (:mod:`rotator.events`): each finished run counted."""
+        if isinstance(event, RunFinished):
+            self.observe_run(event)
+
+    def observe_run(self, report: RunReport | RunFinished) -> None:
         """Count one finished run of a policy."""
         policy = report.policy
         totals = report.totals()

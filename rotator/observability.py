@@ -1,10 +1,21 @@
-"""Logging set-up: structlog events, JSON lines off a terminal, pretty on one; always to stderr."""
+"""Logging set-up: structlog events, JSON lines off a terminal, pretty on one; always to stderr.
+
+Under systemd, stderr is a stream to journald, which stores every line at the
+unit's default priority (6, info) unless the line starts with a syslog prefix.
+When ``$JOURNAL_STREAM`` names stderr (its device and inode, as systemd sets it),
+each line starts with its event's priority (``<3>`` error, ``<4>`` warning,
+``<6>`` info, ``<7>`` debug; journald strips it), so that ``journalctl -p
+warning`` finds warnings and errors, and rotator writes no timestamp: journald
+stamps each line itself.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any, Literal, TextIO
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TextIO
 
 import structlog
 
@@ -13,16 +24,60 @@ from rotator.secrets import scrub
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
+JOURNAL_STREAM_ENV: Final = "JOURNAL_STREAM"
+# syslog(3)'s priorities of structlog's and the stdlib's level names; anything else is info
+SYSLOG_PRIORITIES: Final = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+INFO_PRIORITY: Final = 6
+
 
 def _stderr_logger(*args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Route structlog (and the stdlib loggers of our libraries) to ``stream`` at ``level``."""
+def is_journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``stream`` is the journal stream systemd connected: ``$JOURNAL_STREAM`` is its ``DEV:INODE``.
+
+    systemd sets the variable for a service whose stdout or stderr goes to the
+    journal; a child whose stderr was redirected elsewhere inherits it, hence
+    the comparison with the stream's own ``fstat``.
+    """
+    value = (os.environ if environ is None else environ).get(JOURNAL_STREAM_ENV, "")
+    device, sep, inode = value.partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no file under it (a StringIO), or closed
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+def syslog_priority(level: object) -> int:
+    """The syslog priority of a level name (``"warning"`` -> 4); info for anything unknown."""
+    return SYSLOG_PRIORITIES.get(str(level).lower(), INFO_PRIORITY)
+
+
+def with_syslog_prefix(text: str, priority: int) -> str:
+    """``<N>`` before every line of ``text``: journald stores each line apart, each at its priority."""
+    return "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Route structlog (and the stdlib loggers of our libraries) to ``stream`` at ``level``.
+
+    Where ``stream`` (stderr by default) is the journal's (:func:`is_journal_stream`, read
+    from ``environ``, the process environment by default), lines carry their syslog
+    priority and no timestamp.
+    """
     out = stream or sys.stderr
     numeric = logging.getLevelNamesMapping()[level.upper()]
     pretty = fmt == "console" or (fmt == "auto" and out.isatty())
+    journal = is_journal_stream(out, environ)
     render: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty()) if pretty else structlog.processors.JSONRenderer()
     )
@@ -30,13 +85,17 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:
         # the last line of defence: no token this process holds leaves in a log line, neither as
         # it stands in a value nor as the renderer escapes it (a quote or backslash in JSON)
-        return scrub(str(render(logger, name, _scrubbed(event))))
+        text = scrub(str(render(logger, name, _scrubbed(event))))
+        return with_syslog_prefix(text, syslog_priority(event.get("level"))) if journal else text
 
+    stamp: list[structlog.typing.Processor] = (
+        [] if journal else [structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info if not pretty else structlog.dev.set_exc_info,
             renderer,
         ],
@@ -45,7 +104,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
         logger_factory=structlog.PrintLoggerFactory(stream) if stream else _stderr_logger,
         cache_logger_on_first_use=False,
     )
-    _route_stdlib_logging(renderer, numeric, stream)
+    _route_stdlib_logging(renderer, stamp, numeric, stream)
     # httpx logs every request URL at INFO, APScheduler every job it adds and runs: ours say the
     # same without noise, and their warnings and errors still come through, as the same JSON lines
     for name in ("httpx", "httpcore", "apscheduler"):
@@ -71,14 +130,15 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def _route_stdlib_logging(renderer: structlog.typing.Processor, level: int, stream: TextIO | None) -> None:
+def _route_stdlib_logging(
+    renderer: structlog.typing.Processor,
+    stamp: list[structlog.typing.Processor],
+    level: int,
+    stream: TextIO | None,
+) -> None:
     """Libraries' stdlib log records (APScheduler's, httpx's) rendered like our own events."""
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[
-            structlog.stdlib.add_logger_name,
-            structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-        ],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.add_log_level, *stamp],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler: logging.Handler = logging.StreamHandler(stream) if stream else _StderrHandler()

@@ -2,7 +2,9 @@
 
 The convention: ``URL/start`` when a run starts, ``URL`` itself when it
 succeeded, ``URL/fail`` when it failed, each a POST whose body is a short
-summary of the run. A ping that fails (no answer, a refused connection, an
+summary of the run (:func:`ping_body`, from the typed run-finished event).
+:class:`RunPings` is one policy's pings as an observer of its runs' events
+(:mod:`rotator.events`); a dry run sends none. A ping that fails (no answer, a refused connection, an
 error status) is logged as ``ping.failed`` and never fails the run: monitoring
 notices a missing ping by itself. Ping URLs embed their check's key, so logs
 name only the host.
@@ -11,6 +13,7 @@ name only the host.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -18,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from rotator.runner import Outcome, RunReport, Status
+from rotator.events import Event, RunFinished, RunStarted, Status
 
 log = structlog.get_logger("rotator.pings")
 
@@ -36,14 +39,10 @@ def ping_url(url: str, suffix: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-def ping_body(report: RunReport) -> str:
-    """The run in a few lines: the summary, then one line per server that did not succeed."""
-    lines = [report.summary_line().split(" — ")[0]]
-    lines += [
-        f"server {result.server_id}: {result.outcome.value}: {result.error}"
-        for result in report.servers
-        if result.outcome is not Outcome.OK
-    ]
+def ping_body(run: RunFinished) -> str:
+    """The run in a few lines: its headline, then one line per server that did not succeed."""
+    lines = [run.headline()]
+    lines += [f"server {server.server_id}: {server.outcome.value}: {server.error}" for server in run.not_ok()]
     return "\n".join(lines)
 
 
@@ -99,7 +98,7 @@ class Pinger:
         """``URL/fail``: the run failed."""
         return await self._ping(url, "fail", body, "fail")
 
-    async def finished(self, url: str | None, report: RunReport) -> bool:
+    async def finished(self, url: str | None, report: RunFinished) -> bool:
         """``success`` or ``fail`` as the report says, with :func:`ping_body` as the body.
 
         An abandoned run (a shutdown or restart cut it short) sends neither: it
@@ -133,3 +132,23 @@ class Pinger:
             return False
         log.debug("ping.sent", kind=kind, target=target, status=response.status_code)
         return True
+
+
+@dataclass(frozen=True)
+class RunPings:
+    """One policy's check as an observer of its runs: ``/start`` at ``run.started``, then success or fail.
+
+    A dry run sends no ping: it made no backup, and monitoring should not believe it did.
+    """
+
+    pinger: Pinger
+    url: str
+
+    async def __call__(self, event: Event) -> None:
+        if event.dry_run:
+            return
+        if isinstance(event, RunStarted):
+            body = f"policy {event.policy}: run of slot {event.slot.isoformat()} started"
+            await self.pinger.start(self.url, body)
+        elif isinstance(event, RunFinished):
+            await self.pinger.finished(self.url, event)

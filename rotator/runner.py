@@ -30,16 +30,23 @@ The promises, and where they are kept:
   ``retry_delay``) with the next attempt's marker, within the run when
   ``retry_in_run`` (``run-once``), else by the daemon (:attr:`RunReport.retry`).
 * **A shutdown is not a failure.** A run cut short reports ``abandoned``.
+
+What a run does is told to its observers as typed, frozen events
+(:mod:`rotator.events`: started, created, completed, failed, kept, held back,
+deleted, server pruned, finished), the log's first (:mod:`rotator.eventlog`),
+then the runner's and the run's own (metrics, pings, notifications, the
+daemon's status line); an observer that raises is logged and the run goes on.
+Diagnostics that no observer acts on (a poll that failed, a rail's refusal
+without a backup, a retry's wait) are logged here directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
@@ -48,12 +55,37 @@ import structlog
 from rotator import errors
 from rotator.api import BackupsClient
 from rotator.durations import format_duration
+from rotator.eventlog import log_event
+from rotator.events import (
+    NOT_KEPT,
+    BackupCompleted,
+    BackupCreated,
+    BackupDeleted,
+    BackupFailed,
+    BackupKept,
+    Deleted,
+    Events,
+    HeldBack,
+    Observer,
+    Outcome,
+    PruneHeldBack,
+    RunFinished,
+    RunKey,
+    RunStarted,
+    ServerOutcome,
+    ServerPruned,
+    Status,
+    status_of,
+)
 from rotator.inventory import Inventory, Rounds, Stopped, View, Views
 from rotator.markers import Marker, mark_description, parse_marker
 from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup
 from rotator.planner import Blocked, PruneActions, Rail, prune_actions
 from rotator.retention import Decision, Policy, plan_server
 from rotator.slots import Action, SlotDecision, decide
+
+# Outcome and Status are the events' (rotator.events), offered here too for code that imports them from here
+__all__ = ["JobSpec", "Outcome", "RunReport", "Runner", "ServerResult", "Status"]
 
 log = structlog.get_logger("rotator.runner")
 
@@ -121,22 +153,6 @@ class _Unguarded:
         return True
 
 
-class Outcome(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-    UNKNOWN = "unknown"  # a create whose outcome never became known: maybe a backup, maybe not
-    ABANDONED = "abandoned"  # shutdown came first
-
-
-class Status(StrEnum):
-    """A run's outcome as a whole: the worst of its servers' (failed, unknown, abandoned, ok)."""
-
-    OK = "ok"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    ABANDONED = "abandoned"
-
-
 @dataclass
 class ServerResult:
     """What happened on one server in one run."""
@@ -157,6 +173,22 @@ class ServerResult:
         self.outcome = outcome
         self.error = error
 
+    def frozen(self) -> ServerOutcome:
+        """This result as the run-finished event carries it."""
+        return ServerOutcome(
+            server_id=self.server_id,
+            outcome=self.outcome,
+            error=self.error,
+            backup_id=self.backup.id if self.backup is not None else None,
+            adopted=self.adopted,
+            attempt=self.attempt,
+            created=self.created,
+            deleted=tuple(self.deleted),
+            kept=self.kept,
+            blocked=tuple(HeldBack(b.decision.backup.id, b.rail.value) for b in self.blocked),
+            retry=self.retry,
+        )
+
 
 @dataclass
 class RunReport:
@@ -170,15 +202,7 @@ class RunReport:
 
     @property
     def status(self) -> Status:
-        outcomes = {result.outcome for result in self.servers}
-        for outcome, status in (
-            (Outcome.FAILED, Status.FAILED),
-            (Outcome.UNKNOWN, Status.UNKNOWN),
-            (Outcome.ABANDONED, Status.ABANDONED),
-        ):
-            if outcome in outcomes:
-                return status
-        return Status.OK
+        return status_of(result.outcome for result in self.servers)
 
     @property
     def ok(self) -> bool:
@@ -189,32 +213,20 @@ class RunReport:
         """Servers whose attempt failed with attempts left: their retry is due after ``retry_delay``."""
         return [result.server_id for result in self.servers if result.retry]
 
+    def finished(self) -> RunFinished:
+        """The report as the frozen event observers are told (:class:`~rotator.events.RunFinished`)."""
+        return RunFinished(
+            RunKey(self.policy, self.slot, self.dry_run),
+            servers=tuple(result.frozen() for result in self.servers),
+            duration=self.duration,
+        )
+
     def totals(self) -> dict[str, int]:
-        return {
-            "servers": len(self.servers),
-            "created": sum(r.created for r in self.servers),
-            "adopted": sum(1 for r in self.servers if r.adopted),
-            "deleted": sum(len(r.deleted) for r in self.servers),
-            "kept": sum(r.kept for r in self.servers),
-            "failed": sum(1 for r in self.servers if r.outcome is Outcome.FAILED),
-            "unknown": sum(1 for r in self.servers if r.outcome is Outcome.UNKNOWN),
-            "abandoned": sum(1 for r in self.servers if r.outcome is Outcome.ABANDONED),
-            "blocked": sum(len(r.blocked) for r in self.servers),
-        }
+        return self.finished().totals()
 
     def summary_line(self) -> str:
-        t = self.totals()
-        state = "ok" if self.ok else self.status.value.upper()
-        failures = "; ".join(
-            f"server {r.server_id}: {r.error}" for r in self.servers if r.outcome is not Outcome.OK
-        )
-        return (
-            f"policy {self.policy} {state}{' (dry run)' if self.dry_run else ''}: "
-            f"{t['servers']} servers, {t['created']} created, {t['adopted']} adopted, "
-            f"{t['deleted']} deleted, {t['kept']} kept, {t['blocked']} blocked, {t['failed']} failed, "
-            f"{t['unknown']} unknown, {t['abandoned']} abandoned "
-            f"in {self.duration:.1f}s" + (f" — {failures}" if failures else "")
-        )
+        """The run for people: its headline, then each server that did not succeed with its error."""
+        return self.finished().summary()
 
 
 class _Abandoned(Exception):
@@ -233,6 +245,8 @@ class _Run:
     polls: Rounds
     reads: Rounds
     confirms: Rounds  # every server that must confirm its view at a moment: one second read for all
+    events: Events
+    key: RunKey
 
 
 @dataclass
@@ -259,10 +273,13 @@ class Runner:
         poll_max: float = 60.0,
         quiet_period: float = DEFAULT_QUIET_PERIOD,
         max_view_age: float = DEFAULT_MAX_VIEW_AGE,
+        observers: Iterable[Observer] = (),
         guard: ActGuard | None = None,
     ) -> None:
         self.client = client
         self.guard: ActGuard = guard or _Unguarded()
+        # the log first: what observers do about an event comes after the line that tells of it
+        self.events = Events([log_event, *observers])
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._sleep = sleep
@@ -286,6 +303,7 @@ class Runner:
         dry_run: bool = False,
         now: datetime | None = None,
         retry_in_run: bool = True,
+        observers: Iterable[Observer] = (),
     ) -> RunReport:
         """One run of ``job`` for ``slot`` on ``servers`` (default: all of the policy's).
 
@@ -293,6 +311,7 @@ class Runner:
         each prune). ``retry_in_run``: a failed attempt is retried within this
         run after ``retry_delay`` (``run-once``); otherwise the server fails
         with :attr:`ServerResult.retry` set, for the daemon to schedule.
+        ``observers``: told this run's events, after the runner's own (its pings, say).
         """
         started = self._monotonic()
         dry = dry_run or job.dry_run
@@ -318,11 +337,13 @@ class Runner:
             polls=Rounds(self.inventory.poll, poll_pause),
             reads=Rounds(self.inventory.read, no_pause),
             confirms=Rounds(self.inventory.confirm, no_pause),
+            events=self.events.with_observers(observers),
+            key=RunKey(job.name, slot, dry),
         )
         gate = asyncio.Semaphore(self.workers)
         bound = structlog.contextvars.bound_contextvars(policy=job.name, slot=_iso(slot))
         with bound:
-            log.info("run.started", servers=len(targets), dry_run=dry)
+            await run.events.emit(RunStarted(run.key, servers=tuple(targets)))
             finished = False
             try:
                 views, failed = await self._read_all(targets)
@@ -345,13 +366,7 @@ class Runner:
                             result.fail("the run was interrupted before it finished", Outcome.ABANDONED)
                 report = RunReport(job.name, slot, dry, list(results.values()))
                 report.duration = self._monotonic() - started
-                log.info(
-                    "run.finished",
-                    status=report.status.value,
-                    ok=report.ok,
-                    duration_s=round(report.duration, 2),
-                    **report.totals(),
-                )
+                await run.events.emit(report.finished())
         return report
 
     async def _read_all(self, targets: list[int]) -> Views:
@@ -465,7 +480,11 @@ class Runner:
             log.warning("backup.description_changed", server_id=sid, backup_id=backup.id)
         result.backup, result.adopted, result.attempt = backup, False, attempt
         result.created += 1
-        log.info("backup.created", server_id=sid, backup_id=backup.id, description=description)
+        await run.events.emit(
+            BackupCreated(
+                run.key, server_id=sid, backup_id=backup.id, attempt=attempt, description=description
+            )
+        )
         return _Created(attempt, backup.id, started, known)
 
     # -- prune -----------------------------------------------------------------
@@ -478,13 +497,32 @@ class Runner:
         the server is read again and planned anew, the cap counting what went, at most
         :data:`PRUNE_ROUNDS` times in all.
         """
+        pruned: list[Deleted] = []
+        planned = False
+        try:
+            planned = await self._prune_rounds(run, result, view, pruned)
+        finally:
+            if planned:  # one line for the server, whether its prune went all the way or not
+                await run.events.emit(
+                    ServerPruned(
+                        run.key,
+                        server_id=result.server_id,
+                        kept=result.kept,
+                        deleted=tuple(pruned),
+                        held_back=tuple(HeldBack(b.decision.backup.id, b.rail.value) for b in result.blocked),
+                    )
+                )
+
+    async def _prune_rounds(self, run: _Run, result: ServerResult, view: View, pruned: list[Deleted]) -> bool:
+        """:meth:`_prune`'s rounds; True once a plan was made (its deletes are added to ``pruned``)."""
         job, sid = run.job, result.server_id
         new = result.backup
         blocked_from = len(result.blocked)
+        planned = False
         for _ in range(PRUNE_ROUNDS):
             fresh = await self._fresh_view(run, result, view)
             if fresh is None:
-                return
+                return planned
             view = fresh
             if new is not None and not run.dry:
                 listed = next((b for b in view.backups if b.id == new.id), None)
@@ -495,7 +533,7 @@ class Runner:
                     log.error(
                         "prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid, backup_id=new.id
                     )
-                    return
+                    return planned
             plan = plan_server(view.backups, job.policy, run.now or self._wall_clock(), server_id=sid)
             actions = prune_actions(
                 plan,
@@ -505,11 +543,13 @@ class Runner:
                 new_backup_id=new.id if new is not None else None,
             )
             del result.blocked[blocked_from:]  # a new plan's rails replace the last one's
-            if not await self._apply(result, plan.keep, actions, view):
-                return
+            planned = True
+            if not await self._apply(run, result, plan.keep, actions, view, pruned=pruned):
+                return planned
             # a delete's view went stale before it could be sent: read again and plan anew
         result.fail("no view of the server stayed fresh long enough to prune on; the rest kept")
         log.error("prune.blocked", rail="stale_view", server_id=sid)
+        return planned
 
     async def _fresh_view(self, run: _Run, result: ServerResult, view: View) -> View | None:
         """``view``, or a new read of its server when it is older than ``max_view_age``."""
@@ -533,19 +573,31 @@ class Runner:
         return view.age(self._monotonic()) <= self.max_view_age
 
     async def _apply(
-        self, result: ServerResult, keep: Sequence[Decision], actions: PruneActions, view: View
+        self,
+        run: _Run,
+        result: ServerResult,
+        keep: Sequence[Decision],
+        actions: PruneActions,
+        view: View,
+        *,
+        pruned: list[Deleted],
     ) -> bool:
         """Send ``actions``' deletes while ``view`` is fresh; True when one could not be (plan again)."""
-        sid = result.server_id
+        sid, key, emit = result.server_id, run.key, run.events.emit
         result.kept = len(keep)
         for decision in keep:
-            log.info(
-                "backup.kept", server_id=sid, backup_id=decision.backup.id, reasons=list(decision.reasons)
-            )
+            await emit(BackupKept(key, server_id=sid, backup_id=decision.backup.id, reasons=decision.reasons))
         for blocked in actions.blocked:
             result.blocked.append(blocked)
-            event = "backup.would_delete" if blocked.rail is Rail.DRY_RUN else "prune.blocked"
-            log.info(event, server_id=sid, backup_id=blocked.decision.backup.id, rail=blocked.rail.value)
+            held = blocked.decision
+            event = PruneHeldBack(
+                key,
+                server_id=sid,
+                backup_id=held.backup.id,
+                rail=blocked.rail.value,
+                reasons=held.reasons or (NOT_KEPT,),
+            )
+            await emit(event)
         try:
             if actions.delete:
                 await self.guard.before_deletes(sid, [decision.backup.id for decision in actions.delete])
@@ -565,7 +617,7 @@ class Runner:
                 # a delete that has started is finished, whatever happens around it
                 await asyncio.shield(self.client.delete_backup(backup_id, fresh=lambda: self._fresh(view)))
             except errors.NotFound:
-                log.info("backup.deleted", server_id=sid, backup_id=backup_id, already_gone=True)
+                await emit(BackupDeleted(key, server_id=sid, backup_id=backup_id, already_gone=True))
             except errors.TooLate:
                 log.warning(
                     "prune.replanned",
@@ -579,14 +631,18 @@ class Runner:
                 log.error("backup.delete_failed", server_id=sid, backup_id=backup_id, error=str(exc))
                 return False
             else:
-                log.info(
-                    "backup.deleted",
-                    server_id=sid,
-                    backup_id=backup_id,
-                    created_at=_iso(decision.backup.created_at),
-                    reasons=list(decision.reasons),
+                await emit(
+                    BackupDeleted(
+                        key,
+                        server_id=sid,
+                        backup_id=backup_id,
+                        created_at=decision.backup.created_at,
+                        reasons=decision.reasons,
+                    )
                 )
             result.deleted.append(backup_id)
+            # the server's summary says why each went: a plain candidate because no rule kept it
+            pruned.append(Deleted(backup_id, decision.reasons or (NOT_KEPT,)))
         return False
 
     async def _interruptible_sleep(self, seconds: float) -> None:
@@ -647,7 +703,7 @@ class _Flow:
             self.deadline = self.runner._monotonic() + self.run.job.wait_timeout.total_seconds()
         result.backup = backup
         if backup.status == COMPLETED:
-            log.info("backup.completed", server_id=self.sid, backup_id=backup.id)
+            await self.run.events.emit(BackupCompleted(self.run.key, server_id=self.sid, backup_id=backup.id))
             return self.view
         self.tried = True
         return _WAIT
@@ -682,7 +738,7 @@ class _Flow:
             return None
         if created is not None and created.backup_id is not None and created.attempt == decision.attempt:
             result.fail(f"backup {created.backup_id} vanished while being waited for; nothing pruned")
-            log.error("backup.failed", server_id=self.sid, backup_id=created.backup_id, status="vanished")
+            await self._failed(created.backup_id, "vanished")
             return None
         if run.dry:
             description = run.job.describe(run.slot, decision.attempt)
@@ -745,7 +801,7 @@ class _Flow:
         if self.deadline is None:
             self.deadline = runner._monotonic() + self.run.job.wait_timeout.total_seconds()
         if runner._monotonic() >= self.deadline:
-            self._timed_out()
+            await self._timed_out()
             return False
         polled = await runner._next_view(self.run.polls, self.sid)
         if isinstance(polled, errors.ApiError):
@@ -760,10 +816,14 @@ class _Flow:
             if seen is not None and seen.status not in (IN_PROGRESS, COMPLETED):
                 # failed, or a status rotator does not know: not a usable backup; a retry may follow
                 result.backup, self.created, self.deadline = None, None, None
-                log.error("backup.failed", server_id=self.sid, backup_id=before.id, status=seen.status)
+                await self._failed(before.id, seen.status)
         return True
 
-    def _timed_out(self) -> None:
+    async def _failed(self, backup_id: int, status: str) -> None:
+        event = BackupFailed(self.run.key, server_id=self.sid, backup_id=backup_id, status=status)
+        await self.run.events.emit(event)
+
+    async def _timed_out(self) -> None:
         result, job = self.result, self.run.job
         if result.backup is None:
             result.fail(
@@ -777,7 +837,7 @@ class _Flow:
         if self.poll_error:
             why += f" (its last poll failed: {self.poll_error})"
         result.fail(why)
-        log.error("backup.failed", server_id=self.sid, backup_id=result.backup.id, status="wait_timeout")
+        await self._failed(result.backup.id, "wait_timeout")
 
 
 class _Sentinel:

@@ -8,7 +8,7 @@ anchored at a fixed instant so that their slots do not move when rotator restart
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from rotator.slots import SlotTrigger, can_fire, latest_slot, next_slots, upcomi
 __all__ = [
     "INTERVAL_ANCHOR",
     "can_fire",
+    "check_cron",
     "cron_trigger",
     "interval_trigger",
     "latest_slot",
@@ -113,3 +114,9 @@ def interval_trigger(every: timedelta, timezone: str, jitter: timedelta | None =
         seconds=every.total_seconds(), start_date=INTERVAL_ANCHOR.replace(tzinfo=zone), timezone=zone
     )
     return SlotTrigger(interval, _jitter(jitter))
+
+
+def check_cron(expression: str) -> None:
+    """``ValueError`` unless ``expression`` is a crontab expression that fires at some time."""
+    if not can_fire(cron_trigger(expression, "UTC"), datetime.now(UTC)):
+        raise ValueError(f"the cron expression {expression!r} can never fire")

@@ -23,14 +23,17 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
-from rotator.config import RotatorConfig
+from rotator.config import PolicyConfig, RotatorConfig
 from rotator.coordination import Coordinator, NoCoordination, Role, pinned_term
+from rotator.events import Event, Observer, RunFinished
 from rotator.health import HealthServer
 from rotator.models import Backup
+from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.pings import Pinger
-from rotator.runner import JobSpec, Runner, RunReport
-from rotator.slots import Action, decide, latest_slot, next_slots, whole_minutes
+from rotator.runner import JobSpec, Runner
+from rotator.schedule import cron_trigger, interval_trigger
+from rotator.slots import Action, SlotTrigger, decide, latest_slot, next_slots, whole_minutes
 from rotator.telemetry import Telemetry, reported_run
 
 log = structlog.get_logger("rotator.daemon")
@@ -44,6 +47,7 @@ class ScheduledJob:
     trigger: BaseTrigger | None
     catch_up: bool = True
     pings_url: str | None = None
+    observers: tuple[Observer, ...] = ()  # told each run's events: the policy's notifications
 
     @property
     def name(self) -> str:
@@ -72,7 +76,7 @@ class _History:
     """What the daemon knows of its runs, for its status line."""
 
     started: datetime | None = None
-    last_reports: dict[str, RunReport] = field(default_factory=dict)
+    last_runs: dict[str, RunFinished] = field(default_factory=dict)
     job_errors: int = 0
     missed: int = 0
 
@@ -167,8 +171,8 @@ class Daemon:
             parts.append(f"next run {name} {when}")
         else:
             parts.append("no scheduled runs")
-        if self.history.last_reports:
-            last = max(self.history.last_reports.values(), key=lambda report: report.slot)
+        if self.history.last_runs:
+            last = max(self.history.last_runs.values(), key=lambda run: run.slot)
             state = "ok" if last.ok else "FAILED"
             parts.append(f"last run {last.policy} {state}")
         return "; ".join(parts)
@@ -316,6 +320,7 @@ class Daemon:
                         pings_url=job.pings_url,
                         pinger=self.pinger,
                         metrics=self.telemetry.metrics,
+                        observers=[self._on_run_event, *job.observers],
                         servers=servers,
                         dry_run=self.dry_run,
                         retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
@@ -323,9 +328,6 @@ class Daemon:
             except Exception:  # one policy's bug must not stop the others
                 log.exception("run.crashed", policy=job.name)
                 return
-            self.history.last_reports[job.name] = report
-            (log.info if report.ok else log.error)("run.summary", summary=report.summary_line())
-            self.notifier.status(self.status_line())
             if report.retry:
                 self._schedule_retry(job, slot, report.retry)
 
@@ -390,6 +392,14 @@ class Daemon:
             log.info("catch_up.started", policy=job.name, slot=slot.isoformat(), servers=due)
             await self._run(job, slot, servers=due, catching_up=True)
 
+    def _on_run_event(self, event: Event) -> None:
+        """A run's events as the daemon's history, its summary line and the systemd status line see them."""
+        if not isinstance(event, RunFinished):
+            return
+        self.history.last_runs[event.policy] = event
+        (log.info if event.ok else log.error)("run.summary", summary=event.summary())
+        self.notifier.status(self.status_line())
+
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
             self.history.missed += 1
@@ -415,10 +425,21 @@ def slot_due(backups: Sequence[Backup], policy: str, slot: datetime, attempts: i
     return decision.action is not Action.GIVE_UP
 
 
+def policy_trigger(policy: PolicyConfig) -> SlotTrigger | None:
+    """The trigger a policy's ``schedule`` fires by, in the policy's zone; None without a schedule."""
+    schedule = policy.schedule
+    if schedule is None:
+        return None
+    if schedule.cron is not None:
+        return cron_trigger(schedule.cron, policy.timezone, schedule.jitter)
+    assert schedule.interval is not None
+    return interval_trigger(schedule.interval, policy.timezone, schedule.jitter)
+
+
 def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
     """Each configured policy as the daemon runs it."""
     jobs = []
-    for policy in config.policies:
+    for index, policy in enumerate(config.policies):
         spec = JobSpec(
             policy=policy.to_policy(),
             create=policy.create,
@@ -429,9 +450,15 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             retries=policy.retries,
             retry_delay=policy.retry_delay,
         )
-        trigger = policy.schedule.trigger(policy.timezone) if policy.schedule is not None else None
+        trigger = policy_trigger(policy)
         pings = policy.pings.url if policy.pings is not None else None
-        jobs.append(ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings))
+        observers: tuple[Observer, ...] = ()
+        if policy.notify is not None:
+            urls = [url.get_secret_value() for url in policy.notify.urls]
+            observers = (Notifications(urls, policy.notify.on, where=f"policies[{index}].notify"),)
+        jobs.append(
+            ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings, observers=observers)
+        )
     return jobs
 
 

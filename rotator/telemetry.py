@@ -2,8 +2,10 @@
 
 :class:`Telemetry` is the API client's :class:`~rotator.api.ApiObserver`
 (requests, retries and 429s into the metrics; 401/403 into readiness), and
-:func:`reported_run` wraps one run of a policy with its pings and its metrics,
-for ``rotator run`` and ``rotator run-once`` alike.
+:func:`reported_run` subscribes one run of a policy's metrics and pings (and
+any other observer) to its events, for ``rotator run`` and ``rotator run-once``
+alike. Whether the API accepts the token is recorded once, in the health state;
+the ``rotator_api_authenticated`` gauge reads it from there.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rotator.events import Observer
 from rotator.health import HealthState
 from rotator.metrics import Metrics, route_of
-from rotator.pings import Pinger
+from rotator.pings import Pinger, RunPings
 from rotator.runner import JobSpec, Runner, RunReport
 
 
@@ -25,12 +28,16 @@ class Telemetry:
     metrics: Metrics = field(default_factory=Metrics)
     health: HealthState = field(default_factory=HealthState)
 
+    def __post_init__(self) -> None:
+        health = self.health
+        # one record of the token's acceptance: readiness and the gauge cannot disagree
+        self.metrics.authenticated.set_function(lambda: 1.0 if health.last_auth_ok else 0.0)
+
     def on_response(self, method: str, path: str, status: int | None, seconds: float) -> None:
         label = str(status) if status is not None else "transport_error"
         self.metrics.observe_request(method, route_of(path), label, seconds)
         if status is not None:
             self.health.record_auth(status)
-            self.metrics.set_authenticated(status not in (401, 403))
 
     def on_retry(self, method: str) -> None:
         self.metrics.observe_retry(method)
@@ -47,25 +54,29 @@ async def reported_run(
     pings_url: str | None = None,
     pinger: Pinger | None = None,
     metrics: Metrics | None = None,
+    observers: Sequence[Observer] = (),
     servers: Sequence[int] | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
     retry_in_run: bool = True,
 ) -> RunReport:
-    """One run with its monitoring: ``/start`` ping, the run, its metrics, then the success or fail ping.
+    """One run with its monitoring subscribed to its events: metrics, the policy's pings, ``observers``.
 
-    A dry run sends no ping: it made no backup, and monitoring should not believe it did.
+    A dry run sends no ping (:class:`~rotator.pings.RunPings`): it made no backup, and monitoring
+    should not believe it did.
     """
-    ping = pinger is not None and pings_url is not None and not (dry_run or spec.dry_run)
-    if ping:
-        assert pinger is not None
-        await pinger.start(pings_url, f"policy {spec.name}: run of slot {slot.isoformat()} started")
-    report = await runner.run(
-        spec, slot, servers=servers, dry_run=dry_run, now=now, retry_in_run=retry_in_run
-    )
+    subscribers: list[Observer] = []
     if metrics is not None:
-        metrics.observe_run(report)
-    if ping:
-        assert pinger is not None
-        await pinger.finished(pings_url, report)
-    return report
+        subscribers.append(metrics.observe)
+    if pinger is not None and pings_url is not None:
+        subscribers.append(RunPings(pinger, pings_url))
+    subscribers += observers
+    return await runner.run(
+        spec,
+        slot,
+        servers=servers,
+        dry_run=dry_run,
+        now=now,
+        retry_in_run=retry_in_run,
+        observers=subscribers,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -25,6 +25,7 @@ import pytest
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 
+from rotator.events import Events, Observer
 from rotator.health import HealthState
 from rotator.notify import Notifier, Sleep
 from rotator.retention import Policy, Retention
@@ -104,13 +105,16 @@ class RecordingRunner:
         servers: Any = None,
         dry_run: bool = False,
         now: datetime | None = None,
+        observers: Iterable[Observer] = (),
         **_: Any,
     ) -> RunReport:
         self.runs.append((spec.name, slot))
         self.started.append(self.clock.now)
         await self.clock.sleep_until(self.clock.now + RUN_TAKES)
         self.finished.append(self.clock.now)
-        return RunReport(spec.name, slot, dry_run=dry_run, servers=[])
+        report = RunReport(spec.name, slot, dry_run=dry_run, servers=[])
+        await Events(observers).emit(report.finished())  # as a run tells its observers at its end
+        return report
 
 
 class RecordingNotifier(Notifier):

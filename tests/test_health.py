@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import errors
 from rotator.api import BackupsClient, ClientSettings
-from rotator.health import HealthServer, HealthState, check_health, health_url, parse_listen
+from rotator.health import HealthServer, HealthState, check_health
 from rotator.metrics import Metrics
 from rotator.sandbox import Sandbox
 from rotator.secrets import ApiToken
@@ -233,26 +233,3 @@ async def test_check_health_nothing_listening(state: HealthState, metrics: Metri
     ok, message = await asyncio.to_thread(check_health, f"http://127.0.0.1:{port}", DEADLINE)
     assert not ok
     assert message.startswith(f"cannot ask http://127.0.0.1:{port}: ConnectError")
-
-
-@pytest.mark.parametrize(
-    ("listen", "expected", "url"),
-    [
-        ("127.0.0.1:9188", ("127.0.0.1", 9188), "http://127.0.0.1:9188"),
-        ("0.0.0.0:9188", ("0.0.0.0", 9188), "http://127.0.0.1:9188"),
-        ("[::1]:9188", ("::1", 9188), "http://[::1]:9188"),
-        ("[::]:0", ("::", 0), "http://[::1]:0"),
-        ("localhost:80", ("localhost", 80), "http://localhost:80"),
-    ],
-)
-def test_listen_addresses(listen: str, expected: tuple[str, int], url: str) -> None:
-    """HOST:PORT, IPv6 in brackets; wildcards are reached on loopback."""
-    assert parse_listen(listen) == expected
-    assert health_url(listen) == url
-
-
-@pytest.mark.parametrize("listen", ["9188", ":9188", "::1:9188", "host:http", "host:70000", "[::1:9188"])
-def test_bad_listen_addresses(listen: str) -> None:
-    """Anything else is refused."""
-    with pytest.raises(ValueError, match=r"HOST:PORT|brackets|range"):
-        parse_listen(listen)

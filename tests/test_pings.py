@@ -14,6 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from rotator.events import RunFinished
 from rotator.pings import Pinger, ping_body, ping_url
 from rotator.runner import Outcome, RunReport, ServerResult
 
@@ -88,8 +89,9 @@ def fixture_closed_url() -> str:
     return f"http://127.0.0.1:{port}/ping/closed"
 
 
-def report(*results: ServerResult) -> RunReport:
-    return RunReport("nightly", SLOT, False, list(results), duration=12.3)
+def report(*results: ServerResult) -> RunFinished:
+    """A finished run of ``nightly`` with these results, as observers are told of it."""
+    return RunReport("nightly", SLOT, False, list(results), duration=12.3).finished()
 
 
 async def test_start_success_fail_follow_the_convention(monitor: Monitor) -> None:

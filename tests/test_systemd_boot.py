@@ -20,7 +20,11 @@ drives systemd with ``systemctl`` and ``journalctl`` run inside the namespaces
   a frozen process is killed for it (``Result=watchdog``);
 - ``systemctl reload``: a new configuration is read, the daemon logs
   ``config.reloaded``, systemd goes back from reloading to running, same PID;
-- ``systemctl stop``: ``STOPPING=1``, then exit status 0 and ``Result=success``.
+- ``systemctl stop``: ``STOPPING=1``, then exit status 0 and ``Result=success``;
+- journald priorities: ``journalctl -p warning -u rotator`` finds the warning the
+  daemon logs at start (a policy without a schedule) at PRIORITY=4, and none of
+  its info lines; those are stored at 6; rotator's lines carry no timestamp of
+  their own (journald stamps them).
 
 Where the machine cannot do this (not root, no util-linux tools or cgroup v2,
 overlayfs refused, systemd missing and not installable, systemd not booting
@@ -320,7 +324,9 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
 
 def config_document(sandbox: RunningSandbox, extra_policies: list[dict[str, Any]] | None = None) -> str:
     policies: list[dict[str, Any]] = [
-        {"name": "nightly", "servers": [1], "schedule": {"cron": "0 3 * * *"}, "retention": {"keep_last": 3}}
+        {"name": "nightly", "servers": [1], "schedule": {"cron": "0 3 * * *"}, "retention": {"keep_last": 3}},
+        # no schedule: the daemon warns at start (policy.unscheduled), which journald must store as one
+        {"name": "adhoc", "servers": [1], "retention": {"keep_last": 3}},
     ]
     document = {
         "api": {"url": sandbox.api_url, **FAST_API},
@@ -404,6 +410,11 @@ class Machine:
                 message = bytes(message).decode(errors="replace")
             entries.append((str(entry.get("_PID", "")), str(message)))
         return entries
+
+    def entries(self, *matches: str) -> list[dict[str, Any]]:
+        """The journal's entries (all their fields) that ``journalctl`` selects with ``matches``."""
+        out = self.run("journalctl", "--no-pager", "--output=json", *matches).stdout
+        return [json.loads(line) for line in out.splitlines()]
 
     def diagnostics(self) -> str:
         """What systemd says about the unit, for a failure message."""
@@ -637,6 +648,25 @@ def test_the_real_unit_under_systemd(machine: Machine, sandbox: RunningSandbox) 
     ]
     assert created, "the catch-up run created no backup"
 
+    # -- journald priorities: -p warning finds the daemon's warning and none of its info lines
+    def warnings_of_rotator() -> list[dict[str, Any]]:
+        found = machine.entries("-p", "warning", f"--unit={SERVICE}", f"_SYSTEMD_INVOCATION_ID={invocation}")
+        return [entry for entry in found if entry.get("_PID") == pid]
+
+    warned = wait_until(warnings_of_rotator, "journalctl -p warning to find rotator's warning", budget)
+    assert {entry["PRIORITY"] for entry in warned} <= {"0", "1", "2", "3", "4"}, warned
+    unscheduled = [json.loads(entry["MESSAGE"]) for entry in warned if entry["PRIORITY"] == "4"]
+    assert [event["event"] for event in unscheduled] == ["policy.unscheduled"], warned
+    assert unscheduled[0]["policy"] == "adhoc"
+    assert unscheduled[0]["level"] == "warning"
+    assert "timestamp" not in unscheduled[0], "journald stamps the line: rotator writes no time"
+    everything = [
+        entry for entry in machine.entries(f"_SYSTEMD_INVOCATION_ID={invocation}") if entry.get("_PID") == pid
+    ]
+    started = [entry for entry in everything if '"daemon.started"' in str(entry.get("MESSAGE"))]
+    assert [entry["PRIORITY"] for entry in started] == ["6"], started
+    assert not any(str(entry.get("MESSAGE")).startswith("<") for entry in everything), "a prefix was stored"
+
     # -- the hardening, as the kernel sees the process
     proc = proc_status(machine, pid)
     uids, gids = proc["Uid"].split(), proc["Gid"].split()
@@ -697,7 +727,7 @@ def test_the_real_unit_under_systemd(machine: Machine, sandbox: RunningSandbox) 
     reloaded = wait_until(
         lambda: daemon_events(machine, invocation, "config.reloaded"), "config.reloaded", budget
     )
-    assert reloaded[-1]["policies"] == ["nightly", "weekly"]
+    assert reloaded[-1]["policies"] == ["adhoc", "nightly", "weekly"]
 
     def running_again() -> dict[str, str] | None:
         shown = machine.show("ActiveState", "SubState", "MainPID", "StatusText")
