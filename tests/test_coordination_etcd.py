@@ -187,10 +187,10 @@ async def test_leadership_survives_the_etcd_leader_member_killed(
     leader = make("a", lease_ttl=6.0)
     other = make("b", lease_ttl=6.0)
     roles: list[Role] = []
+    assert await leader.acquire()  # a leads first; b only watches
     keeping = asyncio.create_task(leader.campaign(roles.append))
     watching = asyncio.create_task(other.campaign(lambda role: None))
     try:
-        await eventually(leader.is_leader, "a to lead")
         raft_leader = etcd.leader()
         assert raft_leader is not None
         raft_leader.kill()
