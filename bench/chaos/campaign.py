@@ -564,7 +564,7 @@ def plan_faults(
     """Draw a tick's faults: the always-on ones, and each of the others on its share of the ticks.
 
     Every draw is made whatever comes of it, so that one choice does not shift the seed's others.
-    ``force`` names kinds (:data:`FORCE_KINDS`) that happen on this tick for sure, at rates high
+    ``force`` names kinds (:data:`FORCE_KINDS`, and ``slow``) that happen on this tick for sure, at rates high
     enough to be met in a short run. ``lag``: whether listings may lag in this phase; ``back``: the
     clock steps back on this tick (listings do not lag then, since they would show the past).
     ``small_pages``: the page size on a tick with shifted or empty pages (which act on the pages after
@@ -618,6 +618,8 @@ def plan_faults(
     if on("delay", s.delay_share):
         faults["create_answer_delay"] = delay_seconds
     strong = bool(force)  # a short run meets a fault only if it is frequent
+    if "slow" in force:  # a base rate, not drawn per tick: forced without a draw, so seeds stay as they were
+        faults["slow_rate"] = max(s.slow_rate, 0.5)
     if on("shift", s.shift_share):
         faults["page_shift_rate"] = 0.2 if strong else s.page_shift_rate
     if on("empty", s.empty_share):
@@ -934,8 +936,8 @@ class DaemonPhase:
     }
     # the short run's starts, each sure to carry these kinds
     FORCED: ClassVar[tuple[frozenset[str], ...]] = (
-        frozenset({"storm", "clock behind", "delay", "shift", "empty", "lie", "third party"}),
-        frozenset({"clock ahead", "lie", "third party"}),
+        frozenset({"storm", "clock behind", "delay", "shift", "empty", "lie", "third party", "slow"}),
+        frozenset({"clock ahead", "lie", "third party", "slow"}),
     )
 
     def __init__(self, settings: Settings, processes: Processes, say: Callable[[str], None]) -> None:
