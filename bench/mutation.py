@@ -103,7 +103,7 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "expected = Marker(job.name, run.slot.astimezone(UTC).replace(microsecond=0), attempt)",
         "expected = Marker(job.name, run.slot.astimezone(None).replace(microsecond=0), attempt)",
     ): "the slot is aware and markers compare slots as instants: any zone gives an equal Marker",
-    (U, "Runner._prune", "blocked_from = len(result.blocked)", "blocked_from = None"): (
+    (U, "Runner._prune_rounds", "blocked_from = len(result.blocked)", "blocked_from = None"): (
         "a server's blocked list is only filled by its prune (`_apply`), so it is empty when the prune "
         "starts: `del result.blocked[None:]` and `del result.blocked[0:]` clear the same entries"
     ),

@@ -33,19 +33,23 @@ from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
 from rotator.coordination import Coordinator, Fence
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health
+from rotator.inventory import Inventory, Views
 from rotator.leadership import coordinator_from_config, run_once_lease
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
 from rotator.pings import Pinger
-from rotator.planview import build_plans
+from rotator.planview import PlannedJob, build_plans, plans_of_reports
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
 from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token, scrub
+from rotator.status import fleet_status, watched_policies
+from rotator.status import render_json as render_status_json
+from rotator.status import render_table as render_status_table
 from rotator.telemetry import Telemetry, reported_run
 
 API_URL_ENV = "ROTATOR_API_URL"
@@ -224,6 +228,19 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
         "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
     )
     once.set_defaults(handler=_cmd_run_once)
+
+    status = commands.add_parser(
+        "status",
+        help="each server's newest backup, its age, and what is overdue or failing",
+        parents=[common],
+    )
+    status.add_argument("--policy", metavar="NAME", help="only this policy")
+    status.add_argument("--server", type=_positive_int, metavar="ID", help="only this server")
+    status.add_argument(
+        "--now", type=_instant, metavar="ISO8601", help="judge as of this instant (default: now)"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_cmd_status)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
@@ -555,6 +572,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     config = _load_config(args)
     now = args.now or datetime.now(UTC)
+    jobs = jobs_from_config(config)
     policies = [config.policy(args.policy)] if args.policy else list(config.policies)
     servers = sorted({sid for p in policies for sid in p.servers if args.server in (None, sid)})
     if args.server is not None and not servers:
@@ -564,12 +582,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
 
         async def fetch() -> list[Backup]:
-            async with _client(args, config) as client:
-                listings = await asyncio.gather(*(client.list_backups(server_id=sid) for sid in servers))
-            return [b for listing in listings for b in listing.backups]
+            async with _client(args, config) as client:  # read as a run reads: the fewest pages
+                views, failed = await Inventory(client).read(servers)
+            for error in failed.values():
+                raise error  # a plan on a partial listing would show too few deletes
+            return [b for view in views.values() for b in view.backups]
 
         backups = asyncio.run(fetch())
-    plans = build_plans(config, backups, now, policy=args.policy, server=args.server)
+    planned = [PlannedJob(job.spec, job.slot_for(now) if job.spec.create else None) for job in jobs]
+    plans = build_plans(planned, backups, now, policy=args.policy, server=args.server)
     print(render_plan_json(plans) if args.json else render_plan_table(plans))
     return errors.EXIT_OK
 
@@ -625,7 +646,10 @@ def run_once_exit_code(reports: Sequence[RunReport]) -> int:
 
 def _cmd_run_once(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    _configure_run_logging(args, config)
+    if args.dry_run and args.log_level is None:
+        configure_logging("warning", config.log.format)  # the table says what the events would
+    else:
+        _configure_run_logging(args, config)
     jobs = jobs_from_config(config)
     if args.policy is not None:
         config.policy(args.policy)  # names the known policies when it is not one
@@ -682,6 +706,9 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return errors.EXIT_DECLINED
+    dry = [report for report in reports if report.dry_run]
+    if dry:  # what the run would do, as `rotator plan` shows it
+        print(render_plan_table(plans_of_reports(dry, now)))
     for report in reports:
         print(report.summary_line())
     return run_once_exit_code(reports)
@@ -731,6 +758,28 @@ def _guarded(runner: Runner, coordinator: Coordinator) -> Runner:
 
 def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator:
     return coordinator_from_config(config, client_settings(args, config, os.environ).base_url)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when every watched server is well, 1 when any is overdue or failing (a monitoring check)."""
+    config = _load_config(args)
+    now = args.now or datetime.now(UTC)
+    triggers = {job.name: job.trigger for job in jobs_from_config(config)}
+    watched = watched_policies(config, triggers, policy=args.policy, server=args.server)
+
+    async def fetch() -> Views:
+        async with _client(args, config) as client:
+            return await Inventory(client).read(sorted({sid for w in watched for sid in w.servers}))
+
+    views, failed = asyncio.run(fetch())
+    for error in failed.values():
+        if isinstance(error, errors.Unauthorized):
+            raise error  # no server's fault: one line about the token
+    listed = [backup for view in views.values() for backup in view.backups]
+    unread = {sid: describe_error(exc) for sid, exc in failed.items()}
+    status = fleet_status(watched, listed, now, errors=unread)
+    print(render_status_json(status) if args.json else render_status_table(status), end="")
+    return errors.EXIT_OK if status.ok else errors.EXIT_FAILURE
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -195,6 +195,8 @@ class PolicyConfig(Section):
     notify: NotifyConfig | None = None
     retries: Annotated[int, Field(ge=0, le=20)] = 2
     retry_delay: Duration = timedelta(minutes=10)
+    # `rotator status`: how long after a slot its backup may still be missing (default: see status.py)
+    status_grace: Duration | None = None
 
     @field_validator("description")
     @classmethod

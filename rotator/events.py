@@ -263,10 +263,14 @@ class RunFinished(Event):
         """The run in one line: policy, state and counts (the failures' errors are not in it)."""
         t = self.totals()
         state = "ok" if self.ok else self.status.value.upper()
+        deletes = f"{t['deleted']} deleted, {t['kept']} kept, {t['blocked']} blocked"
+        if self.dry_run:  # what the run would have done: its deletes are held by the dry-run rail alone
+            would = sum(1 for s in self.servers for b in s.blocked if b.rail == "dry_run")
+            deletes = f"{would} would be deleted, {t['kept']} kept, {t['blocked'] - would} held back"
         return (
             f"policy {self.policy} {state}{' (dry run)' if self.dry_run else ''}: "
             f"{t['servers']} servers, {t['created']} created, {t['adopted']} adopted, "
-            f"{t['deleted']} deleted, {t['kept']} kept, {t['blocked']} blocked, {t['failed']} failed, "
+            f"{deletes}, {t['failed']} failed, "
             f"{t['unknown']} unknown, {t['abandoned']} abandoned in {self.duration:.1f}s"
         )
 

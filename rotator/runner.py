@@ -80,8 +80,8 @@ from rotator.events import (
 from rotator.inventory import Inventory, Rounds, Stopped, View, Views
 from rotator.markers import Marker, mark_description, parse_marker
 from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup
-from rotator.planner import Blocked, PruneActions, Rail, prune_actions
-from rotator.retention import Decision, Policy, plan_server
+from rotator.planner import Blocked, PruneActions, Rail, ServerActions, run_actions
+from rotator.retention import Decision, Policy
 from rotator.slots import Action, SlotDecision, decide
 
 # Outcome and Status are the events' (rotator.events), offered here too for code that imports them from here
@@ -168,6 +168,7 @@ class ServerResult:
     blocked: list[Blocked] = field(default_factory=list)
     error: str | None = None
     retry: bool = False  # an attempt failed and another remains: the daemon schedules it
+    actions: ServerActions | None = None  # the last prune's plan and rails (what `plan` shows)
 
     def fail(self, error: str, outcome: Outcome = Outcome.FAILED) -> None:
         self.outcome = outcome
@@ -517,6 +518,11 @@ class Runner:
         """:meth:`_prune`'s rounds; True once a plan was made (its deletes are added to ``pruned``)."""
         job, sid = run.job, result.server_id
         new = result.backup
+        if job.create and new is None and not run.dry:
+            # a real prune rests on the slot's backup, listed completed; never on one it would create
+            result.fail("the slot's backup is not known; nothing deleted")
+            log.error("prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid)
+            return False
         blocked_from = len(result.blocked)
         planned = False
         for _ in range(PRUNE_ROUNDS):
@@ -534,17 +540,21 @@ class Runner:
                         "prune.blocked", rail=Rail.BACKUP_NOT_COMPLETED.value, server_id=sid, backup_id=new.id
                     )
                     return planned
-            plan = plan_server(view.backups, job.policy, run.now or self._wall_clock(), server_id=sid)
-            actions = prune_actions(
-                plan,
-                job.policy,
-                max_deletes=job.max_deletes_per_run - len(result.deleted),
+            # the one computation of a run's actions, as `rotator plan` and a dry run make it
+            actions = run_actions(
+                view.backups,
+                job,
+                run.slot,
+                run.now or self._wall_clock(),
+                server_id=sid,
                 dry_run=run.dry,
-                new_backup_id=new.id if new is not None else None,
+                deleted=len(result.deleted),
+                new_backup=new,
             )
+            result.actions = actions
             del result.blocked[blocked_from:]  # a new plan's rails replace the last one's
             planned = True
-            if not await self._apply(run, result, plan.keep, actions, view, pruned=pruned):
+            if not await self._apply(run, result, actions.keep, actions.prune, view, pruned=pruned):
                 return planned
             # a delete's view went stale before it could be sent: read again and plan anew
         result.fail("no view of the server stayed fresh long enough to prune on; the rest kept")

@@ -179,6 +179,8 @@ def echo_config(path: Path) -> Path:
         pytest.param(["backups", "delete", "1", "--yes"], id="delete"),
         pytest.param(["run-once", "--config", "{config}"], id="run-once"),
         pytest.param(["plan", "--config", "{config}"], id="plan"),
+        pytest.param(["status", "--config", "{config}"], id="status"),
+        pytest.param(["status", "--config", "{config}", "--server", "12345"], id="status-one-server"),
     ],
 )
 def test_an_echoed_wrong_token_never_shows(

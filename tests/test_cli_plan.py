@@ -60,7 +60,8 @@ def fixture_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
 def test_plan_json_is_exactly_the_documented_shape(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """keep, delete and untouched per server, newest first, with reasons; nothing is deleted."""
+    """The slot's action, keep, delete, held back and untouched per server, newest first, with reasons;
+    nothing is deleted. The slot's backup (501, marked 03:00) is adopted: nothing would be created."""
     config, listing = files
     argv = ["plan", "--config", str(config), "--from-file", str(listing), "--policy", "nightly"]
     code = main([*argv, "--now", "2025-01-16T16:00:00Z", "--json"])
@@ -70,14 +71,19 @@ def test_plan_json_is_exactly_the_documented_shape(
             {
                 "policy": "nightly",
                 "now": "2025-01-16T16:00:00Z",
+                "slot": "2025-01-16T03:00:00Z",
+                "dry_run": False,
                 "servers": [
                     {
                         "server_id": 12345,
+                        "action": "adopt",
+                        "would_create": None,
                         "keep": [
                             {"id": 501, "created_at": "2025-01-16T03:00:00Z", "reasons": ["last"]},
                             {"id": 490, "created_at": "2025-01-15T03:00:00Z", "reasons": ["last"]},
                         ],
                         "delete": [{"id": 480, "created_at": "2025-01-14T03:00:00Z", "reasons": []}],
+                        "held_back": [],
                         "untouched": [
                             {"id": 502, "created_at": "2025-01-16T15:45:00Z", "reason": "in_progress"},
                             {"id": 499, "created_at": "2025-01-14T10:30:00Z", "reason": "not owned"},

@@ -254,6 +254,14 @@ BAD = [
     pytest.param(
         {"policies": [{"retry_delay": "later"}]}, "policies[0].retry_delay: not a duration", id="delay-text"
     ),
+    pytest.param(
+        {"policies": [{"status_grace": "soon"}]}, "policies[0].status_grace: not a duration", id="grace-text"
+    ),
+    pytest.param(
+        {"policies": [{"status_grace": "0s"}]},
+        "policies[0].status_grace: must be longer than 0s",
+        id="grace-0",
+    ),
     pytest.param({"api": {"token": "secret"}}, "api.token: unknown key", id="token-is-not-config"),
     pytest.param({"logging": {"level": "info"}}, "logging: unknown key", id="unknown-section"),
     pytest.param({"policies": []}, "policies: List should have at least 1 item", id="no-policies"),

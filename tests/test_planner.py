@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotator.planner import Rail, nothing_to_prune, prune_actions
+from rotator.markers import make_marker
+from rotator.planner import PLANNED_ID, Rail, nothing_to_prune, prune_actions, run_actions
 from rotator.retention import Policy, ServerPlan, plan_server
+from rotator.runner import JobSpec
+from rotator.slots import Action
 from tests.test_retention import NOW, SERVER, backup, policy, timeline
 
 DAYS = [f"2025-01-{day:02d}T03:00" for day in range(1, 16)]
@@ -97,3 +101,42 @@ def test_rails_partition_the_plans_deletes(keep_last: int, cap: int, dry: bool) 
     assert len(sent) <= (0 if dry else cap)
     if sent:
         assert max(sent) < min(blocked, default=max(sent) + 1)  # the oldest go first
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 15), st.integers(0, 20), st.booleans())
+def test_a_dry_run_would_delete_what_a_real_run_deletes(keep_last: int, cap: int, create: bool) -> None:
+    """run_actions: a dry run's would-deletes are the real run's deletes, the cap's rest held back in both;
+    the backup a run would create is kept, never deleted, and never sent."""
+    job = JobSpec(policy(keep_last=keep_last), create=create, max_deletes_per_run=cap)
+    slot = datetime(2025, 1, 16, 3, tzinfo=UTC)
+    real = run_actions(timeline(*DAYS), job, slot, NOW, server_id=SERVER)
+    dry = run_actions(timeline(*DAYS), job, slot, NOW, server_id=SERVER, dry_run=True)
+    assert [d.backup.id for d in dry.deletes] == [d.backup.id for d in real.prune.delete]
+    assert dry.prune.delete == ()
+    assert [b.decision.backup.id for b in dry.held_back] == [b.decision.backup.id for b in real.held_back]
+    assert {b.rail for b in real.held_back} <= {Rail.MAX_DELETES}
+    assert len(real.prune.delete) <= cap
+    assert PLANNED_ID not in {d.backup.id for d in real.prune.delete}
+    if create:
+        assert real.would_create is not None
+        assert real.slot_action is Action.CREATE
+        # the would-be backup takes one of keep_last's places: one more old backup goes than without it
+        assert len(real.deletes) + len(real.held_back) == max(len(DAYS) + 1 - keep_last, 0)
+    else:
+        assert (real.would_create, real.slot_action, real.slot) == (None, None, None)
+        assert len(real.deletes) + len(real.held_back) == max(len(DAYS) - keep_last, 0)
+
+
+def test_the_runners_own_backup_is_protected_and_nothing_is_made_up() -> None:
+    """Given the runner's new backup (listed completed), run_actions adds no would-be backup and
+    holds that one back should the plan want it deleted (an API clock that stamped it as the oldest)."""
+    slot = datetime(2025, 1, 16, 3, tzinfo=UTC)
+    job = JobSpec(policy(keep_last=2), max_deletes_per_run=100)
+    old = timeline(*DAYS)
+    new = backup(99, "2024-12-01T03:00", description=f"n {make_marker(job.name, slot)}")
+    actions = run_actions([*old, new], job, slot, NOW, server_id=SERVER, new_backup=new)
+    assert actions.would_create is None
+    assert actions.new_backup == new
+    assert [(b.decision.backup.id, b.rail) for b in actions.held_back] == [(99, Rail.NEW_BACKUP)]
+    assert all(d.backup.id != PLANNED_ID for d in actions.plan.keep)

@@ -155,8 +155,11 @@ async def test_dry_run_creates_and_deletes_nothing(runner: Runner, sandbox: Sand
     assert report.ok
     assert sandbox.state.events("created") == []
     assert deleted_ids(sandbox) == []
-    assert all(len(r.blocked) == 3 and r.blocked[0].rail is Rail.DRY_RUN for r in report.servers)
+    # 10 old and the one it would create, keep_last 7: the 4 oldest, as a real run
+    assert all(len(r.blocked) == 4 and r.blocked[0].rail is Rail.DRY_RUN for r in report.servers)
     assert "(dry run)" in report.summary_line()
+    # 5 servers x 4 would-deletes; kept: 6 old ones each (the one it would create is the 7th)
+    assert "20 would be deleted, 30 kept, 0 held back" in report.summary_line()
 
 
 async def test_listing_failure_touches_nothing(runner: Runner, sandbox: Sandbox) -> None:

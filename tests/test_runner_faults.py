@@ -644,13 +644,14 @@ async def test_a_dry_run_says_what_it_would_create_and_delete(runner: Runner, sa
     assert said(logs, "backup.would_create", "server_id", "description") == [
         {"log_level": "info", "server_id": 1, "description": job().describe(SLOT, 1)}
     ]
-    # without the new backup the plan keeps the 3 newest old ones
+    # the plan counts the backup the run would create: it keeps that one and the 2 newest old ones,
+    # and would delete the 8 oldest, as the real run does (test_a_clean_run_says_created_completed_...)
     would = said(logs, "backup.would_delete", "server_id", "backup_id", "rail")
     assert would == [
-        {"log_level": "info", "server_id": 1, "backup_id": b.id, "rail": Rail.DRY_RUN.value} for b in old[:7]
+        {"log_level": "info", "server_id": 1, "backup_id": b.id, "rail": Rail.DRY_RUN.value} for b in old[:8]
     ]
     assert said(logs, "prune.blocked") == []
-    assert [b.rail for b in result.blocked] == [Rail.DRY_RUN] * 7
+    assert [b.rail for b in result.blocked] == [Rail.DRY_RUN] * 8
 
 
 async def test_deletes_held_back_by_the_cap_are_said_one_by_one(runner: Runner, sandbox: Sandbox) -> None:

@@ -161,20 +161,23 @@ async def test_a_shutdown_between_deletes_sends_no_more(
 async def test_a_dry_run_reports_its_would_deletes_and_touches_nothing(
     runner: Runner, sandbox: Sandbox
 ) -> None:
-    """Dry run: no create, no delete; the 8 oldest are reported blocked by the dry-run rail, 3 kept
-    (the 10 old backups only: there is no new one)."""
+    """Dry run: no create, no delete; the 8 oldest, as a real run deletes, are reported blocked by the
+    dry-run rail; kept: the 2 newest old ones and the backup the run would create (counted in the plan)."""
     old = oldest_first(sandbox, 1)
     with structlog.testing.capture_logs() as logs:
         report = await runner.run(job(servers=(1,)), SLOT, dry_run=True)
     would = [e for e in logs if e["event"] == "backup.would_delete"]
-    assert sorted(e["backup_id"] for e in would) == sorted(old[:7])
+    assert sorted(e["backup_id"] for e in would) == sorted(old[:8])
     assert all((e["server_id"], e["rail"], e["log_level"]) == (1, "dry_run", "info") for e in would)
     assert report.ok, report.summary_line()
     (result,) = report.servers
     assert posts(sandbox) == 0
     assert api_deletes(sandbox) == []
-    assert (result.created, result.deleted, result.kept) == (0, [], 3)
-    assert sorted(b.decision.backup.id for b in result.blocked) == sorted(old[:7])
+    assert (result.created, result.deleted, result.kept) == (0, [], 2)
+    assert result.actions is not None
+    assert result.actions.would_create is not None
+    assert result.actions.would_create.description == job().describe(SLOT, 1)
+    assert sorted(b.decision.backup.id for b in result.blocked) == sorted(old[:8])
     assert {b.rail for b in result.blocked} == {Rail.DRY_RUN}
     assert oldest_first(sandbox, 1) == old
 

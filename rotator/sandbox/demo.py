@@ -1,9 +1,10 @@
 """``make demo``: the sandbox with its demo fleet, and rotator's main job run against it.
 
 It starts the sandbox on a free loopback port, points rotator at it with
-``config.example.yaml``, and shows what a newcomer wants to see: the plan,
-one run that creates, waits and prunes with reasons, the result, and the
-backup commands (create and wait, delete, restore). Each step is the real
+``config.example.yaml``, and shows what a newcomer wants to see: the plan (and
+the same as a dry run), one run that creates, waits and prunes with reasons
+(checked to delete exactly what the plan said), the result, and the backup
+commands (create and wait, delete, restore). Each step is the real
 ``rotator`` command in a subprocess, printed before it runs.
 """
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rotator.sandbox.options import SandboxOptions
 from rotator.sandbox.server import running_sandbox
@@ -34,6 +36,25 @@ def _step(title: str, argv: Sequence[str], env: dict[str, str], *, show: bool = 
     if done.returncode != 0:
         raise SystemExit(f"demo: 'rotator {shlex.join(argv)}' exited {done.returncode}")
     return done.stdout
+
+
+def _manual_ids(env: dict[str, str]) -> set[int]:
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator", "backups", "list", "--type", "manual", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {backup["id"] for backup in json.loads(done.stdout)["results"]}
+
+
+def _agree(planned: dict[str, Any], deleted: set[int]) -> None:
+    """The run deleted exactly what the plan said it would; the demo fails otherwise."""
+    said = {item["id"] for policy in planned["policies"] for s in policy["servers"] for item in s["delete"]}
+    if said != deleted:
+        raise SystemExit(f"demo: the plan said delete {sorted(said)}, the run deleted {sorted(deleted)}")
+    print(f"\n=== plan and run agree: the run deleted the {len(deleted)} backups the plan named", flush=True)
 
 
 def main() -> int:
@@ -55,16 +76,31 @@ def main() -> int:
             env,
         )
         _step(
-            "What the nightly policy would do now",
+            "What a run of the nightly policy would do now (the backup it creates, the cap counted)",
             ["plan", "--config", str(config), "--server", "12345"],
             env,
         )
+        planned = json.loads(
+            _step("The same plan as JSON", ["plan", "--config", str(config), "--json"], env, show=False)
+        )
+        _step(
+            "The same as a dry run (nothing created or deleted)",
+            ["run-once", "--config", str(config), "--dry-run"],
+            env,
+        )
+        before = _manual_ids(env)
         _step(
             "One run of every policy: create, wait, prune (with the reasons)",
             ["run-once", "--config", str(config), "--log-level", "info"],
             env,
         )
+        _agree(planned, before - _manual_ids(env))
         _step("Server 12345 afterwards", ["backups", "list", "--server", "12345", "--type", "manual"], env)
+        _step(
+            "How the fleet stands (exit 0: nothing overdue or failing)",
+            ["status", "--config", str(config)],
+            env,
+        )
         created = json.loads(
             _step(
                 "A manual backup by hand, waiting for it",
