@@ -147,6 +147,12 @@ def _describe_transport(exc: httpx.HTTPError | ssl.SSLError, endpoint: str = "")
         )
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if endpoint.startswith("https://") and any(isinstance(link, ConnectionResetError) for link in chain):
+        # a plain-http server answering a TLS hello resets the connection (or the TLS layer sees EOF)
+        return (
+            f"TLS handshake failed ({text}): is the endpoint really https? check coordination.etcd's "
+            "endpoints, ca_file, cert_file and key_file"
+        )
     if endpoint.startswith("https://") and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         # TLS 1.3: a server that wants a client certificate closes the connection after the handshake
         return (
