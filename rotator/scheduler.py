@@ -34,7 +34,7 @@ from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner
 from rotator.schedule import cron_trigger, interval_trigger
 from rotator.slots import Action, SlotTrigger, decide, latest_slot, next_slots, whole_minutes
-from rotator.telemetry import Telemetry, reported_run
+from rotator.telemetry import Telemetry, policy_watch, reported_run, seed_metrics
 
 log = structlog.get_logger("rotator.daemon")
 
@@ -48,6 +48,7 @@ class ScheduledJob:
     catch_up: bool = True
     pings_url: str | None = None
     observers: tuple[Observer, ...] = ()  # told each run's events: the policy's notifications
+    status_grace: timedelta | None = None  # how late its backup may be (status, metrics); None: the default
 
     @property
     def name(self) -> str:
@@ -138,6 +139,7 @@ class Daemon:
             if self.http is not None:
                 await self.http.start()
             self._install(self.jobs.values())
+            self._watch()
             self.scheduler.start()
             health.scheduler_running = True
             self.history.started = self._wall_clock()
@@ -224,6 +226,7 @@ class Daemon:
             if existing.id not in self.jobs:
                 existing.remove()
         self._install(self.jobs.values())
+        self._watch()
         log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
         self.notifier.ready(self.status_line())
 
@@ -260,6 +263,14 @@ class Daemon:
                 max_instances=1,
                 misfire_grace_time=int(self.settings.misfire_grace.total_seconds()),
             )
+
+    def _watch(self) -> None:
+        """Tell the metrics which policies and servers there are (their counters start at 0)."""
+        now = self._wall_clock()
+        self.telemetry.metrics.watch(
+            policy_watch(job.spec, job.trigger, now=now, dry_run=self.dry_run, grace=job.status_grace)
+            for job in self.jobs.values()
+        )
 
     def next_runs(self) -> dict[str, str]:
         now = self._wall_clock()
@@ -366,10 +377,28 @@ class Daemon:
         await self._run(job, slot, servers=servers, catching_up=True)
 
     async def _catch_up_all(self) -> None:
-        await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
+        jobs = list(self.jobs.values())
+        await asyncio.gather(self._seed_metrics(jobs), *(self.catch_up(job) for job in jobs))
+
+    async def _seed_metrics(self, jobs: Sequence[ScheduledJob]) -> None:
+        """The last successes of the policies that do not catch up (whose catch-up reads them), in one
+        listing; only where someone can scrape them (``http.listen``)."""
+        if self.http is None:
+            return
+        now = self._wall_clock()
+        watches = [
+            policy_watch(job.spec, job.trigger, now=now, grace=job.status_grace)
+            for job in jobs
+            if job.spec.create and job.trigger is not None and not job.catch_up
+        ]
+        await seed_metrics(self.telemetry.metrics, self.runner.inventory, watches)
 
     async def catch_up(self, job: ScheduledJob) -> None:
-        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime)."""
+        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime).
+
+        The same listing tells the metrics each server's last success, so that they hold across a
+        restart.
+        """
         if not job.catch_up or not job.spec.create or job.trigger is None:
             return
         now = self._wall_clock()
@@ -381,6 +410,7 @@ class Daemon:
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
             return
+        self.telemetry.metrics.seed(job.name, {sid: view.backups for sid, view in views.items()})
         due = [
             sid for sid, view in views.items() if slot_due(view.backups, job.name, slot, job.spec.attempts)
         ]
@@ -457,7 +487,14 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             urls = [url.get_secret_value() for url in policy.notify.urls]
             observers = (Notifications(urls, policy.notify.on, where=f"policies[{index}].notify"),)
         jobs.append(
-            ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings, observers=observers)
+            ScheduledJob(
+                spec,
+                trigger,
+                catch_up=policy.catch_up,
+                pings_url=pings,
+                observers=observers,
+                status_grace=policy.status_grace,
+            )
         )
     return jobs
 
