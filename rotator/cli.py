@@ -1,6 +1,7 @@
 """The ``rotator`` command: the only place that prints for people and chooses exit codes.
 
 Exit codes: 0 success, 1 an API or runtime failure, 2 a usage error,
+73 run-once declined: another instance holds the coordination lease (nothing done),
 75 run-once stopped before its runs finished (abandoned, not failed),
 78 a configuration error (including a missing or unreadable token),
 130 interrupted.
@@ -32,9 +33,11 @@ from rotator.apicheck import ApiCheck, check_api
 from rotator.apiurl import API_URL_ENV, choose_api_url, refuse_settings_spelling
 from rotator.byhand import cautions, owned_by, policy_of, refusal
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
+from rotator.coordination import Coordinator, Fence
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health
 from rotator.inventory import Inventory, Views
+from rotator.leadership import coordinator_from_config, run_once_lease
 from rotator.markers import is_policy_name
 from rotator.metrics import Metrics
 from rotator.metrics_export import MetricsExport, exports_metrics
@@ -164,8 +167,8 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
         prog="rotator",
         description="Create manual backups on a schedule and prune them by retention rules.",
         epilog=(
-            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 75 run-once abandoned (stopped), "
-            "78 configuration, 130 interrupted"
+            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 73 run-once declined (another instance "
+            "leads), 75 run-once abandoned (stopped), 78 configuration, 130 interrupted"
         ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
@@ -809,9 +812,20 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
     export = MetricsExport.from_args(args, config, jobs, now) if exports_metrics(args) else None
     telemetry = export.telemetry if export is not None else None
 
-    async def go() -> list[RunReport]:
+    coordinator = _coordinator(args, config)
+
+    async def go() -> list[RunReport] | None:
+        try:
+            async with run_once_lease(coordinator) as leading:
+                if not leading:
+                    return None
+                return await runs()
+        finally:
+            await coordinator.aclose()
+
+    async def runs() -> list[RunReport]:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
-            runner = _runner(client, config)
+            runner = _guarded(_runner(client, config), coordinator)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
@@ -840,6 +854,13 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             return reports
 
     reports = asyncio.run(go())
+    if reports is None:
+        holder = getattr(coordinator, "holder", None) or "another instance"
+        print(
+            f"rotator: declined: {holder} holds the coordination lease; nothing done (exit 73)",
+            file=sys.stderr,
+        )
+        return errors.EXIT_DECLINED
     code = run_once_exit_code(reports)
     if export is not None:
         export.write()
@@ -863,12 +884,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return jobs_from_config(load_config(path))
 
     telemetry = Telemetry(metrics=Metrics(per_server=config.metrics.per_server))
+    coordinator = _coordinator(args, config)
 
     async def go() -> int:
+        try:
+            await coordinator.start()  # unreachable, refused, another configuration: one line, no action
+            return await daemon()
+        finally:
+            await coordinator.aclose()
+
+    async def daemon() -> int:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             daemon = Daemon(
                 jobs_from_config(config),
-                _runner(client, config),
+                _guarded(_runner(client, config), coordinator),
                 reload=reload,
                 settings=daemon_settings(config),
                 dry_run=args.dry_run,
@@ -876,10 +905,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 notifier=Notifier.from_environ(),
                 pinger=pinger,
                 http_listen=config.http.listen,
+                coordinator=coordinator,
             )
             return await daemon.run()
 
     return asyncio.run(go())
+
+
+def _guarded(runner: Runner, coordinator: Coordinator) -> Runner:
+    runner.guard = Fence(coordinator)  # a claim before each create, a fence before each batch of deletes
+    return runner
+
+
+def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator:
+    return coordinator_from_config(config, client_settings(args, config, os.environ).base_url)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -417,6 +418,76 @@ class DaemonConfig(Section):
     misfire_grace: Duration = timedelta(hours=1)
 
 
+class EtcdConfig(Section):
+    """``coordination.etcd``: the cluster, the keys' prefix, the lease, and how to authenticate."""
+
+    endpoints: Annotated[list[str], Field(min_length=1)] = ["http://127.0.0.1:2379"]
+    prefix: str = "/rotator/"
+    lease_ttl: Annotated[Duration, _bounded(timedelta(minutes=5))] = timedelta(seconds=15)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"{url!r} is not an etcd client URL such as http://127.0.0.1:2379")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or not value.endswith("/") or len(value) < 3:
+            raise ValueError("must start and end with '/', e.g. /rotator/production/")
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=2):
+            raise ValueError("must be at least 2s")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EtcdConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        tls = self.ca_file is not None or self.cert_file is not None
+        plain = [url for url in self.endpoints if url.startswith("http://")]
+        if tls and plain:
+            raise ValueError(f"ca_file/cert_file are for https endpoints, but {plain[0]!r} is plain http")
+        remote = [url for url in plain if not is_loopback(urlsplit(url).hostname or "")]
+        if self.username is not None and remote:
+            raise ValueError(
+                f"{remote[0]!r} is plain http to another host: the etcd password would travel in clear "
+                "(use https)"
+            )
+        return self
+
+
+class CoordinationConfig(Section):
+    """``coordination``: one instance acts (``none``: this is the only one), or a leader elected on etcd."""
+
+    backend: Literal["none", "etcd"] = "none"
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] = Field(
+        default_factory=socket.gethostname
+    )
+    etcd: EtcdConfig | None = None
+
+    @model_validator(mode="after")
+    def _etcd_given(self) -> CoordinationConfig:
+        if self.backend == "etcd" and self.etcd is None:
+            raise ValueError("backend etcd needs an etcd section (at least its endpoints)")
+        return self
+
+
 class RotatorConfig(BaseSettings):
     """The whole configuration file."""
 
@@ -434,8 +505,9 @@ class RotatorConfig(BaseSettings):
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
 
-    @field_validator("api", "log", "daemon", "http", "metrics", mode="before")
+    @field_validator("api", "log", "daemon", "http", "metrics", "coordination", mode="before")
     @classmethod
     def _empty_section(cls, value: object) -> object:
         return {} if value is None else value  # a section with every key commented out

@@ -53,6 +53,7 @@ class HealthState:
     last_auth_ok: bool | None = None  # None: no API call answered yet
     heartbeat: float | None = None  # monotonic time of the event loop's last beat
     stale_after: float = 30.0  # seconds without a beat before /healthz fails
+    role: str | None = None  # with coordination: leader, standby, or standby (etcd unreachable)
     monotonic: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def beat(self) -> None:
@@ -76,6 +77,10 @@ class HealthState:
             "scheduler": "ok" if self.scheduler_running else "not running",
             "api_auth": {None: "no call yet", True: "ok", False: "token rejected"}[self.last_auth_ok],
         }
+        if self.role is not None:
+            # a standby is ready: it is alive and takes over when needed (a sidecar's readiness gates
+            # its pod's traffic); the role says whether this instance acts
+            checks["role"] = self.role
         ok = self.config_ok and self.scheduler_running and self.last_auth_ok is not False
         return ok, checks
 

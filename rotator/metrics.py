@@ -72,6 +72,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -258,6 +259,20 @@ class Metrics:
         self.rate_limited = Counter(
             "rotator_api_rate_limited", "Answers 429 Too Many Requests from the API.", registry=r
         )
+        self.leader = Gauge(
+            "rotator_leader",
+            "1 while this instance may act (the leader, or the only instance), 0 while it stands by.",
+            registry=r,
+        )
+        self.coordination_reachable = Gauge(
+            "rotator_coordination_reachable",
+            "1 while the coordination backend (etcd) answers, 0 while it cannot be reached.",
+            registry=r,
+        )
+        self._leading: bool | None = None
+        self.leader_changes = Counter(
+            "rotator_leader_changes", "Times this instance became or stopped being the leader.", registry=r
+        )
         r.register(_StateCollector(self))
         self.watch(policies)
 
@@ -388,6 +403,14 @@ class Metrics:
         self._authenticated = source
 
     # -- output ----------------------------------------------------------------
+
+    def set_role(self, leading: bool, reachable: bool) -> None:
+        """The coordination role: acting or standing by, and whether the backend answers."""
+        if self._leading is not None and self._leading != leading:
+            self.leader_changes.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
+        self.coordination_reachable.set(1 if reachable else 0)
 
     def render(self) -> bytes:
         """Every metric in Prometheus' text format (serve with :data:`CONTENT_TYPE`)."""

@@ -24,6 +24,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
 from rotator.config import PolicyConfig, RotatorConfig
+from rotator.coordination import Coordinator, NoCoordination, Role, pinned_term
 from rotator.events import Event, Observer, RunFinished
 from rotator.health import HealthServer
 from rotator.models import Backup
@@ -97,8 +98,13 @@ class Daemon:
         notifier: Notifier | None = None,
         pinger: Pinger | None = None,
         http_listen: str | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        # only the leader runs jobs and catch-up; NoCoordination: this instance always leads
+        self.coordinator: Coordinator = coordinator or NoCoordination()
+        self._campaign: asyncio.Task[None] | None = None
+        self._acting = False
         self.runner = runner
         self._reload = reload
         self.settings = settings or DaemonSettings()
@@ -140,11 +146,14 @@ class Daemon:
             watchdog = asyncio.create_task(self.notifier.watchdog_loop(on_beat=health.beat), name="watchdog")
             log.info("daemon.started", policies=sorted(self.jobs), next_runs=self.next_runs())
             self.notifier.ready(self.status_line())
-            self._spawn(self._catch_up_all(), "catch-up")
+            self._campaign = asyncio.create_task(
+                self.coordinator.campaign(self._on_role), name="coordination"
+            )
             await self._stop.wait()
             await self._shutdown()
         finally:
             health.scheduler_running = False
+            await self._end_campaign()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if watchdog is not None:
@@ -169,6 +178,31 @@ class Daemon:
             state = "ok" if last.ok else "FAILED"
             parts.append(f"last run {last.policy} {state}")
         return "; ".join(parts)
+
+    def _on_role(self, role: Role) -> None:
+        """The coordinator's word: acting (catch up now), or standing by (run nothing)."""
+        acting = role in (Role.LEADER, Role.SINGLE)
+        if role is not Role.SINGLE:
+            self.telemetry.health.role = role.value
+            self.telemetry.metrics.set_role(acting, reachable=role is not Role.UNREACHABLE)
+        else:
+            self.telemetry.metrics.set_role(True, reachable=True)
+        became = acting and not self._acting
+        self._acting = acting
+        if became and not self._stopping:
+            if role is Role.LEADER:
+                log.info("daemon.leading", name=self.coordinator.name, catch_up=True)
+            self._spawn(self._catch_up_all(), "catch-up")
+        elif not acting and role is not Role.SINGLE:
+            log.warning("daemon.standing_by", name=self.coordinator.name, role=role.value)
+
+    async def _end_campaign(self) -> None:
+        if self._campaign is not None:
+            self._campaign.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._campaign
+            self._campaign = None
+            await self.coordinator.release()
 
     def request_stop(self, why: str = "stop") -> None:
         if not self._stopping:
@@ -262,8 +296,14 @@ class Daemon:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         job = self.jobs.get(name)
-        if job is not None:
+        if job is not None and self._may_run(job.name):
             await self._run(job, job.slot_for(self._wall_clock()))
+
+    def _may_run(self, policy: str) -> bool:
+        if self.coordinator.is_leader():
+            return True
+        log.info("run.skipped", policy=policy, reason="standby", role=self.coordinator.role.value)
+        return False
 
     async def _run(
         self,
@@ -275,7 +315,7 @@ class Daemon:
     ) -> None:
         lock = self._locks.setdefault(job.name, asyncio.Lock())
         async with lock:
-            if self._stopping:
+            if self._stopping or not self._may_run(job.name):
                 return
             if catching_up and job.latest(self._wall_clock()) != slot:
                 # a newer slot came while this one waited for the lock: its own run covers it,
@@ -283,18 +323,19 @@ class Daemon:
                 log.info("catch_up.superseded", policy=job.name, slot=slot.isoformat())
                 return
             try:
-                report = await reported_run(
-                    self.runner,
-                    job.spec,
-                    slot,
-                    pings_url=job.pings_url,
-                    pinger=self.pinger,
-                    metrics=self.telemetry.metrics,
-                    observers=[self._on_run_event, *job.observers],
-                    servers=servers,
-                    dry_run=self.dry_run,
-                    retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
-                )
+                with pinned_term(self.coordinator):  # the run acts only under this leadership
+                    report = await reported_run(
+                        self.runner,
+                        job.spec,
+                        slot,
+                        pings_url=job.pings_url,
+                        pinger=self.pinger,
+                        metrics=self.telemetry.metrics,
+                        observers=[self._on_run_event, *job.observers],
+                        servers=servers,
+                        dry_run=self.dry_run,
+                        retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
+                    )
             except Exception:  # one policy's bug must not stop the others
                 log.exception("run.crashed", policy=job.name)
                 return
