@@ -15,6 +15,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY rotator/ rotator/
+# the shell completion loaders the package installs as data files (the wheel needs them)
+COPY share/ share/
 
 # The environment has no pip of its own; the base image's pip installs into it, at the versions
 # pinned in constraints.txt, without the test or sandbox extras. Byte-code is compiled here, so the

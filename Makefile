@@ -47,8 +47,10 @@ bench: $(STAMP)
 
 # The long fault campaign (bench/chaos): rotator killed and faulted for a few minutes, judged by the
 # invariant checker; exits 1 on a violation. Replay one with its printed seed: make chaos SEED=N
+# make chaos MODE=replicas: three coordinated `rotator run` on a real 3-member etcd, leader and etcd
+# members killed, paused and cut off (needs etcd-server; SECONDS=300 by default)
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m bench.chaos $(if $(SEED),--seed $(SEED)) $(if $(filter replicas,$(MODE)),--replicas $(if $(SECONDS),--seconds $(SECONDS)))
 
 # Mutation testing of the pure core with mutmut (not part of make test; minutes, on two cores): mutants
 # of retention, planner, markers and slots judged by their fast tests; writes bench/MUTATION.md with each

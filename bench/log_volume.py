@@ -7,7 +7,8 @@ completed owned backups per server, ``keep_last: 30``: one create, one wait, 30
 keeps and one delete per server), without its latency and rate limit, which
 change how long the run takes but not what it says. rotator runs as a real
 process with ``log: {format: json, level: info}``; every line it writes to
-stderr is counted, by event.
+stderr is counted, by event, and the child's CPU time (user + system) is
+reported beside (the sandbox runs in this process, so it is not in it).
 
 ``--checkout DIR`` measures the rotator package of another checkout (say, an
 earlier commit exported with ``git archive COMMIT rotator | tar -x -C DIR``) in
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +64,7 @@ class Volume:
     checkout: str
     package: str
     exit_code: int
+    cpu_s: float = 0.0  # the child's user + system CPU time
     lines: int = 0
     bytes: int = 0
     by_event: Counter[str] = field(default_factory=Counter)
@@ -72,6 +75,7 @@ class Volume:
             "checkout": self.checkout,
             "package": self.package,
             "exit_code": self.exit_code,
+            "cpu_s": round(self.cpu_s, 2),
             "lines": self.lines,
             "bytes": self.bytes,
             "by_event": dict(self.by_event.most_common()),
@@ -97,6 +101,7 @@ def measure(checkout: Path, servers: int, workdir: Path) -> Volume:
     config = write_config(workdir / "fleet.yaml", setup, CHOICE, servers)
     log_path = workdir / "run.log"
     with fleet_sandbox(setup) as (running, _access), log_path.open("wb") as log_file:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         process = subprocess.run(
             [sys.executable, "-c", CHILD, str(checkout), "run-once", "--config", str(config)],
             env=clean_env(ROTATOR_API_URL=running.api_url, ROTATOR_API_TOKEN=running.token),
@@ -106,7 +111,9 @@ def measure(checkout: Path, servers: int, workdir: Path) -> Volume:
             timeout=RUN_TIMEOUT,
             check=False,
         )
-    volume = Volume(str(checkout), imported_package(checkout), process.returncode)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    volume = Volume(str(checkout), imported_package(checkout), process.returncode, cpu_s=cpu)
     for raw in log_path.read_bytes().splitlines(keepends=True):
         volume.lines += 1
         volume.bytes += len(raw)
@@ -131,7 +138,7 @@ def machine() -> dict[str, Any]:
 def describe(volume: Volume, top: int = 8) -> str:
     head = (
         f"{volume.checkout}: {volume.lines:,} lines, {volume.bytes / 1e6:.2f} MB "
-        f"(exit {volume.exit_code}; rotator from {volume.package})"
+        f"in {volume.cpu_s:.1f} s of CPU (exit {volume.exit_code}; rotator from {volume.package})"
     )
     rows = [
         f"    {event:<24} {count:>7,} lines {volume.bytes_by_event[event] / 1e6:>7.2f} MB"
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         results["checkouts"].append(
             {
                 **median.to_json(),
-                "runs": [{"lines": v.lines, "bytes": v.bytes} for v in volumes],
+                "runs": [{"lines": v.lines, "bytes": v.bytes, "cpu_s": round(v.cpu_s, 2)} for v in volumes],
+                "median_cpu_s": round(statistics.median(v.cpu_s for v in volumes), 2),
                 "median_lines": statistics.median(v.lines for v in volumes),
             }
         )

@@ -1,6 +1,7 @@
 """The ``rotator`` command: the only place that prints for people and chooses exit codes.
 
 Exit codes: 0 success, 1 an API or runtime failure, 2 a usage error,
+73 run-once declined: another instance holds the coordination lease (nothing done),
 75 run-once stopped before its runs finished (abandoned, not failed),
 78 a configuration error (including a missing or unreadable token),
 130 interrupted.
@@ -17,21 +18,29 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pydantic
+import structlog
 
 from rotator import __version__, errors
-from rotator.addresses import health_url, is_loopback
+from rotator.addresses import health_url
 from rotator.api import DEFAULT_API_URL, ApiObserver, BackupsClient, ClientSettings
+from rotator.apicheck import ApiCheck, check_api
+from rotator.apiurl import API_URL_ENV, choose_api_url, refuse_settings_spelling
+from rotator.byhand import cautions, owned_by, policy_of, refusal
 from rotator.config import CONFIG_ENV, RotatorConfig, config_path, load_config
+from rotator.coordination import Coordinator, Fence
 from rotator.durations import format_duration, parse_duration
 from rotator.health import check_health
 from rotator.inventory import Inventory, Views
+from rotator.leadership import coordinator_from_config, run_once_lease
+from rotator.markers import is_policy_name
+from rotator.metrics import Metrics
+from rotator.metrics_export import MetricsExport, exports_metrics
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier
@@ -40,6 +49,7 @@ from rotator.pings import Pinger
 from rotator.planview import PlannedJob, build_plans, plans_of_reports
 from rotator.planview import render_json as render_plan_json
 from rotator.planview import render_table as render_plan_table
+from rotator.reports import delete_document, policy_check_document, restore_document, run_once_document
 from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
@@ -48,12 +58,18 @@ from rotator.status import fleet_status, watched_policies
 from rotator.status import render_json as render_status_json
 from rotator.status import render_table as render_status_table
 from rotator.telemetry import Telemetry, reported_run
+from rotator.terminal import quiet_on_closed_stdout
 
-API_URL_ENV = "ROTATOR_API_URL"
 HTTP_LISTEN_ENV = "ROTATOR_HTTP__LISTEN"
 EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Interrupted(errors.RotatorError):
+    """^C while rotator waited on something that goes on without it; the message says what."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,13 +97,31 @@ def _duration(text: str) -> timedelta:
 
 
 def _instant(text: str) -> datetime:
+    """An ISO 8601 instant with its offset (``2025-01-16T03:00Z``), or a date: its midnight in UTC.
+
+    ``2025-01-16Z`` is read as that date too (an earlier hint suggested it).
+    """
+    try:
+        day = date.fromisoformat(text.removesuffix("Z"))
+    except ValueError:
+        pass
+    else:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 instant or date (e.g. 2025-01-16T03:00Z, 2025-01-16): {text!r}"
+        ) from None
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z: {text!r}")
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+01:00: {text!r}")
     return value.astimezone(UTC)
+
+
+def _policy_name(text: str) -> str:
+    if not is_policy_name(text):
+        raise argparse.ArgumentTypeError(f"not a policy name (letters, digits, '-', '_', '.'): {text!r}")
+    return text
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -133,8 +167,8 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
         prog="rotator",
         description="Create manual backups on a schedule and prune them by retention rules.",
         epilog=(
-            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 75 run-once abandoned (stopped), "
-            "78 configuration, 130 interrupted"
+            "exit codes: 0 ok, 1 API or runtime failure, 2 usage, 73 run-once declined (another instance "
+            "leads), 75 run-once abandoned (stopped), 78 configuration, 130 interrupted"
         ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
@@ -145,6 +179,7 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     _add_backup_commands(commands, common)
     _add_rotation_commands(commands, common)
     _add_sandbox_command(commands, load=sandbox)
+    _add_tool_commands(commands)
     return parser
 
 
@@ -158,6 +193,9 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     listing = backup_commands.add_parser("list", help="list backups, newest first", parents=[common])
     listing.add_argument("--server", type=_positive_int, metavar="ID", help="only this server's backups")
     listing.add_argument("--type", choices=("manual", "automatic"), help="only backups of this type")
+    listing.add_argument(
+        "--policy", type=_policy_name, metavar="NAME", help="only backups this policy owns (by their marker)"
+    )
     listing.add_argument("--json", action="store_true", help='print the API\'s shape: {"count", "results"}')
     listing.set_defaults(handler=_cmd_list)
 
@@ -178,6 +216,14 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     delete = backup_commands.add_parser("delete", help="delete backups (cannot be undone)", parents=[common])
     delete.add_argument("backup_ids", type=_positive_int, nargs="+", metavar="BACKUP_ID")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="with --yes, also delete backups a policy owns and automatic ones (asked about otherwise)",
+    )
+    delete.add_argument(
+        "--json", action="store_true", help="print what was deleted as JSON (the rest to stderr)"
+    )
     delete.set_defaults(handler=_cmd_delete)
 
     restore = commands.add_parser(
@@ -186,6 +232,9 @@ def _add_backup_commands(commands: Commands, common: argparse.ArgumentParser) ->
     restore.add_argument("server_id", type=_positive_int, metavar="SERVER_ID")
     restore.add_argument("backup_id", type=_positive_int, metavar="BACKUP_ID")
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--json", action="store_true", help="print the API's answer as JSON (the rest to stderr)"
+    )
     restore.set_defaults(handler=_cmd_restore)
 
 
@@ -224,6 +273,16 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
     once.add_argument(
         "--now", type=_instant, metavar="ISO8601", help="run as of this instant (default: now; for tests)"
     )
+    once.add_argument("--json", action="store_true", help="print each policy's run report as JSON")
+    once.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH.prom",
+        help="write the run's metrics there, for node_exporter's textfile collector (atomically)",
+    )
+    once.add_argument(
+        "--pushgateway", metavar="URL", help="push the run's metrics to this Prometheus Pushgateway"
+    )
     once.set_defaults(handler=_cmd_run_once)
 
     status = commands.add_parser(
@@ -241,6 +300,12 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
 
     check = commands.add_parser(
         "check-config", help="validate the configuration and show each policy's next runs", parents=[common]
+    )
+    check.add_argument("--json", action="store_true", help="print the policies and their next runs as JSON")
+    check.add_argument(
+        "--check-api",
+        action="store_true",
+        help="also ask the API: is the token accepted, and does it list backups of every configured server",
     )
     check.set_defaults(handler=_cmd_check_config)
 
@@ -260,23 +325,69 @@ def _add_rotation_commands(commands: Commands, common: argparse.ArgumentParser) 
     health.set_defaults(handler=_cmd_healthcheck)
 
 
-def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
-    sandbox = commands.add_parser(
-        "sandbox", help="run an emulator of the provider's API on loopback, with a demo fleet"
+def _add_tool_commands(commands: Commands) -> None:
+    """Commands about rotator itself, for editors and shells; they need no configuration or API."""
+    schema = commands.add_parser(
+        "config-schema",
+        help="print a JSON Schema of the configuration file (for editors: yaml-language-server)",
     )
+    schema.set_defaults(handler=_cmd_config_schema)
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash, zsh or fish",
+        description='Print the completion script; e.g. eval "$(rotator completion bash)" in ~/.bashrc, '
+        "or rotator completion fish | source. Installed packages load it by themselves (see README).",
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
+    )
+    completion.set_defaults(handler=_cmd_completion)
+    manual = commands.add_parser(
+        "man", help="print the manual page, rotator(1), in roff (man -l <(rotator man))"
+    )
+    manual.set_defaults(handler=_cmd_man)
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from rotator.schema import config_schema  # noqa: PLC0415 - pydantic's schema generator, only here
+
+    print(json.dumps(config_schema(), indent=2))
+    return errors.EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from rotator.completion import completion_script  # noqa: PLC0415 - shtab, only here
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return errors.EXIT_OK
+
+
+def _cmd_man(args: argparse.Namespace) -> int:
+    from rotator.completion import manual_page  # noqa: PLC0415 - argparse-manpage, only here
+
+    print(manual_page(build_parser()), end="")
+    return errors.EXIT_OK
+
+
+def _add_sandbox_command(commands: Commands, *, load: bool) -> None:
+    about = "run an emulator of the provider's API on loopback, with a demo fleet"
+    sandbox = commands.add_parser("sandbox", help=about, description=about + " (needs rotator[sandbox])")
     if not load:
-        return  # not on the command line: its options would only cost starlette's and uvicorn's imports
-    try:
-        from rotator.sandbox.cli import add_arguments, run  # noqa: PLC0415 - the sandbox is an extra
-    except ImportError:
-        sandbox.set_defaults(handler=_sandbox_missing)
-    else:
-        add_arguments(sandbox)
-        sandbox.set_defaults(handler=run)
+        return  # not on the command line: its options would only cost their imports
+    # the options import without the extra (starlette, uvicorn); only running the server needs it
+    from rotator.sandbox.cli import add_arguments, run  # noqa: PLC0415
+
+    add_arguments(sandbox)
+    sandbox.set_defaults(handler=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    with quiet_on_closed_stdout():  # `rotator backups list | head -1` ends quietly, its work done
+        return _main(arguments)
+
+
+def _main(arguments: list[str]) -> int:
     # commands are matched whole, so the sandbox can only be chosen when "sandbox" is an argument
     parser = build_parser(sandbox="sandbox" in arguments)
     args = parser.parse_args(arguments)
@@ -318,6 +429,7 @@ def describe_error(exc: errors.RotatorError) -> str:
 
 def _load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RotatorConfig:
     env = os.environ if environ is None else environ
+    refuse_settings_spelling(env)  # before the settings read it: one way to give the URL
     return load_config(config_path(args.config, env))
 
 
@@ -331,15 +443,11 @@ def _optional_config(args: argparse.Namespace) -> RotatorConfig | None:
 def client_settings(
     args: argparse.Namespace, config: RotatorConfig | None, environ: Mapping[str, str]
 ) -> ClientSettings:
-    url = args.api_url or environ.get(API_URL_ENV) or (config.api.url if config else DEFAULT_API_URL)
-    source = "--api-url" if args.api_url else API_URL_ENV if environ.get(API_URL_ENV) else "api.url"
-    api = config.api if config is not None else None
-    parts = urlsplit(url)
-    allowed = api is not None and api.allow_insecure_http
-    if parts.scheme == "http" and not allowed and not is_loopback(parts.hostname or ""):
-        raise errors.ConfigError(
-            f"{source}: {url!r} is plain http to another host: the API token would travel in clear "
-            "(use https, or set api.allow_insecure_http: true in the configuration)"
+    chosen, api = choose_api_url(args.api_url, environ, config, args.config)
+    url = chosen.url
+    if chosen.overridden is not None:
+        structlog.get_logger("rotator.cli").info(
+            "config.api_url_overridden", url=url, source=chosen.source, file_url=chosen.overridden
         )
     try:
         settings = ClientSettings(base_url=url, ca_bundle=args.ca_bundle)
@@ -358,7 +466,7 @@ def client_settings(
                 max_listing_items=api.listing_items(fleet),
             )
     except ValueError as exc:
-        raise errors.ConfigError(f"--api-url: {exc}") from None
+        raise errors.ConfigError(f"{chosen.source}: {exc}") from None
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
         raise errors.ConfigError(f"--ca-bundle: no such file: {settings.ca_bundle}")
     return settings
@@ -383,13 +491,15 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
-def _confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> bool:
+def _confirm(
+    question: str, *, assume_yes: bool, stdin: TextIO | None = None, out: TextIO | None = None
+) -> bool:
     if assume_yes:
         return True
     stream = stdin or sys.stdin
     if not stream.isatty():
         raise errors.UsageError("no terminal to confirm on: pass --yes to proceed without asking")
-    print(f"{question} [y/N] ", end="", flush=True)
+    print(f"{question} [y/N] ", end="", flush=True, file=out or sys.stdout)
     return stream.readline().strip().lower() in ("y", "yes")
 
 
@@ -409,12 +519,13 @@ def newest_first(backups: Sequence[Backup]) -> list[Backup]:
 
 def render_table(backups: Sequence[Backup]) -> str:
     """A table for people, newest first by created_at."""
-    header = ("ID", "SERVER", "TYPE", "STATUS", "SIZE", "CREATED", "EXPIRES", "DESCRIPTION")
+    header = ("ID", "SERVER", "TYPE", "POLICY", "STATUS", "SIZE", "CREATED", "EXPIRES", "DESCRIPTION")
     rows = [
         (
             str(b.id),
             f"{b.server_id} {b.server.name}",
             b.backup_type,
+            policy_of(b) or "-",
             b.status,
             _size(b.size_mb),
             _when(b.created_at),
@@ -438,6 +549,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with _client(args) as client:
             listing = await client.list_backups(server_id=args.server, backup_type=args.type)
+        if args.policy is not None:
+            owned = owned_by(listing.backups, args.policy)
+            listing = replace(listing, backups=tuple(owned), count=len(owned))
         if args.json:
             print(json.dumps(listing.to_api(), indent=2))
         elif listing.backups:
@@ -457,7 +571,16 @@ def _cmd_create(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"backup {created.id} of server {created.server_id} started ({created.status})")
             if args.wait:
-                backup = await wait_for_backup(client, created, args.timeout, sys.stderr)
+                try:
+                    backup = await wait_for_backup(client, created, args.timeout, sys.stderr)
+                except asyncio.CancelledError:  # ^C: asyncio.run cancels the wait
+                    if sys.stderr.isatty():
+                        sys.stderr.write("\n")  # past the progress line
+                    raise Interrupted(
+                        f"interrupted: backup {created.id} of server {created.server_id} goes on at the "
+                        f"provider (rotator only stopped waiting); see how it ends with "
+                        f"'rotator backups list --server {created.server_id}'"
+                    ) from None
         if args.json:
             print(json.dumps(backup.to_api(), indent=2))
         elif args.wait:
@@ -512,6 +635,8 @@ async def wait_for_backup(
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
+    say = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the document alone
+
     async def go() -> int:
         async with _client(args) as client:
             listing = await client.list_backups()
@@ -522,22 +647,35 @@ def _cmd_delete(args: argparse.Namespace) -> int:
                     f"no backup with id {', '.join(map(str, missing))}; nothing was deleted"
                 )
             doomed = [by_id[i] for i in dict.fromkeys(args.backup_ids)]
-            print("These backups will be deleted for good:")
-            print(render_table(doomed))
-            if not _confirm(f"Delete {len(doomed)} backup(s)?", assume_yes=args.yes):
-                print("nothing deleted")
+            print("These backups will be deleted for good:", file=say)
+            print(render_table(doomed), file=say)
+            found = cautions(doomed)
+            for caution in found:
+                print(f"warning: {caution.line()}", file=say)
+            if args.yes and found and not args.force:
+                raise errors.UsageError(refusal(found))
+            if not _confirm(f"Delete {len(doomed)} backup(s)?", assume_yes=args.yes, out=say):
+                print("nothing deleted", file=say)
+                if args.json:
+                    print(json.dumps(delete_document([], [], {}), indent=2))
                 return errors.EXIT_OK
-            failed = 0
+            deleted: list[int] = []
+            gone: list[int] = []
+            failed: dict[int, str] = {}
             for backup in doomed:
                 try:
                     await client.delete_backup(backup.id)
                 except errors.NotFound:
-                    print(f"backup {backup.id} was already gone")
+                    gone.append(backup.id)
+                    print(f"backup {backup.id} was already gone", file=say)
                 except errors.ApiError as exc:
-                    failed += 1
-                    print(f"rotator: backup {backup.id} not deleted: {describe_error(exc)}", file=sys.stderr)
+                    failed[backup.id] = scrub(describe_error(exc))
+                    print(f"rotator: backup {backup.id} not deleted: {failed[backup.id]}", file=sys.stderr)
                 else:
-                    print(f"deleted backup {backup.id}")
+                    deleted.append(backup.id)
+                    print(f"deleted backup {backup.id}", file=say)
+        if args.json:
+            print(json.dumps(delete_document(deleted, gone, failed), indent=2))
         return errors.EXIT_FAILURE if failed else errors.EXIT_OK
 
     return _run(go())
@@ -557,12 +695,26 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 raise errors.RotatorError(
                     f"backup {backup.id} is {backup.status}, not completed; nothing was restored"
                 )
-            print(f"Server {args.server_id} ({backup.server.name}) will be overwritten with this backup:")
-            print(render_table([backup]))
-            if not _confirm(f"Restore server {args.server_id} from backup {backup.id}?", assume_yes=args.yes):
-                print("nothing restored")
+            say = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the document alone
+            print(
+                f"Server {args.server_id} ({backup.server.name}) will be overwritten with this backup:",
+                file=say,
+            )
+            print(render_table([backup]), file=say)
+            question = f"Restore server {args.server_id} from backup {backup.id}?"
+            if not _confirm(question, assume_yes=args.yes, out=say):
+                print("nothing restored", file=say)
+                if args.json:
+                    print(json.dumps(restore_document(args.server_id, backup.id, accepted=False), indent=2))
                 return errors.EXIT_OK
             answer = await client.restore_server(args.server_id, backup.id)
+        if args.json:
+            print(
+                json.dumps(
+                    restore_document(args.server_id, backup.id, accepted=True, answer=answer), indent=2
+                )
+            )
+            return errors.EXIT_OK
         shown = json.dumps(answer) if not isinstance(answer, str) else answer
         print(f"restore of server {args.server_id} from backup {backup.id} accepted: {shown}")
         return errors.EXIT_OK
@@ -661,15 +813,28 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             raise errors.UsageError(f"server {args.server} is in none of the selected policies")
     servers = [args.server] if args.server is not None else None
     now = args.now or datetime.now(UTC)
+    export = MetricsExport.from_args(args, config, jobs, now) if exports_metrics(args) else None
+    telemetry = export.telemetry if export is not None else None
 
-    async def go() -> list[RunReport]:
-        async with _client(args, config) as client, Pinger() as pinger:
-            runner = _runner(client, config)
+    coordinator = _coordinator(args, config)
+
+    async def go() -> list[RunReport] | None:
+        try:
+            async with run_once_lease(coordinator) as leading:
+                if not leading:
+                    return None
+                return await runs()
+        finally:
+            await coordinator.aclose()
+
+    async def runs() -> list[RunReport]:
+        async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
+            runner = _guarded(_runner(client, config), coordinator)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # a stop ends the waits and starts no delete (one on the wire finishes): abandoned
                 loop.add_signal_handler(sig, runner.abandon.set)
-            return list(
+            reports = list(
                 await asyncio.gather(
                     *(
                         reported_run(
@@ -682,19 +847,36 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
                             servers=servers,
                             dry_run=args.dry_run,
                             now=now,
+                            metrics=telemetry.metrics if telemetry is not None else None,
                         )
                         for job in jobs
                     )
                 )
             )
+            if export is not None and not runner.abandon.is_set():
+                await export.seed(runner.inventory)
+            return reports
 
     reports = asyncio.run(go())
+    if reports is None:
+        holder = getattr(coordinator, "holder", None) or "another instance"
+        print(
+            f"rotator: declined: {holder} holds the coordination lease; nothing done (exit 73)",
+            file=sys.stderr,
+        )
+        return errors.EXIT_DECLINED
+    code = run_once_exit_code(reports)
+    if export is not None:
+        export.write()
+    if args.json:  # the reports alone: a dry run's would-be deletes are each report's blocked entries
+        print(json.dumps(run_once_document(reports, code), indent=2))
+        return code
     dry = [report for report in reports if report.dry_run]
     if dry:  # what the run would do, as `rotator plan` shows it
         print(render_plan_table(plans_of_reports(dry, now)))
     for report in reports:
         print(report.summary_line())
-    return run_once_exit_code(reports)
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -705,13 +887,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def reload() -> list[ScheduledJob]:
         return jobs_from_config(load_config(path))
 
-    telemetry = Telemetry()
+    telemetry = Telemetry(metrics=Metrics(per_server=config.metrics.per_server))
+    coordinator = _coordinator(args, config)
 
     async def go() -> int:
+        try:
+            await coordinator.start()  # unreachable, refused, another configuration: one line, no action
+            return await daemon()
+        finally:
+            await coordinator.aclose()
+
+    async def daemon() -> int:
         async with _client(args, config, observer=telemetry) as client, Pinger() as pinger:
             daemon = Daemon(
                 jobs_from_config(config),
-                _runner(client, config),
+                _guarded(_runner(client, config), coordinator),
                 reload=reload,
                 settings=daemon_settings(config),
                 dry_run=args.dry_run,
@@ -719,10 +909,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 notifier=Notifier.from_environ(),
                 pinger=pinger,
                 http_listen=config.http.listen,
+                coordinator=coordinator,
             )
             return await daemon.run()
 
     return asyncio.run(go())
+
+
+def _guarded(runner: Runner, coordinator: Coordinator) -> Runner:
+    runner.guard = Fence(coordinator)  # a claim before each create, a fence before each batch of deletes
+    return runner
+
+
+def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator:
+    return coordinator_from_config(config, client_settings(args, config, os.environ).base_url)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -750,30 +950,86 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_config(args)
     now = datetime.now(UTC)
-    print(f"configuration OK: {len(config.policies)} policies")
+    policies = []
     for job in jobs_from_config(config):
         policy = job.spec.policy
-        flags = [f for f, on in (("dry run", job.spec.dry_run), ("prune only", not job.spec.create)) if on]
-        extra = f" ({', '.join(flags)})" if flags else ""
-        print(f"policy {job.name}: {len(policy.servers)} servers, time zone {policy.timezone}{extra}")
-        for observer in job.observers:
-            if isinstance(observer, Notifications):  # its targets as they may be shown: no tokens
-                print(f"  notify on {', '.join(sorted(observer.on))}: {', '.join(observer.targets)}")
+        warnings = []
+        notify = [
+            {"on": sorted(observer.on), "targets": list(observer.targets)}
+            for observer in job.observers
+            if isinstance(observer, Notifications)  # its targets as they may be shown: no tokens
+        ]
         limit = config.api.max_description_length
         longest = longest_description(job.spec)
         if limit is not None and job.spec.create and longest > limit:
-            print(
-                f"  warning: descriptions with their marker take up to {longest} characters, more than "
+            warnings.append(
+                f"descriptions with their marker take up to {longest} characters, more than "
                 f"api.max_description_length ({limit}): an API that cuts them loses the marker, and "
                 "the policy would never prune those backups; shorten the description template"
             )
-        if job.trigger is None:
+        policies.append(
+            policy_check_document(
+                job.name,
+                servers=policy.servers,
+                timezone=policy.timezone,
+                dry_run=job.spec.dry_run,
+                create=job.spec.create,
+                next_runs=None if job.trigger is None else next_slots(job.trigger, now, 3),
+                warnings=warnings,
+                notify=notify,
+            )
+        )
+    chosen, _ = choose_api_url(args.api_url, os.environ, config, args.config)
+    api = {"url": chosen.url, "source": chosen.source, "overrides": chosen.overridden}
+    checked = _check_api(args, config) if args.check_api else None
+    ok = checked is None or checked.ok
+    if args.json:
+        document = {"ok": ok, "api": api, "policies": policies}
+        if checked is not None:
+            document["api_check"] = checked.document()
+        print(json.dumps(document, indent=2))
+        return _check_api_verdict(checked)
+    print(f"configuration OK: {len(config.policies)} policies")
+    for shown in policies:
+        flags = [f for f, on in (("dry run", shown["dry_run"]), ("prune only", not shown["create"])) if on]
+        extra = f" ({', '.join(flags)})" if flags else ""
+        print(
+            f"policy {shown['name']}: {len(shown['servers'])} servers, time zone {shown['timezone']}{extra}"
+        )
+        for target in shown["notify"]:
+            print(f"  notify on {', '.join(target['on'])}: {', '.join(target['targets'])}")
+        for warning in shown["warnings"]:
+            print(f"  warning: {warning}")
+        if shown["next_runs"] is None:
             print("  no schedule: runs only with 'rotator run-once'")
             continue
-        zone = ZoneInfo(policy.timezone)
-        for slot in next_slots(job.trigger, now, 3):
-            print(f"  next run {format_timestamp(slot)}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
-    return errors.EXIT_OK
+        zone = ZoneInfo(shown["timezone"])
+        for stamp in shown["next_runs"]:
+            slot = datetime.fromisoformat(stamp)
+            print(f"  next run {stamp}  ({slot.astimezone(zone):%Y-%m-%d %H:%M %Z})")
+    over = f", over the file's {chosen.overridden}" if chosen.overridden else ""
+    print(f"api: {chosen.url} (from {chosen.source}{over})")
+    for line in checked.lines() if checked is not None else ():
+        print(line)
+    return _check_api_verdict(checked)
+
+
+def _check_api(args: argparse.Namespace, config: RotatorConfig) -> ApiCheck:
+    async def go() -> ApiCheck:
+        async with _client(args, config) as client:
+            return await check_api(client, config.policies)
+
+    try:
+        return asyncio.run(go())
+    except errors.Unauthorized as exc:  # the token is configuration: check-config's exit code for it
+        raise errors.ConfigError(describe_error(exc)) from None
+
+
+def _check_api_verdict(checked: ApiCheck | None) -> int:
+    if checked is None or checked.ok:
+        return errors.EXIT_OK
+    print(f"rotator: {checked.failure()}", file=sys.stderr)
+    return errors.EXIT_CONFIG
 
 
 def longest_description(spec: JobSpec) -> int:
@@ -799,7 +1055,3 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
     ok, message = check_health(url, timeout=args.timeout.total_seconds())
     print(f"{'healthy' if ok else 'unhealthy'}: {message}")
     return errors.EXIT_OK if ok else errors.EXIT_FAILURE
-
-
-def _sandbox_missing(args: argparse.Namespace) -> int:
-    raise errors.ConfigError("the sandbox needs the 'sandbox' extra: pip install 'rotator[sandbox]'")

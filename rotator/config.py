@@ -3,8 +3,9 @@
 Sources, highest priority first (see :meth:`RotatorConfig.settings_customise_sources`):
 
 1. values passed to ``RotatorConfig(...)`` (tests, the CLI);
-2. the environment: ``ROTATOR_API__URL``, ``ROTATOR_API__TIMEOUT``, ``ROTATOR_POLICIES``
-   (JSON) ... (``__`` separates nesting levels);
+2. the environment: ``ROTATOR_API__TIMEOUT``, ``ROTATOR_POLICIES`` (JSON) ... (``__``
+   separates nesting levels; the command line reads the API's URL from ``ROTATOR_API_URL`` and
+   refuses ``ROTATOR_API__URL``, see :mod:`rotator.apiurl`);
 3. the YAML file given by ``--config`` or ``ROTATOR_CONFIG``.
 
 Unknown keys are errors. :func:`load_config` turns every problem into one
@@ -22,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -416,6 +418,14 @@ class HttpConfig(Section):
         return value
 
 
+class MetricsConfig(Section):
+    """``metrics``: what ``/metrics``, ``--metrics-file`` and ``--pushgateway`` hold."""
+
+    # one series per server (rotator_last_success_timestamp_seconds{policy,server_id}): for small
+    # fleets; the per-policy gauges (servers overdue, the oldest last success) are always there
+    per_server: bool = False
+
+
 class DaemonConfig(Section):
     """``daemon``: how runs wait for backups and how the daemon stops."""
 
@@ -423,6 +433,76 @@ class DaemonConfig(Section):
     poll_max_interval: Duration = timedelta(minutes=1)
     shutdown_grace: Duration = timedelta(minutes=5)
     misfire_grace: Duration = timedelta(hours=1)
+
+
+class EtcdConfig(Section):
+    """``coordination.etcd``: the cluster, the keys' prefix, the lease, and how to authenticate."""
+
+    endpoints: Annotated[list[str], Field(min_length=1)] = ["http://127.0.0.1:2379"]
+    prefix: str = "/rotator/"
+    lease_ttl: Annotated[Duration, _bounded(timedelta(minutes=5))] = timedelta(seconds=15)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"{url!r} is not an etcd client URL such as http://127.0.0.1:2379")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or not value.endswith("/") or len(value) < 3:
+            raise ValueError("must start and end with '/', e.g. /rotator/production/")
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _ttl(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=2):
+            raise ValueError("must be at least 2s")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EtcdConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        tls = self.ca_file is not None or self.cert_file is not None
+        plain = [url for url in self.endpoints if url.startswith("http://")]
+        if tls and plain:
+            raise ValueError(f"ca_file/cert_file are for https endpoints, but {plain[0]!r} is plain http")
+        remote = [url for url in plain if not is_loopback(urlsplit(url).hostname or "")]
+        if self.username is not None and remote:
+            raise ValueError(
+                f"{remote[0]!r} is plain http to another host: the etcd password would travel in clear "
+                "(use https)"
+            )
+        return self
+
+
+class CoordinationConfig(Section):
+    """``coordination``: one instance acts (``none``: this is the only one), or a leader elected on etcd."""
+
+    backend: Literal["none", "etcd"] = "none"
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")] = Field(
+        default_factory=socket.gethostname
+    )
+    etcd: EtcdConfig | None = None
+
+    @model_validator(mode="after")
+    def _etcd_given(self) -> CoordinationConfig:
+        if self.backend == "etcd" and self.etcd is None:
+            raise ValueError("backend etcd needs an etcd section (at least its endpoints)")
+        return self
 
 
 class RotatorConfig(BaseSettings):
@@ -441,8 +521,10 @@ class RotatorConfig(BaseSettings):
     log: LogConfig = LogConfig()
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
 
-    @field_validator("api", "log", "daemon", "http", mode="before")
+    @field_validator("api", "log", "daemon", "http", "metrics", "coordination", mode="before")
     @classmethod
     def _empty_section(cls, value: object) -> object:
         return {} if value is None else value  # a section with every key commented out
@@ -506,22 +588,52 @@ def load_config(path: str | os.PathLike[str]) -> RotatorConfig:
     try:
         return RotatorConfig()
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, source=str(file))) from exc
+        raise ConfigError(describe_errors(exc, source=str(file), environ=os.environ)) from exc
     finally:
         _yaml_file.reset(token)
 
 
-def describe_errors(error: ValidationError, *, source: str = "") -> str:
-    """One line per error: ``dotted.path[0].key: what is wrong (got VALUE)``, no URLs."""
-    lines = [_describe(detail) for detail in error.errors(include_url=False)]
+def describe_errors(
+    error: ValidationError, *, source: str = "", environ: Mapping[str, str] | None = None
+) -> str:
+    """One line per error: ``dotted.path[0].key: what is wrong (got VALUE)``, no URLs.
+
+    A value that came from a ``ROTATOR_*`` variable of ``environ`` is blamed on it, not on the file:
+    ``ROTATOR_API__TIMEOUT (api.timeout): ...``.
+    """
+    details = error.errors(include_url=False)
+    env = {name.upper() for name, value in (environ or {}).items() if name.upper().startswith("ROTATOR_")}
+    blamed = [_variable_of(detail["loc"], env) for detail in details]
+    lines = [_describe(detail, variable) for detail, variable in zip(details, blamed, strict=True)]
     count = len(lines)
-    head = f"{source}: " if source else ""
+    from_file = source and any(variable is None for variable in blamed)
+    head = f"{source}: " if from_file else "the environment: " if source else ""
     head += f"invalid configuration ({count} error{'s' if count != 1 else ''}):"
     return "\n".join([head, *(f"  {line}" for line in lines)])
 
 
-def _describe(detail: Any) -> str:
+def _variable_of(loc: tuple[int | str, ...], env: set[str]) -> str | None:
+    """The ``ROTATOR_*`` variable set in ``env`` that the value at ``loc`` came from, if any.
+
+    The environment wins over the file key by key, so the longest set prefix of the path is the
+    source: ``api.timeout`` from ``ROTATOR_API__TIMEOUT``, ``policies[0].name`` from ``ROTATOR_POLICIES``.
+    """
+    names = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        names.append(part.upper())
+    for end in range(len(names), 0, -1):
+        variable = "ROTATOR_" + "__".join(names[:end])
+        if variable in env:
+            return variable
+    return None
+
+
+def _describe(detail: Any, variable: str | None = None) -> str:
     path = dotted_path(detail["loc"])
+    if variable is not None:
+        path = f"{variable} ({path})"
     kind = detail["type"]
     if kind == "missing":
         return f"{path}: required"

@@ -24,6 +24,13 @@ Every error that leaves a rotator module is one of these; foreign exceptions
         │                             with the pages, a backup listed twice, a count beyond
         │                             the listing bound)
         └── CreateOutcomeUnknown      a create whose outcome cannot be told; nothing was retried
+    CoordinationError                 etcd (coordination.backend) could not be used as configured
+    ├── CoordinationUnavailable       no etcd endpoint answered (down, unreachable, TLS handshake)
+    ├── CoordinationRefused           etcd refused us: wrong credentials, or another configuration
+    │                                 on the same prefix (exit 78)
+    └── NotLeader                     this instance may not act now (leadership not held, lost,
+        │                             or not confirmable)
+        └── ClaimTaken                the (policy, server, slot, attempt) is claimed by another
 
 No message, ``str()`` or ``repr()`` of these ever contains the API token: the
 client never puts request headers into them, and the token is held by
@@ -36,6 +43,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_ABANDONED = 75  # EX_TEMPFAIL: run-once was stopped (SIGTERM) before it finished; the next run finishes
+EXIT_DECLINED = 73  # run-once with coordination: another instance holds the lease; nothing was done
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd units use RestartPreventExitStatus=78
 
 
@@ -161,3 +169,25 @@ class CreateOutcomeUnknown(ApiError):
     ) -> None:
         self.candidates = candidates
         super().__init__(message, method=method, path=path)
+
+
+class CoordinationError(RotatorError):
+    """etcd, the coordination backend, could not be used as configured."""
+
+
+class CoordinationUnavailable(CoordinationError):
+    """No etcd endpoint answered: down, unreachable, timed out, or its TLS handshake failed."""
+
+
+class CoordinationRefused(CoordinationError):
+    """etcd refused this instance: wrong credentials, or another configuration uses the same prefix."""
+
+    exit_code = EXIT_CONFIG
+
+
+class NotLeader(CoordinationError):
+    """This instance may not act now: it does not hold the leadership, lost it, or cannot confirm it."""
+
+
+class ClaimTaken(NotLeader):
+    """The (policy, server, slot, attempt) was claimed by another instance: its create is not ours to send."""

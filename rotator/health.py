@@ -9,7 +9,10 @@ Three read-only paths, on asyncio's own server (no web framework at run time):
     authenticated (a revoked token makes rotator not ready; before the first
     call the token is given the benefit of the doubt).
 ``/metrics``
-    :class:`~rotator.metrics.Metrics` in Prometheus' text format.
+    :class:`~rotator.metrics.Metrics` in Prometheus' text format, rendered in a
+    worker thread (a large fleet's text never holds up the event loop) and
+    gzip-compressed when the scraper sends ``Accept-Encoding: gzip`` (as
+    Prometheus does).
 
 ``/healthz`` and ``/readyz`` answer 200 or 503 with a small JSON body naming
 each check. Only ``GET`` and ``HEAD`` are served; every connection is closed
@@ -50,6 +53,7 @@ class HealthState:
     last_auth_ok: bool | None = None  # None: no API call answered yet
     heartbeat: float | None = None  # monotonic time of the event loop's last beat
     stale_after: float = 30.0  # seconds without a beat before /healthz fails
+    role: str | None = None  # with coordination: leader, standby, or standby (etcd unreachable)
     monotonic: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def beat(self) -> None:
@@ -73,6 +77,10 @@ class HealthState:
             "scheduler": "ok" if self.scheduler_running else "not running",
             "api_auth": {None: "no call yet", True: "ok", False: "token rejected"}[self.last_auth_ok],
         }
+        if self.role is not None:
+            # a standby is ready: it is alive and takes over when needed (a sidecar's readiness gates
+            # its pod's traffic); the role says whether this instance acts
+            checks["role"] = self.role
         ok = self.config_ok and self.scheduler_running and self.last_auth_ok is not False
         return ok, checks
 
@@ -143,13 +151,17 @@ class HealthServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                method, path = await asyncio.wait_for(self._read_request(reader), self.read_timeout)
+                request = await asyncio.wait_for(self._read_request(reader), self.read_timeout)
             except (_BadRequest, ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
                 await self._answer(writer, HTTPStatus.BAD_REQUEST, b"bad request\n", "text/plain")
                 return
             except TimeoutError:
                 return  # a client that never finished its request gets no answer
-            status, body, content_type, extra = self._route(method, path)
+            method, path, gzip_ok = request
+            if path == "/metrics" and method in ("GET", "HEAD"):
+                status, body, content_type, extra = await self._metrics(gzip_ok)
+            else:
+                status, body, content_type, extra = self._route(method, path)
             await self._answer(
                 writer, status, b"" if method == "HEAD" else body, content_type, extra, length=len(body)
             )
@@ -160,15 +172,27 @@ class HealthServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str]:
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bool]:
+        """The method, the path, and whether the client takes a gzip-compressed answer."""
         line = (await reader.readuntil(b"\n")).decode("latin-1").strip()
         parts = line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
             raise _BadRequest(line)
+        gzip_ok = False
         for _ in range(_MAX_HEADER_LINES):
-            if (await reader.readuntil(b"\n")).strip() == b"":
-                return parts[0], parts[1].split("?", 1)[0]
+            header = (await reader.readuntil(b"\n")).decode("latin-1").strip()
+            if header == "":
+                return parts[0], parts[1].split("?", 1)[0], gzip_ok
+            name, _, value = header.partition(":")
+            if name.strip().lower() == "accept-encoding":
+                gzip_ok = gzip_ok or accepts_gzip(value)
         raise _BadRequest("too many header lines")
+
+    async def _metrics(self, gzip_ok: bool) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        render = self.metrics.render_gzip if gzip_ok else self.metrics.render
+        body = await asyncio.to_thread(render)
+        extra = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzip_ok else {})}
+        return HTTPStatus.OK, body, METRICS_CONTENT_TYPE, extra
 
     def _route(self, method: str, path: str) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
         if path not in HEALTH_PATHS:
@@ -180,8 +204,6 @@ class HealthServer:
                 "text/plain",
                 {"Allow": "GET, HEAD"},
             )
-        if path == "/metrics":
-            return HTTPStatus.OK, self.metrics.render(), METRICS_CONTENT_TYPE, {}
         ok, checks = self.state.liveness() if path == "/healthz" else self.state.readiness()
         body = json.dumps({"status": "ok" if ok else "fail", "checks": checks}).encode() + b"\n"
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
@@ -208,6 +230,25 @@ class HealthServer:
         head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
         writer.write(head.encode("latin-1") + body)
         await writer.drain()
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value admits gzip: ``gzip`` (or ``x-gzip``) at a quality above 0,
+    else ``*`` above 0 (RFC 9110: a coding named outright wins over ``*``)."""
+    qualities: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, number = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(number)
+                except ValueError:
+                    quality = 0.0
+        coding = coding.lower()
+        qualities["gzip" if coding == "x-gzip" else coding] = quality
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
 
 
 def check_health(url: str, timeout: float = 5.0) -> tuple[bool, str]:

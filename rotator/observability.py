@@ -20,6 +20,7 @@ from typing import Any, Final, Literal, TextIO
 import structlog
 
 from rotator.secrets import scrub
+from rotator.terminal import wants_colour
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
@@ -79,7 +80,9 @@ def configure_logging(
     pretty = fmt == "console" or (fmt == "auto" and out.isatty())
     journal = is_journal_stream(out, environ)
     render: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty()) if pretty else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=wants_colour(out))
+        if pretty
+        else structlog.processors.JSONRenderer()
     )
 
     def renderer(logger: object, name: str, event: structlog.typing.EventDict) -> str:

@@ -98,21 +98,21 @@ class Pinger:
         """``URL/fail``: the run failed."""
         return await self._ping(url, "fail", body, "fail")
 
-    async def finished(self, url: str | None, report: RunFinished) -> bool:
-        """``success`` or ``fail`` as the report says, with :func:`ping_body` as the body.
+    async def finished(self, url: str | None, run: RunFinished) -> bool:
+        """``success`` or ``fail`` as the run's status says, with :func:`ping_body` as the body.
 
         An abandoned run (a shutdown or restart cut it short) sends neither: it
         did not fail, and the next start's catch-up finishes its slot. The check
         stays started, so a daemon that never comes back still goes overdue.
         """
-        if report.ok:
-            return await self.success(url, ping_body(report))
-        if report.status is Status.ABANDONED:
+        if run.ok:
+            return await self.success(url, ping_body(run))
+        if run.status is Status.ABANDONED:
             log.info(
                 "ping.skipped", reason="run abandoned by a shutdown", target=_target(url) if url else None
             )
             return False
-        return await self.fail(url, ping_body(report))
+        return await self.fail(url, ping_body(run))
 
     async def _ping(self, url: str | None, suffix: str, body: str, kind: str) -> bool:
         """``True`` if answered 2xx; else ``False`` and ``ping.failed`` logged. No URL: a no-op."""

@@ -47,7 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -127,6 +127,30 @@ class JobSpec:
             slot=_iso(slot.replace(microsecond=0)),
         )
         return mark_description(text.strip(), self.name, slot, attempt)
+
+
+class ActGuard(Protocol):
+    """Who may act (``rotator.coordination.Fence``): asked before each create and each batch of deletes;
+    ``errors.NotLeader`` stops that server's work (abandoned: the leader that took over finishes it)."""
+
+    async def before_create(self, policy: str, server_id: int, slot: datetime, attempt: int) -> None: ...
+
+    async def before_deletes(self, server_id: int, backup_ids: list[int]) -> None: ...
+
+    def may_act(self) -> bool: ...
+
+
+class _Unguarded:
+    """One instance alone: it may always act."""
+
+    async def before_create(self, policy: str, server_id: int, slot: datetime, attempt: int) -> None:
+        return None
+
+    async def before_deletes(self, server_id: int, backup_ids: list[int]) -> None:
+        return None
+
+    def may_act(self) -> bool:
+        return True
 
 
 @dataclass
@@ -251,8 +275,10 @@ class Runner:
         quiet_period: float = DEFAULT_QUIET_PERIOD,
         max_view_age: float = DEFAULT_MAX_VIEW_AGE,
         observers: Iterable[Observer] = (),
+        guard: ActGuard | None = None,
     ) -> None:
         self.client = client
+        self.guard: ActGuard = guard or _Unguarded()
         # the log first: what observers do about an event comes after the line that tells of it
         self.events = Events([log_event, *observers])
         self._wall_clock = wall_clock
@@ -409,6 +435,12 @@ class Runner:
         job, sid = run.job, result.server_id
         description = job.describe(run.slot, attempt)
         known = view.ids
+        try:
+            await self.guard.before_create(job.name, sid, run.slot, attempt)
+        except errors.NotLeader as exc:
+            result.fail(f"not created: {exc}", Outcome.ABANDONED)
+            log.warning("backup.not_created", server_id=sid, attempt=attempt, reason=str(exc))
+            return None
         try:
             backup = await self.client.create_backup(sid, description)
         except errors.CreateOutcomeUnknown as exc:
@@ -577,9 +609,19 @@ class Runner:
                 reasons=held.reasons or (NOT_KEPT,),
             )
             await emit(event)
+        try:
+            if actions.delete:
+                await self.guard.before_deletes(sid, [decision.backup.id for decision in actions.delete])
+        except errors.NotLeader as exc:
+            result.fail(f"nothing deleted: {exc}", Outcome.ABANDONED)
+            log.warning("prune.not_leader", server_id=sid, reason=str(exc))
+            return False
         for decision in actions.delete:
             if self.abandon.is_set():
                 result.fail("shutdown before every delete was sent", Outcome.ABANDONED)
+                return False
+            if not self.guard.may_act():
+                result.fail("the leadership was lost before every delete was sent", Outcome.ABANDONED)
                 return False
             backup_id = decision.backup.id
             try:

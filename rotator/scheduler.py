@@ -24,6 +24,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from rotator import errors
 from rotator.config import PolicyConfig, RotatorConfig
+from rotator.coordination import Coordinator, NoCoordination, Role, pinned_term
 from rotator.events import Event, Observer, RunFinished
 from rotator.health import HealthServer
 from rotator.models import Backup
@@ -33,7 +34,7 @@ from rotator.pings import Pinger
 from rotator.runner import JobSpec, Runner
 from rotator.schedule import cron_trigger, interval_trigger
 from rotator.slots import Action, SlotTrigger, decide, latest_slot, next_slots, whole_minutes
-from rotator.telemetry import Telemetry, reported_run
+from rotator.telemetry import Telemetry, policy_watch, reported_run, seed_metrics
 
 log = structlog.get_logger("rotator.daemon")
 
@@ -47,6 +48,7 @@ class ScheduledJob:
     catch_up: bool = True
     pings_url: str | None = None
     observers: tuple[Observer, ...] = ()  # told each run's events: the policy's notifications
+    status_grace: timedelta | None = None  # how late its backup may be (status, metrics); None: the default
 
     @property
     def name(self) -> str:
@@ -96,8 +98,13 @@ class Daemon:
         notifier: Notifier | None = None,
         pinger: Pinger | None = None,
         http_listen: str | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.jobs = {job.name: job for job in jobs}
+        # only the leader runs jobs and catch-up; NoCoordination: this instance always leads
+        self.coordinator: Coordinator = coordinator or NoCoordination()
+        self._campaign: asyncio.Task[None] | None = None
+        self._acting = False
         self.runner = runner
         self._reload = reload
         self.settings = settings or DaemonSettings()
@@ -132,17 +139,21 @@ class Daemon:
             if self.http is not None:
                 await self.http.start()
             self._install(self.jobs.values())
+            self._watch()
             self.scheduler.start()
             health.scheduler_running = True
             self.history.started = self._wall_clock()
             watchdog = asyncio.create_task(self.notifier.watchdog_loop(on_beat=health.beat), name="watchdog")
             log.info("daemon.started", policies=sorted(self.jobs), next_runs=self.next_runs())
             self.notifier.ready(self.status_line())
-            self._spawn(self._catch_up_all(), "catch-up")
+            self._campaign = asyncio.create_task(
+                self.coordinator.campaign(self._on_role), name="coordination"
+            )
             await self._stop.wait()
             await self._shutdown()
         finally:
             health.scheduler_running = False
+            await self._end_campaign()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if watchdog is not None:
@@ -168,6 +179,31 @@ class Daemon:
             parts.append(f"last run {last.policy} {state}")
         return "; ".join(parts)
 
+    def _on_role(self, role: Role) -> None:
+        """The coordinator's word: acting (catch up now), or standing by (run nothing)."""
+        acting = role in (Role.LEADER, Role.SINGLE)
+        if role is not Role.SINGLE:
+            self.telemetry.health.role = role.value
+            self.telemetry.metrics.set_role(acting, reachable=role is not Role.UNREACHABLE)
+        else:
+            self.telemetry.metrics.set_role(True, reachable=True)
+        became = acting and not self._acting
+        self._acting = acting
+        if became and not self._stopping:
+            if role is Role.LEADER:
+                log.info("daemon.leading", name=self.coordinator.name, catch_up=True)
+            self._spawn(self._catch_up_all(), "catch-up")
+        elif not acting and role is not Role.SINGLE:
+            log.warning("daemon.standing_by", name=self.coordinator.name, role=role.value)
+
+    async def _end_campaign(self) -> None:
+        if self._campaign is not None:
+            self._campaign.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._campaign
+            self._campaign = None
+            await self.coordinator.release()
+
     def request_stop(self, why: str = "stop") -> None:
         if not self._stopping:
             log.info("daemon.stopping", signal=why, running=len(self._tasks))
@@ -190,6 +226,7 @@ class Daemon:
             if existing.id not in self.jobs:
                 existing.remove()
         self._install(self.jobs.values())
+        self._watch()
         log.info("config.reloaded", policies=sorted(self.jobs), next_runs=self.next_runs())
         self.notifier.ready(self.status_line())
 
@@ -227,6 +264,14 @@ class Daemon:
                 misfire_grace_time=int(self.settings.misfire_grace.total_seconds()),
             )
 
+    def _watch(self) -> None:
+        """Tell the metrics which policies and servers there are (their counters start at 0)."""
+        now = self._wall_clock()
+        self.telemetry.metrics.watch(
+            policy_watch(job.spec, job.trigger, now=now, dry_run=self.dry_run, grace=job.status_grace)
+            for job in self.jobs.values()
+        )
+
     def next_runs(self) -> dict[str, str]:
         now = self._wall_clock()
         result = {}
@@ -251,8 +296,14 @@ class Daemon:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         job = self.jobs.get(name)
-        if job is not None:
+        if job is not None and self._may_run(job.name):
             await self._run(job, job.slot_for(self._wall_clock()))
+
+    def _may_run(self, policy: str) -> bool:
+        if self.coordinator.is_leader():
+            return True
+        log.info("run.skipped", policy=policy, reason="standby", role=self.coordinator.role.value)
+        return False
 
     async def _run(
         self,
@@ -264,7 +315,7 @@ class Daemon:
     ) -> None:
         lock = self._locks.setdefault(job.name, asyncio.Lock())
         async with lock:
-            if self._stopping:
+            if self._stopping or not self._may_run(job.name):
                 return
             if catching_up and job.latest(self._wall_clock()) != slot:
                 # a newer slot came while this one waited for the lock: its own run covers it,
@@ -272,18 +323,19 @@ class Daemon:
                 log.info("catch_up.superseded", policy=job.name, slot=slot.isoformat())
                 return
             try:
-                report = await reported_run(
-                    self.runner,
-                    job.spec,
-                    slot,
-                    pings_url=job.pings_url,
-                    pinger=self.pinger,
-                    metrics=self.telemetry.metrics,
-                    observers=[self._on_run_event, *job.observers],
-                    servers=servers,
-                    dry_run=self.dry_run,
-                    retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
-                )
+                with pinned_term(self.coordinator):  # the run acts only under this leadership
+                    report = await reported_run(
+                        self.runner,
+                        job.spec,
+                        slot,
+                        pings_url=job.pings_url,
+                        pinger=self.pinger,
+                        metrics=self.telemetry.metrics,
+                        observers=[self._on_run_event, *job.observers],
+                        servers=servers,
+                        dry_run=self.dry_run,
+                        retry_in_run=False,  # the daemon schedules retries (see _schedule_retry)
+                    )
             except Exception:  # one policy's bug must not stop the others
                 log.exception("run.crashed", policy=job.name)
                 return
@@ -325,10 +377,28 @@ class Daemon:
         await self._run(job, slot, servers=servers, catching_up=True)
 
     async def _catch_up_all(self) -> None:
-        await asyncio.gather(*(self.catch_up(job) for job in list(self.jobs.values())))
+        jobs = list(self.jobs.values())
+        await asyncio.gather(self._seed_metrics(jobs), *(self.catch_up(job) for job in jobs))
+
+    async def _seed_metrics(self, jobs: Sequence[ScheduledJob]) -> None:
+        """The last successes of the policies that do not catch up (whose catch-up reads them), in one
+        listing; only where someone can scrape them (``http.listen``)."""
+        if self.http is None:
+            return
+        now = self._wall_clock()
+        watches = [
+            policy_watch(job.spec, job.trigger, now=now, grace=job.status_grace)
+            for job in jobs
+            if job.spec.create and job.trigger is not None and not job.catch_up
+        ]
+        await seed_metrics(self.telemetry.metrics, self.runner.inventory, watches)
 
     async def catch_up(self, job: ScheduledJob) -> None:
-        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime)."""
+        """Run the latest slot now, once, for the servers without a usable backup of it (after downtime).
+
+        The same listing tells the metrics each server's last success, so that they hold across a
+        restart.
+        """
         if not job.catch_up or not job.spec.create or job.trigger is None:
             return
         now = self._wall_clock()
@@ -340,6 +410,7 @@ class Daemon:
         except errors.ApiError as exc:
             log.error("catch_up.listing_failed", policy=job.name, error=str(exc))
             return
+        self.telemetry.metrics.seed(job.name, {sid: view.backups for sid, view in views.items()})
         due = [
             sid for sid, view in views.items() if slot_due(view.backups, job.name, slot, job.spec.attempts)
         ]
@@ -416,7 +487,14 @@ def jobs_from_config(config: RotatorConfig) -> list[ScheduledJob]:
             urls = [url.get_secret_value() for url in policy.notify.urls]
             observers = (Notifications(urls, policy.notify.on, where=f"policies[{index}].notify"),)
         jobs.append(
-            ScheduledJob(spec, trigger, catch_up=policy.catch_up, pings_url=pings, observers=observers)
+            ScheduledJob(
+                spec,
+                trigger,
+                catch_up=policy.catch_up,
+                pings_url=pings,
+                observers=observers,
+                status_grace=policy.status_grace,
+            )
         )
     return jobs
 

@@ -5,20 +5,35 @@
 :func:`reported_run` subscribes one run of a policy's metrics and pings (and
 any other observer) to its events, for ``rotator run`` and ``rotator run-once``
 alike. Whether the API accepts the token is recorded once, in the health state;
-the ``rotator_api_authenticated`` gauge reads it from there.
+the ``rotator_api_authenticated`` gauge reads it from there. :func:`policy_watch`
+says how old a policy's backups may get, and :func:`seed_metrics` reads each
+server's last success from the API, so the metrics survive a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import structlog
+from apscheduler.triggers.base import BaseTrigger
+
+from rotator import errors
 from rotator.events import Observer
 from rotator.health import HealthState
-from rotator.metrics import Metrics, route_of
+from rotator.inventory import Inventory
+from rotator.metrics import Metrics, PolicyWatch, route_of
 from rotator.pings import Pinger, RunPings
 from rotator.runner import JobSpec, Runner, RunReport
+from rotator.slots import latest_slot, next_slots
+from rotator.status import default_grace
+
+log = structlog.get_logger("rotator.telemetry")
+
+GAP_SAMPLE = 32
+"""Slots after now whose gaps give a schedule's longest one (a weekday cron's weekend among them)."""
 
 
 @dataclass
@@ -30,8 +45,9 @@ class Telemetry:
 
     def __post_init__(self) -> None:
         health = self.health
-        # one record of the token's acceptance: readiness and the gauge cannot disagree
-        self.metrics.authenticated.set_function(lambda: 1.0 if health.last_auth_ok else 0.0)
+        # one record of the token's acceptance: readiness and the gauge cannot disagree (and before
+        # the first answer, the gauge is absent, as readiness gives the token the benefit of the doubt)
+        self.metrics.authenticated_from(lambda: health.last_auth_ok)
 
     def on_response(self, method: str, path: str, status: int | None, seconds: float) -> None:
         label = str(status) if status is not None else "transport_error"
@@ -80,3 +96,69 @@ async def reported_run(
         retry_in_run=retry_in_run,
         observers=subscribers,
     )
+
+
+def default_grace_of(spec: JobSpec, trigger: BaseTrigger | None) -> timedelta:
+    """How long after its slot a server's backup may still be on its way, as ``rotator status``
+    counts it by default (:func:`rotator.status.default_grace`): the schedule's jitter, every
+    attempt's wait and the delays between them."""
+    jitter = getattr(trigger, "jitter", None)
+    return default_grace(
+        wait_timeout=spec.wait_timeout,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
+        jitter=timedelta(seconds=jitter) if jitter else None,
+    )
+
+
+def longest_gap(trigger: BaseTrigger, now: datetime) -> timedelta | None:
+    """The longest time between two consecutive slots around ``now``; ``None`` for fewer than two."""
+    slots = next_slots(trigger, now, GAP_SAMPLE)
+    latest = latest_slot(trigger, now)
+    if latest is not None:
+        slots.insert(0, latest)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
+    return max(gaps) if gaps else None
+
+
+def policy_watch(
+    spec: JobSpec,
+    trigger: BaseTrigger | None,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    grace: timedelta | None = None,
+) -> PolicyWatch:
+    """What the metrics watch of a policy: its servers, and, when it creates backups on a schedule,
+    ``max_age``: the longest gap between its slots plus its grace (``status_grace``, ``grace`` here;
+    by default :func:`default_grace_of`). A server whose newest completed backup is older than that
+    is overdue."""
+    max_age: float | None = None
+    if spec.create and trigger is not None:
+        gap = longest_gap(trigger, now)
+        if gap is not None:
+            late = grace if grace is not None else default_grace_of(spec, trigger)
+            max_age = (gap + late).total_seconds()
+    return PolicyWatch(spec.name, tuple(spec.policy.servers), max_age, dry_run or spec.dry_run)
+
+
+async def seed_metrics(metrics: Metrics, inventory: Inventory, watches: Iterable[PolicyWatch]) -> None:
+    """Each watched policy's last successes and failing servers, as the API lists them now, in one
+    read for all their servers (an account listing where that is cheaper).
+
+    A listing that fails is logged and leaves those servers as they were (their gauges say
+    "never succeeded" until a run or the next start tells better).
+    """
+    watches = list(watches)
+    servers = sorted({sid for watch in watches for sid in watch.servers})
+    if not servers:
+        return
+    try:
+        views, failed = await inventory.read(servers)
+    except errors.ApiError as exc:
+        log.warning("metrics.seed_failed", policies=[w.name for w in watches], error=str(exc))
+        return
+    if failed:
+        log.warning("metrics.seed_failed", servers=sorted(failed))
+    for watch in watches:
+        metrics.seed(watch.name, {sid: views[sid].backups for sid in watch.servers if sid in views})

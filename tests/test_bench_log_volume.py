@@ -20,6 +20,7 @@ def test_a_run_is_counted_line_by_line_by_event(tmp_path: Path) -> None:
     assert volume.by_event["backup.created"] == SERVERS
     assert volume.by_event["backup.kept"] == 0
     assert volume.lines == sum(volume.by_event.values())
+    assert volume.cpu_s > 0
     assert volume.bytes == sum(volume.bytes_by_event.values()) == (tmp_path / "run.log").stat().st_size
 
 

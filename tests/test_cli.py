@@ -57,7 +57,7 @@ def test_list_table_is_newest_first(api: respx.MockRouter, capsys: pytest.Captur
     ids = [line.split()[0] for line in out.splitlines()[1:]]
     assert ids == ["501", "495", "499"]
     assert "4.4 GiB" in out
-    assert out.splitlines()[0].split()[:4] == ["ID", "SERVER", "TYPE", "STATUS"]
+    assert out.splitlines()[0].split()[:5] == ["ID", "SERVER", "TYPE", "POLICY", "STATUS"]
 
 
 def test_list_json_merges_every_page(api: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,11 +193,11 @@ def test_delete_unknown_id_deletes_nothing(api: respx.MockRouter, capsys: pytest
 
 
 def test_delete_with_yes(api: respx.MockRouter, capsys: pytest.CaptureFixture[str]) -> None:
-    """--yes deletes each listed backup once and says so."""
+    """--yes (--force for the automatic one) deletes each listed backup once and says so."""
     api.get("/backups/").mock(return_value=page(DOC_EXAMPLE))
     first = api.delete("/backups/499/").mock(return_value=httpx.Response(204))
     second = api.delete("/backups/495/").mock(return_value=httpx.Response(204))
-    code, out, _ = run(capsys, "backups", "delete", "499", "495", "499", "--yes")
+    code, out, _ = run(capsys, "backups", "delete", "499", "495", "499", "--yes", "--force")  # 495: automatic
     assert code == 0
     assert first.call_count == 1
     assert second.call_count == 1

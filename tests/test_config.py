@@ -366,13 +366,36 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert config.api.burst == 3
 
 
-def test_environment_errors_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bad override is reported like a bad key in the file."""
+def test_environment_errors_name_the_variable_and_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad override is blamed on its variable (with the key's path), and the file is not named."""
     monkeypatch.setenv("ROTATOR_API__MAX_CONCURRENCY", "zero")
-    lines = error_lines(write(tmp_path, MINIMAL))
+    path = write(tmp_path, MINIMAL)
+    lines = error_lines(path)
     assert lines == [
-        "api.max_concurrency: Input should be a valid integer, "
+        "ROTATOR_API__MAX_CONCURRENCY (api.max_concurrency): Input should be a valid integer, "
         "unable to parse string as an integer (got 'zero')"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith("the environment: invalid configuration (1 error):")
+    assert str(path) not in str(caught.value)
+
+
+def test_errors_from_file_and_environment_are_each_blamed_on_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One bad key in the file, one bad variable: the file heads the message, each line names its source."""
+    monkeypatch.setenv("rotator_api__timeout", "soon")  # the settings read variables in any case
+    path = write(tmp_path, MINIMAL + "api:\n  burst: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    head, *lines = str(caught.value).splitlines()
+    assert head == f"{path}: invalid configuration (2 errors):"
+    assert sorted(line.split(":")[0].strip() for line in lines) == [
+        "ROTATOR_API__TIMEOUT (api.timeout)",
+        "api.burst",
     ]
 
 

@@ -6,15 +6,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import errors
 from rotator.inventory import View
 from rotator.markers import mark_description
+from rotator.metrics import Metrics
 from rotator.models import Backup
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec, Runner, RunReport, ServerResult
 from rotator.schedule import interval_trigger
 from rotator.scheduler import Daemon, ScheduledJob
+from rotator.telemetry import Telemetry
 
 START = datetime(2025, 1, 16, 3, 0, 10, tzinfo=UTC)
 
@@ -139,3 +142,66 @@ async def test_the_daemon_schedules_a_failed_attempts_retry_after_its_delay() ->
     now[0] = START + timedelta(hours=1)
     await daemon._retry_run("hourly", slot)
     assert runner.slots == [slot, slot, slot]
+
+
+def metric(daemon: Daemon, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(daemon.telemetry.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+class CountingListing(PartlyListing):
+    """PartlyListing that counts its reads and the servers each asked for."""
+
+    def __init__(self, slot: datetime) -> None:
+        super().__init__(slot)
+        self.asked: list[list[int]] = []
+
+    async def read(self, server_ids: Any) -> tuple[dict[int, View], dict[int, errors.ApiError]]:
+        self.asked.append(sorted(server_ids))
+        return await super().read(server_ids)
+
+
+async def test_catch_up_tells_the_metrics_what_the_api_lists() -> None:
+    """The catch-up's listing seeds the last successes: server 1's slot backup counts, 2 has none."""
+    now = [START]
+    policy = Policy("hourly", Retention(keep_last=3), servers=(1, 2, 3))
+    job = ScheduledJob(JobSpec(policy), interval_trigger(timedelta(hours=1), "UTC"))
+    runner = RecordingRunner()
+    slot = job.slot_for(START)
+    runner.inventory = PartlyListing(slot)  # type: ignore[attr-defined]
+    telemetry = Telemetry(metrics=Metrics(wall_clock=START.timestamp))
+    daemon = Daemon([job], cast(Runner, runner), wall_clock=lambda: now[0], telemetry=telemetry)
+    daemon._watch()
+    await daemon.catch_up(job)
+    assert metric(daemon, "rotator_servers", policy="hourly") == 3
+    assert metric(daemon, "rotator_servers_overdue", policy="hourly") == 2  # 2: none; 3: not read
+    assert metric(daemon, "rotator_oldest_last_success_timestamp_seconds", policy="hourly") == 0
+
+
+async def test_policies_without_catch_up_are_read_once_for_the_metrics_when_served() -> None:
+    """With a listener, the policies that do not catch up are listed at start, all in one read; with
+    none (nobody can scrape), nothing is read."""
+    now = [START]
+    slot = interval_trigger(timedelta(hours=1), "UTC")
+    jobs = [
+        ScheduledJob(JobSpec(Policy(name, Retention(keep_last=3), servers=servers)), slot, catch_up=False)
+        for name, servers in (("hourly", (1, 2)), ("other", (3,)))
+    ]
+    for listen, reads in (("127.0.0.1:0", [[1, 2, 3]]), (None, [])):
+        runner = RecordingRunner()
+        listing = CountingListing(START.replace(minute=0, second=0))
+        runner.inventory = listing  # type: ignore[attr-defined]
+        telemetry = Telemetry(metrics=Metrics(wall_clock=START.timestamp))
+        daemon = Daemon(
+            jobs, cast(Runner, runner), wall_clock=lambda: now[0], telemetry=telemetry, http_listen=listen
+        )
+        daemon._watch()
+        await daemon._catch_up_all()
+        assert listing.asked == reads
+        assert runner.slots == []
+        if listen is not None:
+            assert metric(daemon, "rotator_servers_overdue", policy="hourly") == 1  # server 2: none
+            assert metric(daemon, "rotator_servers_failing", policy="other") == 0

@@ -124,4 +124,4 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert lines[0] == "*"
     allowed = {line.removeprefix("!") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "rotator/"}
+    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "rotator/", "share/"}

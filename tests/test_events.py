@@ -277,7 +277,7 @@ async def test_metrics_count_a_run_from_its_finished_event(runner: Runner) -> No
     metrics = Metrics()
     await runner.run(job(), SLOT, observers=[metrics.observe])
     text = metrics.render().decode()
-    assert 'rotator_runs_total{outcome="ok",policy="nightly"} 1.0' in text
+    assert 'rotator_runs_total{dry_run="false",outcome="ok",policy="nightly"} 1.0' in text
     assert 'rotator_backups_created_total{policy="nightly"} 2.0' in text
     assert 'rotator_backups_deleted_total{policy="nightly"} 16.0' in text
 
@@ -303,15 +303,14 @@ async def test_pings_follow_the_run_through_its_events(runner: Runner) -> None:
 
 def test_the_tokens_acceptance_is_recorded_once() -> None:
     """Readiness and the rotator_api_authenticated gauge read one record: a 401 turns both, a 200 both
-    back; before any answer the gauge is 0 and readiness gives the token the benefit of the doubt."""
+    back; before any answer the gauge is absent (not 0: no alert on a process just started) and
+    readiness gives the token the benefit of the doubt."""
     telemetry = Telemetry()
 
-    def gauge() -> float:
-        value = telemetry.metrics.registry.get_sample_value("rotator_api_authenticated")
-        assert value is not None
-        return value
+    def gauge() -> float | None:
+        return telemetry.metrics.registry.get_sample_value("rotator_api_authenticated")
 
-    assert (telemetry.health.last_auth_ok, gauge()) == (None, 0.0)
+    assert (telemetry.health.last_auth_ok, gauge()) == (None, None)
     telemetry.on_response("GET", "/api/v1/backups/", 401, 0.01)
     assert (telemetry.health.last_auth_ok, gauge()) == (False, 0.0)
     telemetry.on_response("GET", "/api/v1/backups/", None, 0.01)  # no answer: says nothing of the token

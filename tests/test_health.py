@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import errors
 from rotator.api import BackupsClient, ClientSettings
-from rotator.health import HealthServer, HealthState, check_health
+from rotator.health import HealthServer, HealthState, accepts_gzip, check_health
 from rotator.metrics import Metrics
 from rotator.sandbox import Sandbox
 from rotator.secrets import ApiToken
@@ -233,3 +234,59 @@ async def test_check_health_nothing_listening(state: HealthState, metrics: Metri
     ok, message = await asyncio.to_thread(check_health, f"http://127.0.0.1:{port}", DEADLINE)
     assert not ok
     assert message.startswith(f"cannot ask http://127.0.0.1:{port}: ConnectError")
+
+
+async def test_metrics_gzip_when_the_scraper_asks(server: HealthServer, metrics: Metrics) -> None:
+    """Accept-Encoding: gzip (as Prometheus sends it) gets the text gzip-compressed; no header, plain."""
+    metrics.observe_request("GET", "/api/v1/backups/", "200", 0.1)
+    base = f"http://127.0.0.1:{server.bound_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as client:
+        asked = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert asked.headers["content-encoding"] == "gzip"
+    assert asked.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in plain.headers
+    assert asked.text == plain.text  # httpx decoded the gzip body
+    assert int(asked.headers["content-length"]) < len(plain.content)
+    assert "rotator_api_requests_total" in plain.text
+
+
+async def test_metrics_render_off_the_event_loop(state: HealthState) -> None:
+    """/metrics is rendered in a worker thread, not on the loop's thread."""
+    threads: list[int] = []
+
+    class Recording(Metrics):
+        def render(self) -> bytes:
+            threads.append(threading.get_ident())
+            return super().render()
+
+    async with (
+        HealthServer("127.0.0.1:0", state, Recording()) as server,
+        httpx.AsyncClient(timeout=DEADLINE) as client,
+    ):
+        response = await client.get(f"http://127.0.0.1:{server.bound_port}/metrics")
+    assert response.status_code == 200
+    assert threads
+    assert threading.get_ident() not in threads
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("br, *;q=0.1", True),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_accepts_gzip(header: str, gzip_ok: bool) -> None:
+    """Accept-Encoding as RFC 9110 reads it: q=0 refuses, a coding named outright beats *."""
+    assert accepts_gzip(header) is gzip_ok

@@ -345,6 +345,12 @@ def test_check_config_names_the_targets_without_their_tokens(
     assert SECRET not in out
     assert TOKEN not in out
     assert SLACK_TOKEN not in out
+    assert main(["check-config", "--config", str(config), "--json"]) == 0
+    out = capsys.readouterr().out
+    (policy,) = json.loads(out)["policies"]
+    assert policy["notify"] == [{"on": ["failure", "success"], "targets": ["json://127.0.0.1/…", "slack://…"]}]
+    for secret in (SECRET, TOKEN, SLACK_TOKEN):
+        assert secret not in out
 
 
 async def test_a_webhook_that_never_answers_neither_blocks_the_loop_nor_outlasts_the_timeout(

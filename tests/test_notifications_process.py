@@ -63,15 +63,19 @@ def test_run_once_notifies_as_a_real_process(
     assert "notification.sent" in events
 
 
-def test_check_config_without_apprise_is_one_line(tmp_path: Path) -> None:
-    """A policy with notify and no apprise installed: one line on stderr, exit 78, no traceback."""
+@pytest.mark.parametrize("command", ["check-config", "run-once", "run"])
+def test_notify_without_apprise_is_one_line(tmp_path: Path, command: str) -> None:
+    """A policy with notify and no apprise installed: one line on stderr, exit 78, no traceback, before
+    any request (the API URL points nowhere)."""
     config = write_config(tmp_path / "c.yaml", {"urls": [f"json://127.0.0.1/{TOKEN}"]})
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "apprise.py").write_text("raise ImportError('no apprise here')\n", encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "rotator", "check-config", "--config", str(config)],
-        env=clean_env(PYTHONPATH=str(blocker)),
+        [sys.executable, "-m", "rotator", command, "--config", str(config)],
+        env=clean_env(
+            PYTHONPATH=str(blocker), ROTATOR_API_URL="http://127.0.0.1:9/api/v1", ROTATOR_API_TOKEN="t" * 20
+        ),
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,3 +86,13 @@ def test_check_config_without_apprise_is_one_line(tmp_path: Path) -> None:
         "rotator: policies[0].notify: notifications need the 'notify' extra: pip install 'rotator[notify]'"
     ]
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_apprise_is_loaded_only_for_a_policy_that_notifies() -> None:
+    """Importing rotator's commands loads neither Apprise nor requests: a daemon without notify pays
+    nothing for the extra."""
+    probe = "import sys, rotator.cli; print('apprise' in sys.modules, 'requests' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]

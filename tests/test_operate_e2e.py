@@ -84,7 +84,12 @@ def test_the_daemon_serves_health_metrics_and_pings(
     sandbox = serve(
         SandboxOptions(fleet="uniform", servers=3, backups_per_server=4, owner="hourly", create_seconds=0.3)
     )
-    config = write_config(tmp_path / "rotator.yaml", [policy(monitor)], http={"listen": "127.0.0.1:0"})
+    config = write_config(
+        tmp_path / "rotator.yaml",
+        [policy(monitor)],
+        http={"listen": "127.0.0.1:0"},
+        metrics={"per_server": True},
+    )
     daemon = launch(sandbox, "run", "--config", str(config))
     port = listening_port(daemon)
     url = f"http://127.0.0.1:{port}"
@@ -99,7 +104,11 @@ def test_the_daemon_serves_health_metrics_and_pings(
     assert from_env.returncode == 0, from_env.stdout + from_env.stderr
 
     metrics = samples(httpx.get(f"{url}/metrics", timeout=DEADLINE).text)
-    assert metrics[("rotator_runs_total", frozenset({("policy", "hourly"), ("outcome", "ok")}))] == 1
+    hourly = frozenset({("policy", "hourly")})
+    assert metrics[("rotator_runs_total", hourly | {("outcome", "ok"), ("dry_run", "false")})] == 1
+    assert metrics[("rotator_servers", hourly)] == len(SERVERS)
+    assert metrics[("rotator_servers_overdue", hourly)] == 0
+    assert metrics[("rotator_servers_failing", hourly)] == 0
     assert metrics[("rotator_backups_created_total", frozenset({("policy", "hourly")}))] == 3
     # 4 owned + 1 new each, keep_last 2: three deletes per server
     assert metrics[("rotator_backups_deleted_total", frozenset({("policy", "hourly")}))] == 9

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=Path, help="write both phases' event logs to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help="the replicas mode: three coordinated `rotator run` on a real etcd, replicas and members killed",
+    )
+    parser.add_argument("--seconds", type=float, default=300.0, help="replicas mode: how long (default 300)")
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -37,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    if args.replicas:
+        return _replicas(seed, args)
     settings = Settings.short(seed) if args.short else Settings.long(seed)
     changes = {
         name: value
@@ -59,6 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     print(result.render(), flush=True)
     if args.events is not None:
         args.events.write_text(json.dumps(result.events), encoding="utf-8")
+    return 0 if result.ok else 1
+
+
+def _replicas(seed: int, args: argparse.Namespace) -> int:
+    from bench.chaos.campaign import _workdir  # noqa: PLC0415
+    from bench.chaos.replicas import ReplicaSettings, run_replicas  # noqa: PLC0415
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, flush=True)
+
+    print(f"seed {seed} (replay: python -m bench.chaos --replicas --seed {seed} --seconds {args.seconds:g})")
+    with _workdir(args.workdir) as where:
+        result = run_replicas(ReplicaSettings(seed=seed, seconds=args.seconds), where, say)
+    print(result.render(), flush=True)
     return 0 if result.ok else 1
 
 

@@ -680,8 +680,8 @@ class Days:
     }
     # the short run's ticks, each sure to carry these kinds
     FORCED: ClassVar[tuple[frozenset[str], ...]] = (
-        frozenset({"storm", "clock ahead", "delay", "shift", "empty", "lie", "third party"}),
-        frozenset({"listing lag", "clock behind", "shift", "lie", "third party"}),
+        frozenset({"storm", "clock ahead", "delay", "shift", "empty", "lie", "third party", "slow"}),
+        frozenset({"listing lag", "clock behind", "shift", "lie", "third party", "slow"}),
         frozenset({"clean"}),
         frozenset({"back"}),
     )

@@ -1,4 +1,8 @@
-"""``rotator sandbox``: serve the emulated Backups API on this machine."""
+"""``rotator sandbox``: serve the emulated Backups API on this machine.
+
+Its options import without the ``sandbox`` extra (starlette, uvicorn): only :func:`run` needs them, so
+``rotator sandbox --help`` is complete wherever rotator is installed.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import ipaddress
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from rotator.sandbox.clock import parse_instant
 from rotator.sandbox.options import (
@@ -17,11 +22,14 @@ from rotator.sandbox.options import (
     FaultOptions,
     SandboxOptions,
 )
-from rotator.sandbox.server import RunningSandbox, serve
+
+if TYPE_CHECKING:
+    from rotator.sandbox.server import RunningSandbox
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_CONFIG = 78  # as rotator's: the installation lacks what the command needs
 DEFAULT_PORT = 8765
 
 
@@ -214,6 +222,16 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None) -> int
     except (TypeError, ValueError) as exc:
         print(f"rotator sandbox: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+    try:
+        from rotator.sandbox.server import serve  # noqa: PLC0415 - starlette and uvicorn are an extra
+    except ImportError as exc:
+        print(
+            f"rotator sandbox: needs the 'sandbox' extra ({exc.name} is missing): "
+            "pip install 'rotator[sandbox]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
 
     def announce(running: RunningSandbox) -> None:
         print(
