@@ -26,7 +26,15 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.chaos.campaign import FAULT_KINDS, MODE_KINDS, ROTATOR, Settings, run_campaign, write_config
+from bench.chaos.campaign import (
+    FAULT_KINDS,
+    MODE_KINDS,
+    ROTATOR,
+    Result,
+    Settings,
+    run_campaign,
+    write_config,
+)
 from bench.chaos.invariants import PolicySpec, check
 from bench.child_env import clean_env
 from rotator.api import BackupsClient, ClientSettings
@@ -38,32 +46,53 @@ from rotator.secrets import ApiToken
 SEED = int(os.environ.get("CHAOS_SEED", "20250116"))
 
 
+def unmet(result: Result) -> list[str]:
+    """What the campaign was meant to exercise and did not: each fault kind and mode, the kills, and
+    checks that had something to judge (otherwise the campaign proved nothing)."""
+    tally = result.tally
+    days, daemon = result.reports["days"].checked, result.reports["daemon"].checked
+    wanted = {
+        **{f"fault {kind}": tally.faults[kind] for kind in FAULT_KINDS},
+        **{f"mode {mode}": tally.modes[mode] for mode in MODE_KINDS},
+        "run-once killed": tally.kills["run-once"],
+        "run-once SIGTERM": tally.kills["run-once SIGTERM"],
+        "daemon killed": tally.kills["daemon"],
+        "daemon stopped": tally.runs["daemon stopped"],
+        "third-party deletes": tally.backups["deleted by a third party"],
+        "days: deletes planned": days["deletes planned"],
+        "days: delete batches judged": days["delete batches judged for their view"],
+        "daemon: delete batches judged": daemon["delete batches judged for their view"],
+        "days: slots judged for retries": days["slots judged for retries"],
+        "days: failed attempts superseded": days["failed attempts deleted as superseded"],
+        "daemon: catch-ups owed": daemon["catch-ups owed"],
+        "days: server-runs": tally.server_runs["days"],
+    }
+    return [name for name, count in wanted.items() if count == 0]
+
+
 @pytest.mark.slow
 def test_the_short_campaign_breaks_no_invariant(tmp_path: Path) -> None:
-    result = run_campaign(Settings.short(SEED), workdir=tmp_path)
-    summary = f"(replay: python -m bench.chaos --short --seed {SEED}; logs in {tmp_path})\n{result.render()}"
-    print(summary)
-    violations = [v for report in result.reports.values() for v in report.violations]
-    assert not violations, summary
-    assert not result.tally.errors, summary
-    missing = [kind for kind in FAULT_KINDS if result.tally.faults[kind] == 0]
-    assert not missing, f"faults that never happened: {missing}\n{summary}"
-    modes = [mode for mode in MODE_KINDS if result.tally.modes[mode] == 0]
-    assert not modes, f"modes that never happened: {modes}\n{summary}"
-    assert result.tally.kills["run-once"] >= 1, summary
-    assert result.tally.kills["run-once SIGTERM"] >= 1, summary
-    assert result.tally.kills["daemon"] >= 1, summary
-    assert result.tally.runs["daemon stopped"] >= 1, summary
-    assert result.tally.backups["deleted by a third party"] >= 1, summary
-    # the checks had something to judge: deletes planned, views, retries, a slot missed while down
-    days, daemon = result.reports["days"].checked, result.reports["daemon"].checked
-    assert days["deletes planned"] > 0, summary
-    assert days["delete batches judged for their view"] > 0, summary
-    assert daemon["delete batches judged for their view"] > 0, summary
-    assert days["slots judged for retries"] > 0, summary
-    assert days["failed attempts deleted as superseded"] > 0, summary
-    assert daemon["catch-ups owed"] > 0, summary
-    assert result.tally.server_runs["days"] > 0, summary
+    """No campaign may break an invariant or crash rotator. Every fault kind, mode and check must be met:
+    the faults are drawn at random and the processes are killed on a wall clock, so on a loaded machine a
+    rare kind can be missed by one campaign; then a second one, with the next seed, runs (and must break
+    nothing either), and each kind must be met by at least one of the two."""
+    missed: set[str] | None = None
+    summaries = []
+    for seed in (SEED, SEED + 1):
+        workdir = tmp_path / str(seed)
+        result = run_campaign(Settings.short(seed), workdir=workdir)
+        replay = f"(replay: python -m bench.chaos --short --seed {seed}; logs in {workdir})"
+        summary = f"{replay}\n{result.render()}"
+        print(summary)
+        summaries.append(summary)
+        violations = [v for report in result.reports.values() for v in report.violations]
+        assert not violations, summary
+        assert not result.tally.errors, summary
+        now_missed = set(unmet(result))
+        missed = now_missed if missed is None else missed & now_missed
+        if not missed:
+            return
+    assert not missed, f"never met in two campaigns: {sorted(missed)}\n" + "\n".join(summaries)
 
 
 # -- a bug the campaign ran into ------------------------------------------------------------------

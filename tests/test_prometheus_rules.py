@@ -113,6 +113,9 @@ def test_every_alert_has_for_severity_and_annotations_and_a_firing_test() -> Non
         "RotatorTokenRejected",
         "RotatorDown",
         "RotatorAbsent",
+        "RotatorNoLeader",
+        "RotatorEtcdUnreachable",
+        "RotatorLeaderFlapping",
     }
     for rule in rules:
         assert rule.get("for"), rule["alert"]
