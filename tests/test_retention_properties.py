@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_retention import SERVER, backup
 
+from rotator import retention
 from rotator.models import Backup
 from rotator.retention import RULE_NAMES, Policy, Retention, ServerPlan, plan_server
 
@@ -268,3 +269,16 @@ def test_dense_hours_across_zone_changes(zone: str, rule: str) -> None:
             policy = Policy("nightly", Retention(**{rule: count}), servers=(SERVER,), timezone=zone)
             rules = {name: getattr(policy.retention, name) for name in RULE_NAMES}
             assert ids(plan(items, policy).keep) == reference_keep(items, rules, ZoneInfo(zone), NOW, 1)
+
+
+def test_a_full_reason_cache_changes_no_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reasons' spelling is cached across a fleet and forgotten whole when full: with room for one
+    reason only, every plan (keeps, deletes and their reasons) is the same as with room for all."""
+    items = [backup(n + 1, NOW - timedelta(hours=5 * n)) for n in range(60)]
+    policy = Policy("nightly", Retention(keep_daily=5, keep_weekly=3, keep_monthly=2), servers=(SERVER,))
+    retention._REASONS.clear()
+    roomy = plan(items, policy)
+    retention._REASONS.clear()
+    monkeypatch.setattr(retention, "_MAX_REASONS", 1)
+    assert plan(items, policy) == roomy
+    assert len(retention._REASONS) == 1
