@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,16 +139,12 @@ def load() -> str:
 
 
 def run(command: list[str]) -> tuple[int, str]:
-    print(f"$ {' '.join(command)}", flush=True)
-    lines: list[str] = []
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=BENCH.parent
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            print(line, end="", flush=True)
-            lines.append(line)
-    return process.returncode, "".join(lines)
+    """Run a benchmark as ``make bench`` runs each, echoing its output; its exit code and output."""
+    sys.path.insert(0, str(BENCH))
+    from run_all import run as run_timed  # noqa: PLC0415 -- the same runner as the rest of the report
+
+    code, output, _ = run_timed(command)
+    return code, output
 
 
 def spread(values: dict[str, float], fmt: str) -> str:

@@ -107,3 +107,13 @@ def fixture_sandbox_server(sandbox_options: SandboxOptions) -> Iterator[RunningS
     """The sandbox served by uvicorn on 127.0.0.1 and an ephemeral port (``.base_url``, ``.api_url``)."""
     with running_sandbox(sandbox_options) as running:
         yield running
+
+
+@pytest.fixture(name="cli_at_sandbox")
+def fixture_cli_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI talks to the loopback sandbox with its token; no configuration file or credentials
+    directory around (``pytestmark = pytest.mark.usefixtures("cli_at_sandbox")``)."""
+    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
+    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
+    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)

@@ -28,14 +28,16 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.test_daemon_e2e import wait_until as poll_until
 
 HEALTH_DEADLINE = 30.0  # seconds a cluster (or a restarted member) may take to become healthy
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
@@ -87,17 +89,9 @@ def free_port() -> int:
         return port
 
 
-def wait_until(condition: object, what: str, timeout: float = HEALTH_DEADLINE) -> object:
-    """Poll ``condition()`` until truthy; AssertionError naming ``what`` after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = HEALTH_DEADLINE) -> Any:
+    """The daemon tests' poll (:func:`tests.test_daemon_e2e.wait_until`), by etcd's health deadline."""
+    return poll_until(condition, what, timeout)
 
 
 def _post(url: str, body: dict[str, object], timeout: float = 1.0) -> dict[str, object] | None:

@@ -21,13 +21,7 @@ from tests.conftest import SANDBOX_NOW
 SERVER = 12348  # staging-01: no automatic backups in the demo fleet
 
 
-@pytest.fixture(autouse=True)
-def _point_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI talks to the loopback sandbox with its token; no configuration around."""
-    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
-    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
-    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+pytestmark = pytest.mark.usefixtures("cli_at_sandbox")  # the CLI talks to the loopback sandbox
 
 
 @pytest.fixture(name="kinds")

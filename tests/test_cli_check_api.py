@@ -15,12 +15,7 @@ from rotator.sandbox import RunningSandbox
 DEMO_SERVERS = [12345, 12346, 12347, 12348]
 
 
-@pytest.fixture(autouse=True)
-def _point_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
-    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
-    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+pytestmark = pytest.mark.usefixtures("cli_at_sandbox")  # the CLI talks to the loopback sandbox
 
 
 def write_config(tmp_path: Path, *groups: list[int]) -> Path:

@@ -25,12 +25,7 @@ def fixture_sandbox_options() -> SandboxOptions:
     return SandboxOptions(seed=5, create_seconds=0.3)
 
 
-@pytest.fixture(autouse=True)
-def _point_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROTATOR_API_URL", sandbox_server.api_url)
-    monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
-    monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+pytestmark = pytest.mark.usefixtures("cli_at_sandbox")  # the CLI talks to the loopback sandbox
 
 
 @pytest.fixture(name="config")
