@@ -47,20 +47,21 @@ a plan costs O(n log n) however many candidates there are.
 from __future__ import annotations
 
 import gc
+import re
 from bisect import bisect_left
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from itertools import chain, compress, islice, repeat
 from operator import and_, attrgetter, eq, is_, is_not, itemgetter, mul, ne, not_
 from typing import Final, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rotator.markers import MARKER_PREFIX, is_policy_name, mentions_marker, owned_marker_pattern, parse_marker
+from rotator.markers import MARKER_PREFIX, is_policy_name, mentions_marker, parse_marker
 from rotator.models import COMPLETED, FAILED, MANUAL, Backup
 
 NOT_OWNED: Final = "not owned"
@@ -223,7 +224,7 @@ class ServerPlan:
     @cached_property
     def delete(self) -> tuple[Decision, ...]:
         with _collector_paused():
-            decisions = _bare_decisions(self.deleted)
+            decisions = _decisions(self.deleted, repeat(()))
         if not self.superseded:
             return decisions
         failed = tuple(Decision(backup, (SUPERSEDED,)) for backup in self.superseded)
@@ -492,23 +493,42 @@ def _locals_of(times: Sequence[datetime], zone: ZoneInfo) -> list[_Local]:
     return found  # type: ignore[return-value]
 
 
-def _step_keeps(local: list[_Local], position: int, rule: _CalendarRule, count: int) -> list[tuple[int, str]]:
-    """restic's bucket rule read literally over every candidate (oldest first in ``local``): newest first,
-    a candidate is kept when its bucket is not the next newer candidate's (which is the last kept one's
-    bucket: every candidate between them shares it), until ``count`` are kept."""
+def _step_keeps(
+    local: list[_Local], position: int, rule: _CalendarRule, count: int
+) -> tuple[list[int], list[str]]:
+    """restic's bucket rule read literally over every candidate (oldest first in ``local``), in C:
+    newest first, a candidate is kept when its bucket is not the next newer candidate's (which is the
+    last kept one's bucket: every candidate between them shares it), until ``count`` are kept. The
+    indices kept, and their reasons."""
     keys = list(map(itemgetter(position), local))
     newest_first = keys[::-1]
     changed = map(ne, newest_first, chain((None,), newest_first))
-    kept = islice(compress(range(len(keys) - 1, -1, -1), changed), count)
-    return [(index, _reason(rule, keys[index], local[index][0])) for index in kept]
+    kept = list(islice(compress(range(len(keys) - 1, -1, -1), changed), count))
+    kept_keys = list(map(keys.__getitem__, kept))
+    reasons = list(map(_REASONS.get, zip(repeat(rule), kept_keys)))
+    if None in reasons:
+        for at, index in enumerate(kept):
+            reasons[at] = _reason(rule, kept_keys[at], local[index][0])
+    return kept, reasons  # type: ignore[return-value]
+
+
+_Calendar = tuple[tuple[int, _CalendarRule, int], ...]
+"""The calendar rules a retention has on: each with its position in :data:`_Local` and its count."""
+
+
+def _calendar_of(retention: Retention) -> _Calendar:
+    return tuple(
+        (position, rule, getattr(retention, rule.setting))
+        for position, rule in enumerate(_CALENDAR_RULES, start=1)
+        if getattr(retention, rule.setting)
+    )
 
 
 def _calendar_reasons(
-    times: Sequence[datetime], retention: Retention, zone: ZoneInfo
-) -> Iterator[tuple[int, str]]:
-    """What the calendar rules keep, rule after rule: the index in ``times`` (oldest first), and why."""
-    wanted = [getattr(retention, rule.setting) for rule in _CALENDAR_RULES]
-    if not any(wanted):
+    times: Sequence[datetime], calendar: _Calendar, zone: ZoneInfo
+) -> Iterator[tuple[Sequence[int], Sequence[str]]]:
+    """What the calendar rules keep, rule after rule: the indices in ``times`` (oldest first), and why."""
+    if not calendar:
         return
     steps: list[_Local] | None = None
     if len(times) <= STEP_UP_TO:
@@ -517,41 +537,37 @@ def _calendar_reasons(
         except OverflowError:  # a candidate at an end of the calendar: the jumping engine visits fewer
             steps = None
     local: dict[int, datetime] = {}
-    for position, (rule, keeps) in enumerate(zip(_CALENDAR_RULES, wanted, strict=True), start=1):
-        if keeps:
-            if steps is None:
-                yield from _calendar_keeps(times, rule, zone, keeps, local)
-            else:
-                yield from _step_keeps(steps, position, rule, keeps)
+    for position, rule, count in calendar:
+        if steps is None:
+            kept = _calendar_keeps(times, rule, zone, count, local)
+            yield [index for index, _ in kept], [reason for _, reason in kept]
+        else:
+            yield _step_keeps(steps, position, rule, count)
 
 
 def _keep_reasons(
-    times: Sequence[datetime], retention: Retention, zone: ZoneInfo, now: datetime
+    times: Sequence[datetime],
+    retention: Retention,
+    zone: ZoneInfo,
+    now: datetime,
+    calendar: _Calendar | None = None,
 ) -> dict[int, list[str]]:
-    """The reasons of every kept candidate, by index in ``times`` (oldest first)."""
+    """The reasons of every kept candidate, by index in ``times`` (oldest first), in the rules' order."""
     count = len(times)
-    reasons: dict[int, list[str]] = {}
+    reasons: defaultdict[int, list[str]] = defaultdict(list)
+    get = reasons.__getitem__  # a new index gets an empty list
 
-    def add(index: int, reason: str) -> None:
-        bucket = reasons.get(index)
-        if bucket is None:
-            reasons[index] = [reason]
-        else:
-            bucket.append(reason)
+    def add(indices: Iterable[int], texts: Iterable[str]) -> None:
+        deque(map(list.append, map(get, indices), texts), maxlen=0)
 
-    for index in range(count - 1, max(count - retention.keep_last, 0) - 1, -1):
-        add(index, LAST)
-    for index, reason in _calendar_reasons(times, retention, zone):
-        bucket = reasons.get(index)
-        if bucket is None:
-            reasons[index] = [reason]
-        else:
-            bucket.append(reason)
+    add(range(count - 1, max(count - retention.keep_last, 0) - 1, -1), repeat(LAST))
+    for indices, texts in _calendar_reasons(
+        times, _calendar_of(retention) if calendar is None else calendar, zone
+    ):
+        add(indices, texts)
     if retention.keep_days:
-        within = f"within {retention.keep_days}d"
         cutoff = now - timedelta(days=retention.keep_days)
-        for index in range(count - 1, bisect_left(times, cutoff) - 1, -1):
-            add(index, within)
+        add(range(count - 1, bisect_left(times, cutoff) - 1, -1), repeat(f"within {retention.keep_days}d"))
     for index in range(count - 1, max(count - retention.min_keep, 0) - 1, -1):
         if index not in reasons:
             reasons[index] = [MIN_KEEP]
@@ -613,12 +629,38 @@ def _completed_manual(listing: Sequence[Backup]) -> Iterator[bool]:
     )
 
 
+# A slot that is a valid time in every year (no 0000, no 29 February), and an attempt as markers spells it.
+_ANY_YEAR_SLOT: Final = (
+    r"(?!0000)\d{4}-"
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?Z"
+)
+_ANY_ATTEMPT: Final = r"[2-9]|[1-9]\d{1,2}"
+
+
+@cache
+def _marker_pattern(policy: str) -> re.Pattern[str]:
+    """What surely ends with ``policy``'s marker: every description it matches, :func:`parse_marker` reads
+    as ``policy``'s marker (a miss proves nothing: a slot on 29 February). Wider than the markers module's
+    fast pattern (the 29th to the 31st where every year has them), and without its year 0000, which
+    ``parse_marker`` refuses."""
+    return re.compile(
+        r"\[rotator:"
+        + re.escape(policy)
+        + r"(?:@"
+        + _ANY_YEAR_SLOT
+        + r"(?:#(?:"
+        + _ANY_ATTEMPT
+        + r"))?)?\]\Z"
+    )
+
+
 def _marked(policy: Policy, descriptions: list[str | None]) -> Iterator[bool]:
     """Per description, whether it surely ends with ``policy``'s marker (a miss proves nothing): the
     marker pattern matched at the last ``[rotator:`` (the only place a match can start: the pattern
     holds no ``[`` after its first), in C. Where there is none, ``rfind`` gives -1, and a match from
     the start fails."""
-    match = owned_marker_pattern(policy.name).match
+    match = _marker_pattern(policy.name).match
     texts = (
         [description or "" for description in descriptions]
         if None in descriptions
@@ -652,11 +694,12 @@ def _grades(policy: Policy, descriptions: list[str | None]) -> list[int]:
     return found  # type: ignore[return-value]
 
 
-def _bare_decisions(backups: Sequence[Backup]) -> tuple[Decision, ...]:
-    """``Decision(backup)`` for each backup, built in C (a million deletes in the benchmark)."""
+def _decisions(backups: Sequence[Backup], reasons: Iterable[tuple[str, ...]]) -> tuple[Decision, ...]:
+    """``Decision(backup, reasons)`` for each backup and its reasons, built in C: the slots set as
+    :class:`Decision`'s ``__init__`` sets them (a plan of a million candidates deletes a million)."""
     made: list[Decision] = list(map(object.__new__, repeat(Decision, len(backups))))
     deque(map(_set_backup, made, backups), maxlen=0)
-    deque(map(_set_reasons, made, repeat(())), maxlen=0)
+    deque(map(_set_reasons, made, reasons), maxlen=0)
     return tuple(made)
 
 
@@ -666,6 +709,9 @@ def _plan_one_server(
     policy: Policy,
     now: datetime,
     server_id: int,
+    *,
+    zone: ZoneInfo | None = None,
+    calendar: _Calendar | None = None,
 ) -> ServerPlan:
     """The plan of one server: ``candidates`` are known to be (in listing order), ``rest`` are the other
     backups (in listing order), each asked :meth:`Policy.untouched_reason`."""
@@ -694,20 +740,20 @@ def _plan_one_server(
                 still.append(decision)
         untouched = still
         superseded.sort(key=attrgetter("sort_key"), reverse=True)
-    untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
-    reasons = _keep_reasons(times, policy.retention, policy.zone, now)
-
-    keep: list[Decision] = []
-    deleted: list[Backup] = []
-    above = len(candidates)  # candidates[above:] are decided
-    for index in sorted(reasons, reverse=True):
-        deleted.extend(reversed(candidates[index + 1 : above]))
-        keep.append(Decision(candidates[index], tuple(reasons[index])))
-        above = index
-    deleted.extend(reversed(candidates[:above]))
-    return ServerPlan(
-        policy.name, server_id, now, tuple(keep), tuple(deleted), tuple(untouched), tuple(superseded)
-    )
+        untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
+    elif untouched:
+        untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
+    reasons = _keep_reasons(times, policy.retention, policy.zone if zone is None else zone, now, calendar)
+    kept = sorted(reasons, reverse=True)
+    keep = _decisions(list(map(candidates.__getitem__, kept)), map(tuple, map(reasons.__getitem__, kept)))
+    if len(kept) == len(candidates):
+        deleted: tuple[Backup, ...] = ()
+    else:
+        spared = [False] * len(candidates)
+        for index in kept:
+            spared[index] = True
+        deleted = tuple(compress(reversed(candidates), map(not_, reversed(spared))))
+    return ServerPlan(policy.name, server_id, now, keep, deleted, tuple(untouched), tuple(superseded))
 
 
 def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> PolicyPlan:
@@ -716,33 +762,50 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
     listing = list(backups)
     with _collector_paused():
         # Sorted out over the whole listing at once, in C: a fleet's 3,000,000 backups are mostly marked.
-        grades = list(map(mul, _completed_manual(listing), _grades(policy, list(map(_DESCRIPTION, listing)))))
+        descriptions = list(map(_DESCRIPTION, listing))
+        grades = list(map(mul, _completed_manual(listing), _grades(policy, descriptions)))
         server_ids = list(map(_SERVER_ID, listing))
         marked: dict[int, list[Backup]] = {server: [] for server in policy.servers}
-        get = marked.get
-        every = grades.count(_MARKED) == len(grades)
-        if every:
-            pairs: Iterable[tuple[Backup, int]] = zip(listing, server_ids, strict=True)
+        if grades.count(_MARKED) == len(grades):
+            _group(marked, listing, server_ids)
         else:
             mask = list(map(eq, grades, repeat(_MARKED)))
-            pairs = zip(compress(listing, mask), compress(server_ids, mask), strict=True)
-        for backup, server in pairs:
-            group = get(server)
-            if group is not None:
-                group.append(backup)
+            _group(marked, list(compress(listing, mask)), list(compress(server_ids, mask)))
         adopted: dict[int, list[Backup]] = {}
         others: dict[int, list[Backup]] = {}
-        if not every:
+        if grades.count(_MARKED) != len(grades):
             for backup, server, grade in zip(listing, server_ids, grades, strict=True):
                 if grade != _MARKED and server in marked:
                     (adopted if grade else others).setdefault(server, []).append(backup)
+        zone = policy.zone
+        calendar = _calendar_of(policy.retention)
         return PolicyPlan(
             policy.name,
             now,
             tuple(
                 _plan_one_server(
-                    [*group, *adopted.get(server, ())], others.get(server, []), policy, now, server
+                    [*group, *adopted[server]] if server in adopted else group,
+                    others.get(server, []),
+                    policy,
+                    now,
+                    server,
+                    zone=zone,
+                    calendar=calendar,
                 )
                 for server, group in marked.items()
             ),
         )
+
+
+def _group(groups: dict[int, list[Backup]], listing: list[Backup], server_ids: list[int]) -> None:
+    """Each backup of ``listing`` appended to its server's group (if it has one), in listing order: run
+    by run of one server (found in C; an account listing holds a server's backups together)."""
+    if not listing:
+        return
+    starts = [0, *compress(range(1, len(server_ids)), map(ne, server_ids, islice(server_ids, 1, None)))]
+    ends = [*islice(starts, 1, None), len(server_ids)]
+    get = groups.get
+    for start, end in zip(starts, ends, strict=True):
+        group = get(server_ids[start])
+        if group is not None:
+            group += listing[start:end]
