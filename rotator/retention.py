@@ -252,7 +252,7 @@ class PolicyPlan:
     @property
     def delete(self) -> tuple[Decision, ...]:
         with _collector_paused():
-            return tuple(decision for server in self.servers for decision in server.delete)
+            return tuple(chain.from_iterable(map(_DELETE, self.servers)))
 
 
 # --- calendar buckets --------------------------------------------------------------------------
@@ -458,6 +458,7 @@ def _calendar_keeps(
 
 
 _AGE: Final = attrgetter("created_at", "id")
+_DELETE: Final = attrgetter("delete")
 _CREATED: Final = attrgetter("created_at")
 _TYPE: Final = attrgetter("backup_type")
 _STATUS: Final = attrgetter("status")
@@ -678,20 +679,12 @@ _ADOPTED: Final = 1
 def _grades(policy: Policy, descriptions: list[str | None]) -> list[int]:
     """Per description, :data:`_MARKED`, :data:`_ADOPTED` or 0 (not the policy's), each distinct one
     answered once (a fleet's servers share their descriptions, one a slot)."""
-    answers: dict[str | None, int] = {}
-    found = list(map(answers.get, descriptions))
-    if None in found:
-        for index in compress(range(len(found)), map(is_, found, repeat(None))):
-            description = descriptions[index]
-            grade = answers.get(description)
-            if grade is None:
-                if next(_marked(policy, [description])):
-                    grade = _MARKED
-                else:
-                    grade = _ADOPTED if policy.adopts(description) else 0
-                answers[description] = grade
-            found[index] = grade
-    return found  # type: ignore[return-value]
+    distinct = list(dict.fromkeys(descriptions))
+    answers = {
+        description: _MARKED if marked else _ADOPTED if policy.adopts(description) else 0
+        for description, marked in zip(distinct, _marked(policy, distinct), strict=True)
+    }
+    return list(map(answers.__getitem__, descriptions))
 
 
 def _decisions(backups: Sequence[Backup], reasons: Iterable[tuple[str, ...]]) -> tuple[Decision, ...]:
@@ -712,6 +705,7 @@ def _plan_one_server(
     *,
     zone: ZoneInfo | None = None,
     calendar: _Calendar | None = None,
+    memo: dict[object, _Keeps] | None = None,
 ) -> ServerPlan:
     """The plan of one server: ``candidates`` are known to be (in listing order), ``rest`` are the other
     backups (in listing order), each asked :meth:`Policy.untouched_reason`."""
@@ -743,17 +737,58 @@ def _plan_one_server(
         untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
     elif untouched:
         untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
-    reasons = _keep_reasons(times, policy.retention, policy.zone if zone is None else zone, now, calendar)
-    kept = sorted(reasons, reverse=True)
-    keep = _decisions(list(map(candidates.__getitem__, kept)), map(tuple, map(reasons.__getitem__, kept)))
-    if len(kept) == len(candidates):
-        deleted: tuple[Backup, ...] = ()
-    else:
-        spared = [False] * len(candidates)
-        for index in kept:
-            spared[index] = True
-        deleted = tuple(compress(reversed(candidates), map(not_, reversed(spared))))
+    kept, reasons, doomed = _keeps(
+        times, policy.retention, policy.zone if zone is None else zone, now, calendar=calendar, memo=memo
+    )
+    keep = tuple(map(Decision, map(candidates.__getitem__, kept), reasons))
+    deleted = tuple(compress(reversed(candidates), doomed))
     return ServerPlan(policy.name, server_id, now, keep, deleted, tuple(untouched), tuple(superseded))
+
+
+_Keeps = tuple[tuple[int, ...], tuple[tuple[str, ...], ...], tuple[bool, ...]]
+"""The indices kept (newest first), their reasons, and per candidate (newest first) whether it goes."""
+
+
+def _keeps(
+    times: Sequence[datetime],
+    retention: Retention,
+    zone: ZoneInfo,
+    now: datetime,
+    *,
+    calendar: _Calendar | None,
+    memo: dict[object, _Keeps] | None,
+) -> _Keeps:
+    """What :func:`_keep_reasons` keeps, ready to build a plan. ``memo``: the answers of a fleet's
+    servers so far, by what the rules read of ``times`` (their count, where ``keep_days`` cuts them,
+    and the bucket keys of the calendar rules that are on, from which the reasons are spelt): servers
+    backed up on the same days get the same answer (and share its tuples)."""
+    count = len(times)
+    signature: object = None
+    if memo is not None and count <= STEP_UP_TO:
+        on = _calendar_of(retention) if calendar is None else calendar
+        cut = bisect_left(times, now - timedelta(days=retention.keep_days)) if retention.keep_days else 0
+        try:
+            buckets = (
+                tuple(map(itemgetter(*(position for position, _, _ in on)), _locals_of(times, zone)))
+                if on
+                else ()
+            )
+        except OverflowError:  # outside the calendar: worked out without the memo
+            buckets = None
+        if buckets is not None:
+            signature = (count, cut, buckets)
+            found = memo.get(signature)
+            if found is not None:
+                return found
+    reasons = _keep_reasons(times, retention, zone, now, calendar)
+    kept = sorted(reasons, reverse=True)
+    doomed = [True] * count
+    for index in kept:
+        doomed[count - 1 - index] = False
+    answer = (tuple(kept), tuple(map(tuple, map(reasons.__getitem__, kept))), tuple(doomed))
+    if signature is not None:
+        memo[signature] = answer  # type: ignore[index]
+    return answer
 
 
 def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> PolicyPlan:
@@ -779,6 +814,7 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
                     (adopted if grade else others).setdefault(server, []).append(backup)
         zone = policy.zone
         calendar = _calendar_of(policy.retention)
+        memo: dict[object, _Keeps] = {}
         return PolicyPlan(
             policy.name,
             now,
@@ -791,6 +827,7 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
                     server,
                     zone=zone,
                     calendar=calendar,
+                    memo=memo,
                 )
                 for server, group in marked.items()
             ),
