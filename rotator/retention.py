@@ -55,10 +55,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cache, cached_property, lru_cache
+from functools import cache, lru_cache
 from itertools import chain, compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, mul, ne, not_
-from typing import Final, cast
+from operator import and_, attrgetter, eq, is_, is_not, itemgetter, ne, not_
+from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rotator.markers import MARKER_PREFIX, is_policy_name, mentions_marker, parse_marker
@@ -202,6 +202,30 @@ _set_backup: Final = Decision.__dict__["backup"].__set__
 _set_reasons: Final = Decision.__dict__["reasons"].__set__
 
 
+_T = TypeVar("_T")
+
+
+class _once(Generic[_T]):  # noqa: N801 (named as the decorator it is)
+    """``functools.cached_property`` without its lock (Python 3.11 takes one at every first read: a
+    fleet plan reads 100,000 of them): the value is stored in the instance's ``__dict__`` under the
+    same name, which then shadows this descriptor. Two threads reading it first may both compute it."""
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> _T | Self:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class ServerPlan:
     """The plan for one server of a policy; every tuple is newest first.
@@ -221,10 +245,10 @@ class ServerPlan:
     untouched: tuple[Decision, ...]
     superseded: tuple[Backup, ...] = ()
 
-    @cached_property
+    @_once
     def delete(self) -> tuple[Decision, ...]:
-        with _collector_paused():
-            decisions = _decisions(self.deleted, repeat(()))
+        deleted = self.deleted
+        decisions = _decisions(deleted, repeat(())) if len(deleted) > _MANY else tuple(map(Decision, deleted))
         if not self.superseded:
             return decisions
         failed = tuple(Decision(backup, (SUPERSEDED,)) for backup in self.superseded)
@@ -463,7 +487,11 @@ _CREATED: Final = attrgetter("created_at")
 _TYPE: Final = attrgetter("backup_type")
 _STATUS: Final = attrgetter("status")
 _DESCRIPTION: Final = attrgetter("description")
+_KIND: Final = attrgetter("backup_type", "status", "description")
 _SERVER_ID: Final = attrgetter("server.id")
+
+_MANY: Final = 64
+"""Decisions beyond this many are built in C (:func:`_decisions`); fewer, by their class (faster so)."""
 
 STEP_UP_TO: Final = 256
 """Up to this many candidates, the calendar rules read the buckets of every candidate (from a cache
@@ -676,15 +704,19 @@ _ADOPTED: Final = 1
 """The grade of a description the policy adopts that :func:`_marked` misses (a slot on the 29th)."""
 
 
-def _grades(policy: Policy, descriptions: list[str | None]) -> list[int]:
-    """Per description, :data:`_MARKED`, :data:`_ADOPTED` or 0 (not the policy's), each distinct one
-    answered once (a fleet's servers share their descriptions, one a slot)."""
-    distinct = list(dict.fromkeys(descriptions))
+def _grades(policy: Policy, listing: list[Backup]) -> list[int]:
+    """Per backup, :data:`_MARKED` (manual, completed and :func:`_marked`), :data:`_ADOPTED` (a candidate
+    :func:`_marked` misses, such as a slot on 29 February) or 0 (not a candidate), each distinct
+    (type, status, description) answered once: a fleet's servers share them (one description a slot)."""
+    kinds = list(map(_KIND, listing))
+    distinct = list(dict.fromkeys(kinds))
     answers = {
-        description: _MARKED if marked else _ADOPTED if policy.adopts(description) else 0
-        for description, marked in zip(distinct, _marked(policy, distinct), strict=True)
+        kind: (_MARKED if marked else _ADOPTED if policy.adopts(kind[2]) else 0)
+        if kind[0] == MANUAL and kind[1] == COMPLETED
+        else 0
+        for kind, marked in zip(distinct, _marked(policy, [kind[2] for kind in distinct]), strict=True)
     }
-    return list(map(answers.__getitem__, descriptions))
+    return list(map(answers.__getitem__, kinds))
 
 
 def _decisions(backups: Sequence[Backup], reasons: Iterable[tuple[str, ...]]) -> tuple[Decision, ...]:
@@ -797,18 +829,18 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
     listing = list(backups)
     with _collector_paused():
         # Sorted out over the whole listing at once, in C: a fleet's 3,000,000 backups are mostly marked.
-        descriptions = list(map(_DESCRIPTION, listing))
-        grades = list(map(mul, _completed_manual(listing), _grades(policy, descriptions)))
+        grades = _grades(policy, listing)
         server_ids = list(map(_SERVER_ID, listing))
         marked: dict[int, list[Backup]] = {server: [] for server in policy.servers}
-        if grades.count(_MARKED) == len(grades):
+        every = grades.count(_MARKED) == len(grades)
+        if every:
             _group(marked, listing, server_ids)
         else:
             mask = list(map(eq, grades, repeat(_MARKED)))
             _group(marked, list(compress(listing, mask)), list(compress(server_ids, mask)))
         adopted: dict[int, list[Backup]] = {}
         others: dict[int, list[Backup]] = {}
-        if grades.count(_MARKED) != len(grades):
+        if not every:
             for backup, server, grade in zip(listing, server_ids, grades, strict=True):
                 if grade != _MARKED and server in marked:
                     (adopted if grade else others).setdefault(server, []).append(backup)
