@@ -1,0 +1,324 @@
+"""The fast retention engine plans exactly what the engine before it planned (tests/reference_retention.py).
+
+The fast paths (candidates sorted out in C, bucket keys from a cache, calendar rules read by change of
+bucket, a fleet's servers sharing one keep answer, decisions built in C) are checked against the
+reference over random listings, zones with odd transitions and random rules: the same keep, delete,
+untouched and superseded backups (the very objects), in the same order, with the same reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_retention import CALENDAR_END_TABLE, NOW, SERVER, ZONE_TABLE, backup, policy
+from test_retention_properties import ZONES, created_times, listings, policies, recent
+
+from rotator import retention
+from rotator.markers import make_marker, parse_marker
+from rotator.models import Backup
+from rotator.retention import NOT_OWNED, Policy, Retention, plan_policy, plan_server
+from tests import reference_retention as reference
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Descriptions near the marker grammar's edges: days the fast pattern takes or leaves to parse_marker.
+DESCRIPTIONS = [
+    None,
+    "",
+    "Pre-update backup",
+    "[rotator:nightly]",
+    "Ad-hoc [rotator:nightly]",
+    "x [rotator:nightly@2024-02-29T03:00Z]",  # leap day: valid, outside the fast pattern
+    "x [rotator:nightly@2023-02-29T03:00Z]",  # no such day
+    "x [rotator:nightly@2024-04-30T03:00Z]",
+    "x [rotator:nightly@2024-04-31T03:00Z]",  # no such day
+    "x [rotator:nightly@2024-12-31T23:59:59Z]",
+    "x [rotator:nightly@2024-12-31T23:59:60Z]",
+    "x [rotator:nightly@2024-13-01T00:00Z]",
+    "x [rotator:nightly@0000-01-01T00:00Z]",  # year 0: parse_marker refuses it
+    "x [rotator:nightly@0001-01-01T00:00Z]",
+    "x [rotator:nightly@2024-01-30T03:00Z#2]",
+    "x [rotator:nightly@2024-01-30T03:00Z#1]",  # not rotator's spelling
+    "x [rotator:nightly@2024-01-30T03:00Z#999]",
+    "x [rotator:nightly@2024-01-30T03:00Z#0999]",
+    "x [rotator:nightly-2@2024-01-30T03:00Z]",
+    "x [rotator:weekly@2024-01-30T03:00Z]",
+    "[rotator:nightly] [rotator:weekly]",
+    "[rotator:weekly] [rotator:nightly]",
+    "x [rotator:nightly@2024-01-30T03:00Z] ",
+    "x [Rotator:nightly]",
+    "x [rotator:nightly@2024-01-30T3:00Z]",
+    "x\n[rotator:nightly]",
+]
+# The engine before took a year-0000 slot for the policy's (test_a_slot_in_year_0000_is_not_owned).
+SAME_AS_BEFORE = [description for description in DESCRIPTIONS if "@0000" not in (description or "")]
+TYPES = ["manual", "manual", "manual", "automatic", "snapshot", ""]
+STATUSES = ["completed", "completed", "completed", "failed", "in_progress", "Completed", ""]
+
+
+def make(backup_id: int, created: str | datetime, server: int = SERVER, **fields: Any) -> Backup:
+    return backup(backup_id, created, server=server, **fields)
+
+
+@st.composite
+def odd_listings(draw: st.DrawFn, server: int = SERVER, max_size: int = 30) -> list[Backup]:
+    """Backups of one server with any type, status and marker-ish description, some same-second ties."""
+    times = draw(st.lists(created_times, max_size=max_size))
+    times += draw(st.lists(st.sampled_from(times), max_size=3)) if times else []
+    ids = draw(st.permutations(range(1, len(times) + 1)))
+    return [
+        make(
+            number,
+            created,
+            server,
+            backup_type=draw(st.sampled_from(TYPES)),
+            status=draw(st.sampled_from(STATUSES)),
+            description=draw(st.one_of(st.sampled_from(SAME_AS_BEFORE), st.just(...))),
+        )
+        for number, created in zip(ids, times, strict=True)
+    ]
+
+
+def reference_policy(subject: Policy) -> reference.Policy:
+    rules = subject.retention
+    return reference.Policy(
+        name=subject.name,
+        retention=reference.Retention(
+            **{name: getattr(rules, name) for name in (*retention.RULE_NAMES, "min_keep")}
+        ),
+        servers=subject.servers,
+        timezone=subject.timezone,
+        prune_unmanaged=subject.prune_unmanaged,
+    )
+
+
+def shape(decisions: Sequence[Any]) -> list[tuple[int, tuple[str, ...]]]:
+    """Each decision as the identity of its backup object and its reasons."""
+    return [(id(decision.backup), decision.reasons) for decision in decisions]
+
+
+def assert_same(plan: retention.ServerPlan, expected: reference.ServerPlan) -> None:
+    assert (plan.policy, plan.server_id, plan.now) == (expected.policy, expected.server_id, expected.now)
+    assert shape(plan.keep) == shape(expected.keep)
+    assert list(map(id, plan.deleted)) == list(map(id, expected.deleted))
+    assert shape(plan.untouched) == shape(expected.untouched)
+    assert list(map(id, plan.superseded)) == list(map(id, expected.superseded))
+    assert shape(plan.delete) == shape(expected.delete)
+    assert [(verdict.value, id(d.backup)) for verdict, d in plan.rows()] == [
+        (verdict.value, id(d.backup)) for verdict, d in expected.rows()
+    ]
+
+
+@contextmanager
+def engine(step_up_to: int, many: int) -> Iterator[None]:
+    """The fast engine with its size thresholds moved (0: always jump / always build decisions in C)."""
+    with mock.patch.object(retention, "STEP_UP_TO", step_up_to), mock.patch.object(retention, "_MANY", many):
+        yield
+
+
+def outcome(plan: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "plan", plan(*args)
+    except (OverflowError, ValueError) as exc:
+        return "error", type(exc)
+
+
+THRESHOLDS = st.tuples(st.sampled_from([0, 3, 256]), st.sampled_from([0, 64]))
+
+
+@FAST
+@given(st.one_of(listings(max_size=40), odd_listings()), policies(), recent, THRESHOLDS)
+def test_plan_server_is_the_reference_plan(
+    items: list[Backup], subject: Policy, now: datetime, thresholds: tuple[int, int]
+) -> None:
+    """plan_server gives the reference's plan: the same backups kept, deleted and untouched, in the same
+    order, with the same reasons, whether the calendar rules step or jump."""
+    with engine(*thresholds):
+        fast = outcome(fast_plan_server, items, subject, now)
+    slow = outcome(reference_plan_server, items, reference_policy(subject), now)
+    assert fast[0] == slow[0]
+    if fast[0] == "plan":
+        assert_same(fast[1], slow[1])
+    else:
+        assert fast[1] is slow[1]
+
+
+def fast_plan_server(items: list[Backup], subject: Policy, now: datetime) -> Any:
+    return plan_server(items, subject, now, server_id=SERVER)
+
+
+def reference_plan_server(items: list[Backup], subject: reference.Policy, now: datetime) -> Any:
+    return reference.plan_server(items, subject, now, server_id=SERVER)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[Backup], tuple[int, ...]]:
+    """A few servers backed up at about the same times (so that many share their buckets) or at any
+    times, in one listing, in an order that mixes or keeps together the servers."""
+    base = draw(st.lists(created_times, max_size=20))
+    servers = tuple(range(1, draw(st.integers(1, 6)) + 1))
+    listing: list[Backup] = []
+    number = 0
+    for server in servers:
+        if draw(st.booleans()):
+            times = [created + timedelta(seconds=draw(st.integers(0, 119))) for created in base]
+            for created in times:
+                number += 1
+                listing.append(make(number, created, server))
+        else:
+            for item in draw(odd_listings(server, max_size=12)):
+                number += 1
+                listing.append(item.model_copy(update={"id": number}))
+    listing.append(make(number + 1, NOW, server=999))  # not the policy's server
+    if draw(st.booleans()):
+        listing = draw(st.permutations(listing))
+    return listing, servers
+
+
+@FAST
+@given(fleets(), policies(), recent, THRESHOLDS)
+def test_plan_policy_is_the_reference_plan(
+    fleet: tuple[list[Backup], tuple[int, ...]], subject: Policy, now: datetime, thresholds: tuple[int, int]
+) -> None:
+    """plan_policy gives every server the reference's plan, servers that share buckets (and so one keep
+    answer) included, and its delete decisions are the reference's."""
+    listing, servers = fleet
+    subject = Policy(
+        subject.name, subject.retention, servers, subject.timezone, prune_unmanaged=subject.prune_unmanaged
+    )
+    with engine(*thresholds):
+        fast = outcome(plan_policy, listing, subject, now)
+    slow = outcome(reference.plan_policy, listing, reference_policy(subject), now)
+    assert fast[0] == slow[0]
+    if fast[0] == "plan":
+        assert [plan.server_id for plan in fast[1].servers] == [plan.server_id for plan in slow[1].servers]
+        for plan, expected in zip(fast[1].servers, slow[1].servers, strict=True):
+            assert_same(plan, expected)
+        assert shape(fast[1].delete) == shape(slow[1].delete)
+
+
+@pytest.mark.parametrize("step_up_to", [0, 256], ids=["jumping", "stepping"])
+@pytest.mark.parametrize(("timezone", "rules", "backups", "expected_ids"), ZONE_TABLE + CALENDAR_END_TABLE)
+def test_both_engines_keep_the_tables(
+    step_up_to: int, timezone: str, rules: dict[str, int], backups: list[Backup], expected_ids: list[int]
+) -> None:
+    """The zone and calendar-end tables hold for the stepping and the jumping calendar rules alike."""
+    with engine(step_up_to, 64):
+        plan = plan_server(backups, policy(timezone, **rules), NOW)
+    assert [decision.backup.id for decision in plan.keep] == expected_ids
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/Berlin"])
+def test_a_candidate_outside_the_calendar_in_local_time(zone: str) -> None:
+    """A candidate whose local time is before year 1 (an API clock gone wrong): the rules that never reach
+    it plan as before; one that reaches it fails as before (nothing is deleted)."""
+    items = [make(1, datetime(1, 1, 1, 0, 10, tzinfo=UTC)), make(2, NOW - timedelta(days=1))]
+    for rules in ({"keep_daily": 1}, {"keep_daily": 5}, {"keep_last": 1}):
+        subject = policy(zone, **rules)
+        fast = outcome(plan_server, items, subject, NOW)
+        slow = outcome(reference_plan_server, items, reference_policy(subject), NOW)
+        assert fast[0] == slow[0]
+        if fast[0] == "plan":
+            assert_same(fast[1], slow[1])
+
+
+@FAST
+@given(st.sampled_from(DESCRIPTIONS[1:]), st.sampled_from(["nightly", "nightly-2", "weekly"]))
+def test_the_fast_marker_test_accepts_only_what_parse_marker_reads_as_the_policys(
+    description: str, name: str
+) -> None:
+    """What the fast marker pattern accepts, parse_marker reads as the policy's marker."""
+    subject = Policy(name, Retention(keep_last=1))
+    if next(retention._marked(subject, [description])):
+        marker = parse_marker(description)
+        assert marker is not None
+        assert marker.policy == name
+
+
+@FAST
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),  # noqa: DTZ001 (made aware below)
+        max_value=datetime(9999, 12, 31),  # noqa: DTZ001
+    ),
+    st.integers(1, 999),
+    st.booleans(),
+)
+def test_the_fast_marker_test_takes_every_slot_but_29_february(
+    slot: datetime, attempt: int, bare: bool
+) -> None:
+    """Every marker rotator writes is accepted by the fast test, but for a slot on 29 February (which
+    parse_marker then reads)."""
+    aware = slot.replace(tzinfo=UTC, microsecond=0)
+    marker = make_marker("nightly", None if bare else aware, 1 if bare else attempt)
+    subject = Policy("nightly", Retention(keep_last=1))
+    fast = next(retention._marked(subject, [f"Nightly {marker}"]))
+    assert fast == (bare or (aware.month, aware.day) != (2, 29))
+
+
+def test_a_slot_in_year_0000_is_not_owned() -> None:
+    """A marker of year 0000 is no marker (parse_marker refuses it): the backup is untouched, not owned,
+    as untouched_reason and the rails say (the engine before took it for a candidate, and the rails
+    then refused its delete)."""
+    odd = make(1, "2024-01-01T00:00", description="x [rotator:nightly@0000-01-01T00:00Z]")
+    plan = plan_server([odd, make(2, NOW - timedelta(days=1))], policy(keep_last=1), NOW)
+    assert plan.delete == ()
+    assert [(d.backup.id, d.reasons) for d in plan.untouched] == [(1, (NOT_OWNED,))]
+    fleet = plan_policy([odd], Policy("nightly", Retention(keep_last=1), servers=(SERVER,)), NOW)
+    assert [(d.backup.id, d.reasons) for d in fleet.servers[0].untouched] == [(1, (NOT_OWNED,))]
+
+
+def test_a_full_local_time_cache_changes_no_plan() -> None:
+    """The local times of instants are cached per zone and forgotten whole when full: with room for one
+    only, a fleet's plan is the same as with room for all."""
+    listing = [
+        make(server * 100 + day, NOW - timedelta(days=day, seconds=server), server)
+        for server in (1, 2, 3)
+        for day in range(20)
+    ]
+    subject = Policy("nightly", Retention(keep_daily=5, keep_weekly=2), servers=(1, 2, 3), timezone=ZONES[1])
+    retention._LOCALS.clear()
+    roomy = plan_policy(listing, subject, NOW)
+    retention._LOCALS.clear()
+    with mock.patch.object(retention, "_MAX_LOCALS", 1):
+        tight = plan_policy(listing, subject, NOW)
+    assert tight == roomy
+    assert [shape(s.keep) for s in tight.servers] == [shape(s.keep) for s in roomy.servers]
+
+
+def test_the_collector_is_on_again_after_a_plan_and_stays_off_if_it_was() -> None:
+    """Planning pauses the cyclic garbage collector and gives it back as it found it."""
+    import gc  # noqa: PLC0415 (only this test touches it)
+
+    listing = [make(1, NOW), make(2, NOW - timedelta(days=1))]
+    subject = Policy("nightly", Retention(keep_last=1), servers=(SERVER,))
+    assert gc.isenabled()
+    plan_policy(listing, subject, NOW).delete  # noqa: B018 (built on first read)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan_server(listing, subject, NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_server_listed_in_several_runs_keeps_its_listing_order() -> None:
+    """A server whose backups are not together in the account listing gets all of them, in order."""
+    listing = [
+        make(1, NOW - timedelta(days=3), 1),
+        make(2, NOW - timedelta(days=2), 2),
+        make(3, NOW - timedelta(days=3), 1),  # a same-second tie with backup 1
+        make(4, NOW - timedelta(days=1), 2),
+    ]
+    subject = Policy("nightly", Retention(keep_last=1), servers=(2, 1))
+    plan = plan_policy(listing, subject, NOW)
+    assert [[d.backup.id for d in s.keep] for s in plan.servers] == [[4], [3]]
+    assert [[b.id for b in s.deleted] for s in plan.servers] == [[2], [1]]
