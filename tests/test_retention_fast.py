@@ -168,7 +168,8 @@ def fleets(draw: st.DrawFn) -> tuple[list[Backup], tuple[int, ...]]:
     number = 0
     for server in servers:
         if draw(st.booleans()):
-            times = [created + timedelta(seconds=draw(st.integers(0, 119))) for created in base]
+            spread = draw(st.sampled_from([119, 6 * 3600, 3 * 86400]))
+            times = [created + timedelta(seconds=draw(st.integers(0, spread))) for created in base]
             for created in times:
                 number += 1
                 listing.append(make(number, created, server))
@@ -322,3 +323,17 @@ def test_a_server_listed_in_several_runs_keeps_its_listing_order() -> None:
     plan = plan_policy(listing, subject, NOW)
     assert [[d.backup.id for d in s.keep] for s in plan.servers] == [[4], [3]]
     assert [[b.id for b in s.deleted] for s in plan.servers] == [[2], [1]]
+
+
+def test_servers_with_the_same_buckets_but_other_ages_get_their_own_answer() -> None:
+    """Two servers whose backups share their days but not their age against ``keep_days``: each gets its
+    own plan (the shared keep answer is keyed by where ``keep_days`` cuts too)."""
+    inside = [make(n, NOW - timedelta(days=n, hours=-1), 1) for n in (1, 2, 3)]
+    outside = [make(10 + n, NOW - timedelta(days=n, hours=1), 2) for n in (1, 2, 3)]
+    for rules in (Retention(keep_days=2, keep_monthly=1), Retention(keep_days=2)):
+        subject = Policy("nightly", rules, servers=(1, 2))
+        fast = plan_policy([*inside, *outside], subject, NOW)
+        slow = reference.plan_policy([*inside, *outside], reference_policy(subject), NOW)
+        for plan, expected in zip(fast.servers, slow.servers, strict=True):
+            assert_same(plan, expected)
+        assert [len(plan.keep) for plan in fast.servers] == [2, 1]
