@@ -124,10 +124,13 @@ def engine(step_up_to: int, many: int) -> Iterator[None]:
 
 
 def outcome(plan: Any, *args: Any) -> tuple[str, Any]:
+    """The plan (its delete decisions built at once, under the thresholds in force), or the error."""
     try:
-        return "plan", plan(*args)
+        made = plan(*args)
     except (OverflowError, ValueError) as exc:
         return "error", type(exc)
+    made.delete  # noqa: B018 (built on first read)
+    return "plan", made
 
 
 THRESHOLDS = st.tuples(st.sampled_from([0, 3, 256]), st.sampled_from([0, 64]))
@@ -228,6 +231,11 @@ def test_a_candidate_outside_the_calendar_in_local_time(zone: str) -> None:
         assert fast[0] == slow[0]
         if fast[0] == "plan":
             assert_same(fast[1], slow[1])
+        fleet = outcome(plan_policy, items, subject, NOW)
+        expected = outcome(reference.plan_policy, items, reference_policy(subject), NOW)
+        assert fleet[0] == expected[0]
+        if fleet[0] == "plan":
+            assert_same(fleet[1].servers[0], expected[1].servers[0])
 
 
 @FAST
@@ -337,3 +345,28 @@ def test_servers_with_the_same_buckets_but_other_ages_get_their_own_answer() -> 
         for plan, expected in zip(fast.servers, slow.servers, strict=True):
             assert_same(plan, expected)
         assert [len(plan.keep) for plan in fast.servers] == [2, 1]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Pacific/Chatham", "Antarctica/Casey"])
+def test_the_jumping_engine_over_dense_years(zone: str) -> None:
+    """Every six hours for two years (through the calendar's last years too): the jumping calendar rules
+    (forced) plan what the reference plans, every rule on."""
+    rules = Retention(
+        keep_last=2, keep_hourly=30, keep_daily=20, keep_weekly=10, keep_monthly=14, keep_yearly=3
+    )
+    subject = Policy("nightly", rules, servers=(SERVER,), timezone=zone)
+    for start in (datetime(2023, 1, 1, tzinfo=UTC), datetime(9997, 12, 31, tzinfo=UTC)):
+        items = [make(n + 1, start + timedelta(hours=6 * n)) for n in range(4 * 730)]
+        with engine(0, 0):
+            fast = outcome(plan_server, items, subject, NOW)
+        slow = outcome(reference_plan_server, items, reference_policy(subject), NOW)
+        assert fast[0] == slow[0]
+        if fast[0] == "plan":
+            assert_same(fast[1], slow[1])
+
+
+def test_the_delete_decisions_are_built_once() -> None:
+    """A plan's delete decisions are built on first read and then the same tuple."""
+    plan = plan_server([make(1, NOW), make(2, NOW - timedelta(days=1))], policy(keep_last=1), NOW)
+    assert plan.delete is plan.delete
+    assert isinstance(retention.ServerPlan.delete, retention._once)
