@@ -57,7 +57,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache, lru_cache
 from itertools import chain, compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, lt, ne, not_
+from operator import and_, attrgetter, eq, is_, is_not, itemgetter, ne, not_
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -490,9 +490,6 @@ _DESCRIPTION: Final = attrgetter("description")
 _KIND: Final = attrgetter("backup_type", "status", "description")
 _SERVER_ID: Final = attrgetter("server.id")
 
-FLOAT_SORT_FROM: Final = 4096
-"""From this many candidates on, they are sorted by seconds since the epoch (then checked in order)."""
-
 _MANY: Final = 64
 """Decisions beyond this many are built in C (:func:`_decisions`); fewer, by their class (faster so)."""
 
@@ -751,18 +748,12 @@ def _plan_one_server(
             candidates.append(backup)
         else:
             untouched.append(Decision(backup, (reason,)))
-    # Oldest first by (created_at, id): by created_at alone (much faster than by tuples), or for many by
-    # seconds since the epoch (floats compare faster still); ties, or instants a float cannot tell apart,
-    # are spotted in C (the order is then not strictly increasing) and settled by (created_at, id).
-    if len(candidates) >= FLOAT_SORT_FROM:
-        stamps = list(map(datetime.timestamp, map(_CREATED, candidates)))
-        candidates = list(map(candidates.__getitem__, sorted(range(len(stamps)), key=stamps.__getitem__)))
-    else:
-        candidates.sort(key=_CREATED)
+    # Oldest first by (created_at, id): by created_at alone (much faster than by tuples); ties
+    # (rare) are spotted in C and then settled by the id.
+    candidates.sort(key=_CREATED)
     times = list(map(_CREATED, candidates))
-    if not all(map(lt, times, islice(times, 1, None))):
-        candidates.sort(key=_AGE)  # stable: equal (created_at, id) stay in listing order, as equal floats did
-        times = list(map(_CREATED, candidates))
+    if any(map(eq, times, islice(times, 1, None))):
+        candidates.sort(key=_AGE)
     superseded: list[Backup] = []
     if candidates and untouched:
         newest = candidates[-1].sort_key

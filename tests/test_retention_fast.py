@@ -118,13 +118,8 @@ def assert_same(plan: retention.ServerPlan, expected: reference.ServerPlan) -> N
 
 @contextmanager
 def engine(step_up_to: int, many: int) -> Iterator[None]:
-    """The fast engine with its size thresholds moved (0: always jump, always build decisions in C);
-    with ``many`` 0 the candidates are also sorted by their floats."""
-    with (
-        mock.patch.object(retention, "STEP_UP_TO", step_up_to),
-        mock.patch.object(retention, "_MANY", many),
-        mock.patch.object(retention, "FLOAT_SORT_FROM", 0 if many == 0 else 4096),
-    ):
+    """The fast engine with its size thresholds moved (0: always jump / always build decisions in C)."""
+    with mock.patch.object(retention, "STEP_UP_TO", step_up_to), mock.patch.object(retention, "_MANY", many):
         yield
 
 
