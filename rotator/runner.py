@@ -168,7 +168,7 @@ class ServerResult:
     blocked: list[Blocked] = field(default_factory=list)
     error: str | None = None
     retry: bool = False  # an attempt failed and another remains: the daemon schedules it
-    actions: ServerActions | None = None  # the last prune's plan and rails (what `plan` shows)
+    actions: ServerActions | None = None  # a dry run's last plan and rails (what `plan` shows)
 
     def fail(self, error: str, outcome: Outcome = Outcome.FAILED) -> None:
         self.outcome = outcome
@@ -248,6 +248,29 @@ class _Run:
     confirms: Rounds  # every server that must confirm its view at a moment: one second read for all
     events: Events
     key: RunKey
+    sending: _FirstSends = field(default_factory=lambda: _FirstSends(()))
+
+
+class _FirstSends:
+    """The servers of a run still on their way to their first wait (creating, adopting, confirming).
+
+    Poll rounds wait for them all (:meth:`Runner.run`): a round read while creates are still being
+    sent lists a fleet whose backups are mostly not there yet, costs its pages again in the next
+    round, and (the account listing growing as it is read) often fails. A server counts as done at
+    its first wait for a poll, or when its way ends without one.
+    """
+
+    def __init__(self, server_ids: Iterable[int]) -> None:
+        self._pending = set(server_ids)
+        self.all_done = asyncio.Event()
+        if not self._pending:
+            self.all_done.set()
+
+    def done(self, server_id: int) -> None:
+        if self._pending:
+            self._pending.discard(server_id)
+            if not self._pending:
+                self.all_done.set()
 
 
 @dataclass
@@ -257,7 +280,7 @@ class _Created:
     attempt: int
     backup_id: int | None
     since: float  # monotonic: when its answer came, or its outcome became unknown
-    known_ids: frozenset[int]
+    known: tuple[Backup, ...]  # the view's backups before it was sent (its own tuple: no copy held)
 
 
 class Runner:
@@ -276,8 +299,12 @@ class Runner:
         max_view_age: float = DEFAULT_MAX_VIEW_AGE,
         observers: Iterable[Observer] = (),
         guard: ActGuard | None = None,
+        first_creates_wait: float | None = None,
     ) -> None:
         self.client = client
+        # how long (the event loop's clock) a poll round waits for the run's first creates to be sent:
+        # None, half the job's wait_timeout
+        self.first_creates_wait = first_creates_wait
         self.guard: ActGuard = guard or _Unguarded()
         # the log first: what observers do about an event comes after the line that tells of it
         self.events = Events([log_event, *observers])
@@ -323,6 +350,14 @@ class Runner:
         async def poll_pause() -> bool:
             await self._interruptible_sleep(interval[0])
             interval[0] = min(interval[0] * 1.5, self.poll_max)
+            if not run.sending.all_done.is_set():
+                # a round waits for the run's first creates to be sent (see _FirstSends), but no longer
+                # than half the wait_timeout (the event loop's clock): a backup created early is still
+                # seen well before its server's deadline
+                bound = self.first_creates_wait
+                await self._until(
+                    run.sending.all_done, job.wait_timeout.total_seconds() / 2 if bound is None else bound
+                )
             return not self.abandon.is_set()
 
         async def no_pause() -> bool:
@@ -348,6 +383,7 @@ class Runner:
             finished = False
             try:
                 views, failed = await self._read_all(targets)
+                run.sending = _FirstSends(sid for sid in targets if sid in views and job.create)
                 for sid, error in failed.items():
                     results[sid].fail(f"listing failed, nothing done: {error}")
                     log.error(
@@ -382,7 +418,10 @@ class Runner:
     async def _server(self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore) -> None:
         try:
             if run.job.create:
-                settled = await self._ensure_backup(run, result, view, gate)
+                try:
+                    settled = await self._ensure_backup(run, result, view, gate)
+                finally:
+                    run.sending.done(result.server_id)
                 if settled is None:
                     return  # failed, unknown or a dry run's would-create: see below for the dry run
                 view = settled
@@ -434,7 +473,7 @@ class Runner:
         """Send the create of ``attempt``; what is known of it, or None when the server is done (failed)."""
         job, sid = run.job, result.server_id
         description = job.describe(run.slot, attempt)
-        known = view.ids
+        known = view.backups
         try:
             await self.guard.before_create(job.name, sid, run.slot, attempt)
         except errors.NotLeader as exc:
@@ -455,7 +494,7 @@ class Runner:
             return None
         started = self._monotonic()  # the answer came: the backup exists from here on
         self.inventory.note_created(sid)
-        if backup.id in known:
+        if any(seen.id == backup.id for seen in known):
             result.fail(
                 f"the create's answer names backup {backup.id}, which was already listed: "
                 "the answer cannot be trusted; nothing pruned, no more creates for this server"
@@ -552,7 +591,8 @@ class Runner:
                 deleted=len(result.deleted),
                 new_backup=new,
             )
-            result.actions = actions
+            if run.dry:  # what `rotator plan` shows of a dry run; a real run's would hold every backup
+                result.actions = actions
             del result.blocked[blocked_from:]  # a new plan's rails replace the last one's
             planned = True
             if not await self._apply(run, result, actions.keep, actions.prune, view, pruned=pruned):
@@ -655,6 +695,15 @@ class Runner:
             # the server's summary says why each went: a plain candidate because no rule kept it
             pruned.append(Deleted(backup_id, decision.reasons or (NOT_KEPT,)))
         return False
+
+    async def _until(self, event: asyncio.Event, timeout: float) -> None:
+        """Until ``event`` is set, the run is abandoned, or ``timeout`` seconds of the loop's clock pass."""
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.abandon.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self._sleep(seconds))
@@ -797,7 +846,7 @@ class _Flow:
     def _unmarked_new_backup(self) -> bool:
         """A new manual backup appeared after an unknown create, but it does not carry our marker."""
         assert self.created is not None
-        known = self.created.known_ids
+        known = {seen.id for seen in self.created.known}
         for backup in self.view.backups:
             if backup.id in known or backup.backup_type != MANUAL:
                 continue
@@ -809,6 +858,7 @@ class _Flow:
     async def wait(self) -> bool:
         """Until the next poll round; False when the wait is over (the server is done)."""
         runner, result = self.runner, self.result
+        self.run.sending.done(self.sid)
         if self.deadline is None:
             self.deadline = runner._monotonic() + self.run.job.wait_timeout.total_seconds()
         if runner._monotonic() >= self.deadline:
