@@ -391,8 +391,8 @@ class Runner:
                     )
                 async with asyncio.TaskGroup() as servers_at_work:  # a crash stops the others too
                     for sid in targets:
-                        if sid in views:
-                            servers_at_work.create_task(self._server(run, results[sid], views[sid], gate))
+                        if sid in views:  # popped: each server's task alone holds its first view
+                            servers_at_work.create_task(self._server(run, results[sid], views.pop(sid), gate))
                 finished = True
             finally:
                 for rounds in (run.polls, run.reads, run.confirms):
@@ -418,8 +418,11 @@ class Runner:
     async def _server(self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore) -> None:
         try:
             if run.job.create:
+                # the flow holds the view from here on: this frame keeps none of the views it replaces
+                flow = _Flow(self, run, result, view, gate)
+                del view
                 try:
-                    settled = await self._ensure_backup(run, result, view, gate)
+                    settled = await self._ensure_backup(flow)
                 finally:
                     run.sending.done(result.server_id)
                 if settled is None:
@@ -441,15 +444,13 @@ class Runner:
         except errors.ApiError as exc:
             return exc
 
-    async def _ensure_backup(
-        self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore
-    ) -> View | None:
+    async def _ensure_backup(self, flow: _Flow) -> View | None:
         """Adopt or create the slot's backup and wait for it; the view its completion was seen in.
 
         None when the server is done for this run: failed, unknown, given up,
         or a dry run (which then prunes, as a dry run, on the view it has).
         """
-        flow = _Flow(self, run, result, view, gate)
+        run = flow.run
         while True:
             if self.abandon.is_set():
                 raise _Abandoned
