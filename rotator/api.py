@@ -200,7 +200,7 @@ class _Tally:
         # the ids sorted, not a set of them: a fleet's listing costs 8 bytes a backup here, not 40
         ids = sorted(backup.id for backup in self.backups)
         if any(map(operator.eq, ids, itertools.islice(ids, 1, None))):
-            twice = next(a for a, b in zip(ids, ids[1:], strict=False) if a == b)
+            twice = next(a for a, b in itertools.pairwise(ids) if a == b)
             raise self._incomplete(
                 f"the listing does not add up: backup {twice} is listed twice "
                 f"(on two of its {self.pages} pages; count says {self.count})"

@@ -697,11 +697,11 @@ class Runner:
             pruned.append(Deleted(backup_id, decision.reasons or (NOT_KEPT,)))
         return False
 
-    async def _until(self, event: asyncio.Event, timeout: float) -> None:
-        """Until ``event`` is set, the run is abandoned, or ``timeout`` seconds of the loop's clock pass."""
+    async def _until(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set, the run is abandoned, or ``seconds`` of the loop's clock pass."""
         waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.abandon.wait())}
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

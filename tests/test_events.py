@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
+from rotator.eventlog import debug_logged, log_event
 from rotator.events import (
     NOT_KEPT,
     BackupCompleted,
@@ -32,7 +33,6 @@ from rotator.events import (
     Status,
     status_of,
 )
-from rotator.eventlog import debug_logged, log_event
 from rotator.metrics import Metrics
 from rotator.observability import configure_logging
 from rotator.pings import Pinger, RunPings
@@ -286,7 +286,8 @@ def test_debug_lines_are_asked_for_by_the_configured_level(wrapper: Any, written
     try:
         assert debug_logged() is written
         with structlog.testing.capture_logs() as logs:
-            log_event(BackupKept(RunKey("nightly", SLOT, False), server_id=1, backup_id=7, reasons=("last 1",)))
+            kept = BackupKept(RunKey("nightly", SLOT, False), server_id=1, backup_id=7, reasons=("last 1",))
+            log_event(kept)
         assert [line["event"] for line in logs] == (["backup.kept"] if written else [])
     finally:
         structlog.reset_defaults()
