@@ -153,7 +153,7 @@ class _Unguarded:
         return True
 
 
-@dataclass
+@dataclass(slots=True)  # one a server, held through the run
 class ServerResult:
     """What happened on one server in one run."""
 
@@ -273,7 +273,7 @@ class _FirstSends:
                 self.all_done.set()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Created:
     """A create this run sent: its attempt, the backup if the answer came, when, and what was there before."""
 
@@ -718,6 +718,8 @@ class Runner:
 
 class _Flow:
     """One server's way to its slot's backup within a run: what it sent, what it waits for, since when."""
+
+    __slots__ = ("created", "deadline", "gate", "poll_error", "result", "run", "runner", "tried", "view")
 
     def __init__(self, runner: Runner, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore):
         self.runner = runner
