@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
+import operator
 import ssl
 import time
 from collections import deque
@@ -148,7 +150,6 @@ class _Tally:
     path: str
     count: int
     backups: list[Backup] = field(default_factory=list)
-    ids: set[int] = field(default_factory=set)
     pages: int = 0
     share: Callable[[Backup], Backup] | None = None  # the instance to hold of each backup (see list_backups)
 
@@ -166,13 +167,14 @@ class _Tally:
                 f"page {self.pages} of the listing is empty while its count says "
                 f"{self.count - len(self.backups)} more backups remain"
             )
+        on_page: set[int] = set()  # a backup repeated across pages is found at the end (finish)
         for backup in page.results:
-            if backup.id in self.ids:
+            if backup.id in on_page:
                 raise self._incomplete(
                     f"the listing does not add up: backup {backup.id} is listed twice "
                     f"(repeated on page {self.pages}; count says {self.count})"
                 )
-            self.ids.add(backup.id)
+            on_page.add(backup.id)
         if self.share is not None:
             # the same backup read again is held once: a re-read of a fleet costs no second copy of it
             self.backups.extend(map(self.share, page.results))
@@ -194,6 +196,14 @@ class _Tally:
         if len(self.backups) != self.count:
             raise self._incomplete(
                 f"the listing does not add up: count says {self.count}, the pages held {len(self.backups)}"
+            )
+        # the ids sorted, not a set of them: a fleet's listing costs 8 bytes a backup here, not 40
+        ids = sorted(backup.id for backup in self.backups)
+        if any(map(operator.eq, ids, itertools.islice(ids, 1, None))):
+            twice = next(a for a, b in itertools.pairwise(ids) if a == b)
+            raise self._incomplete(
+                f"the listing does not add up: backup {twice} is listed twice "
+                f"(on two of its {self.pages} pages; count says {self.count})"
             )
         return Listing(count=self.count, backups=tuple(self.backups), pages=self.pages)
 
