@@ -507,7 +507,7 @@ a fleet's servers share) and keep where the bucket changes, in C; beyond, they j
 _Local = tuple[datetime, int, int, int, int, int]
 """A candidate's local time in the policy's zone, then its bucket key for each of :data:`_CALENDAR_RULES`."""
 _LOCALS: Final[dict[ZoneInfo, dict[datetime, _Local]]] = {}
-_MAX_LOCALS: Final = 1 << 17
+_MAX_LOCALS: Final = 1 << 16
 
 
 def _locals_of(times: Sequence[datetime], zone: ZoneInfo) -> list[_Local]:
@@ -650,18 +650,23 @@ def plan_server(
     if policy.servers and server not in policy.servers:
         raise ValueError(f"server {server} is not one of policy {policy.name!r}'s servers")
     with _collector_paused():
-        quick = list(map(and_, _completed_manual(listing), _marked(policy, list(map(_DESCRIPTION, listing)))))
-        rest = list(compress(listing, map(not_, quick))) if not all(quick) else []
+        kinds = _completed_manual(listing)
+        marks = _marked(policy, list(map(_DESCRIPTION, listing)))
+        quick = list(marks) if kinds is None else list(map(and_, kinds, marks))
+        if all(quick):
+            return _plan_one_server(listing, [], policy, now, server)
+        rest = list(compress(listing, map(not_, quick)))
         return _plan_one_server(list(compress(listing, quick)), rest, policy, now, server)
 
 
-def _completed_manual(listing: Sequence[Backup]) -> Iterator[bool]:
-    """Per backup, whether it is manual and completed (the first two tests of ``untouched_reason``), in C."""
-    return map(
-        and_,
-        map(eq, map(_TYPE, listing), repeat(MANUAL)),
-        map(eq, map(_STATUS, listing), repeat(COMPLETED)),
-    )
+def _completed_manual(listing: Sequence[Backup]) -> Iterator[bool] | None:
+    """Per backup, whether it is manual and completed (the first two tests of ``untouched_reason``), in
+    C; ``None`` when every one is (counted in C: the API's words are interned, one object each)."""
+    types = list(map(_TYPE, listing))
+    statuses = list(map(_STATUS, listing))
+    if types.count(MANUAL) == len(types) and statuses.count(COMPLETED) == len(statuses):
+        return None
+    return map(and_, map(eq, types, repeat(MANUAL)), map(eq, statuses, repeat(COMPLETED)))
 
 
 # A slot that is a valid time in every year (no 0000, no 29 February), and an attempt as markers spells it.
