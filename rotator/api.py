@@ -116,6 +116,7 @@ class ClientSettings:
     max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
     answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
     max_listing_items: int = 200_000  # a listing whose count says more is refused
+    lean_transport: bool = False  # rotator.connections.LeanTransport instead of httpx's (not with a proxy)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -351,7 +352,9 @@ class BackupsClient:
             verify = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
         concurrency = self.settings.max_concurrency
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        own = transport or connections.transport_unless_proxied(verify=verify, limits=limits)
+        own = transport or connections.transport_unless_proxied(
+            verify=verify, limits=limits, lean=self.settings.lean_transport
+        )
         self._http = httpx.AsyncClient(
             base_url=base,
             auth=_BearerAuth(token, _origin(base)),
