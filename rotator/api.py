@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import ssl
 import time
 from collections import deque
@@ -94,6 +95,14 @@ _M = TypeVar("_M")
 _R = TypeVar("_R")
 _PAGE: Final = pydantic.TypeAdapter(BackupPage)
 _CREATED: Final = pydantic.TypeAdapter(CreatedBackup)
+
+
+def _debugging() -> bool:
+    """Whether structlog, as configured now, logs debug events: asked of the configured wrapper class,
+    without building a logger (a filtered call through the lazy logger builds one and drops it)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    enabled = getattr(wrapper, "is_enabled_for", None)
+    return enabled is None or bool(enabled(None, logging.DEBUG))
 
 
 @dataclass(frozen=True)
@@ -433,7 +442,8 @@ class BackupsClient:
                         await streamed.aclose()
             except (httpx.TransportError, TimeoutError) as exc:
                 self.stats.response(method, path, None, self._monotonic() - started)
-                log.debug("api.request", method=method, path=path, error=type(exc).__name__)
+                if _debugging():
+                    log.debug("api.request", method=method, path=path, error=type(exc).__name__)
                 if isinstance(exc, httpx.TransportError):
                     raise _map_transport_error(exc, method, path) from exc
                 raise TransportError(
@@ -441,13 +451,14 @@ class BackupsClient:
                 ) from exc
         self.stats.response(method, path, response.status_code, self._monotonic() - started)
         self.budget.observe(response.headers)
-        log.debug(
-            "api.request",
-            method=method,
-            path=path,
-            status=response.status_code,
-            duration_ms=round((self._monotonic() - started) * 1000, 1),
-        )
+        if _debugging():  # every request: not even built at info
+            log.debug(
+                "api.request",
+                method=method,
+                path=path,
+                status=response.status_code,
+                duration_ms=round((self._monotonic() - started) * 1000, 1),
+            )
         if problem is not None:
             raise InvalidResponse(problem, method=method, path=path, status=response.status_code)
         self._check(response, method, path)

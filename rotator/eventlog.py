@@ -9,6 +9,7 @@ context that the runner binds, so they are not repeated here.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,15 @@ from rotator.events import (
 
 log = structlog.get_logger("rotator.runner")
 
+
+def _debugging() -> bool:
+    """Whether structlog, as configured now, logs debug events: asked of the configured wrapper class,
+    without building a logger (a filtered call through the lazy logger builds one and drops it)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    enabled = getattr(wrapper, "is_enabled_for", None)
+    return enabled is None or bool(enabled(None, logging.DEBUG))
+
+
 DRY_RUN_RAIL = "dry_run"  # planner.Rail.DRY_RUN's value: a dry run's would-be delete
 
 
@@ -36,8 +46,9 @@ def log_event(event: Event) -> None:
     """Log ``event`` (an observer for :class:`~rotator.events.Events`); events it does not know pass."""
     match event:
         case BackupKept():
-            reasons = list(event.reasons)
-            log.debug("backup.kept", server_id=event.server_id, backup_id=event.backup_id, reasons=reasons)
+            if _debugging():  # 30 a server: not even built at info
+                sid, backup_id, reasons = event.server_id, event.backup_id, list(event.reasons)
+                log.debug("backup.kept", server_id=sid, backup_id=backup_id, reasons=reasons)
         case PruneHeldBack():
             name = "backup.would_delete" if event.rail == DRY_RUN_RAIL else "prune.blocked"
             log.info(name, server_id=event.server_id, backup_id=event.backup_id, rail=event.rail)
