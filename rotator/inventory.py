@@ -96,7 +96,7 @@ class Inventory:
             started = self._monotonic()
             try:
                 account = await self._client.list_backups_within(
-                    per_server - 1, backup_type=MANUAL, share=self._share
+                    per_server - 1, backup_type=MANUAL, share=self._sharer()
                 )
             except errors.IncompleteListing:
                 if not fall_back:
@@ -135,7 +135,7 @@ class Inventory:
                 started = self._monotonic()
                 try:
                     listing = await self._client.list_backups(
-                        server_id=sid, backup_type=MANUAL, share=self._share
+                        server_id=sid, backup_type=MANUAL, share=self._sharer()
                     )
                 except errors.ApiError as exc:
                     failed[sid] = exc  # this server's own listing: the others are still good
@@ -185,12 +185,28 @@ class Inventory:
         reads again) rather than costing every waiting server a listing of its own."""
         return await self.read(server_ids, fall_back=False)
 
-    def _share(self, backup: Backup) -> Backup:
-        """The instance to hold for ``backup``: its server's equal one as last read, or itself."""
-        for known in self._known.get(backup.server.id, ()):
-            if known.id == backup.id:
-                return known if known == backup else backup
-        return backup
+    def _sharer(self) -> Callable[[Backup], Backup]:
+        """For one listing: the instance to hold of each backup, its server's equal one as last read
+        (or the backup itself). A listing comes in the order of the last: each server's next backup is
+        looked for first where the last one found was followed, so that sharing costs no scan."""
+        known = self._known
+        after: dict[int, int] = {}  # server -> the position in its last read to look at first
+
+        def share(backup: Backup) -> Backup:
+            sid = backup.server.id
+            last = known.get(sid)
+            if not last:
+                return backup
+            at = after.get(sid, 0)
+            if at >= len(last) or last[at].id != backup.id:
+                at = next((i for i, seen in enumerate(last) if seen.id == backup.id), -1)
+                if at < 0:
+                    return backup  # new since the last read
+            after[sid] = at + 1
+            seen = last[at]
+            return seen if seen == backup else backup
+
+        return share
 
     def forget_backups(self) -> None:
         """Drop what re-reads share (at a run's end: a daemon holds no listing between runs)."""

@@ -153,7 +153,7 @@ class _Unguarded:
         return True
 
 
-@dataclass
+@dataclass(slots=True)  # one a server, held through the run
 class ServerResult:
     """What happened on one server in one run."""
 
@@ -168,7 +168,7 @@ class ServerResult:
     blocked: list[Blocked] = field(default_factory=list)
     error: str | None = None
     retry: bool = False  # an attempt failed and another remains: the daemon schedules it
-    actions: ServerActions | None = None  # the last prune's plan and rails (what `plan` shows)
+    actions: ServerActions | None = None  # a dry run's last plan and rails (what `plan` shows)
 
     def fail(self, error: str, outcome: Outcome = Outcome.FAILED) -> None:
         self.outcome = outcome
@@ -248,16 +248,39 @@ class _Run:
     confirms: Rounds  # every server that must confirm its view at a moment: one second read for all
     events: Events
     key: RunKey
+    sending: _FirstSends = field(default_factory=lambda: _FirstSends(()))
 
 
-@dataclass
+class _FirstSends:
+    """The servers of a run still on their way to their first wait (creating, adopting, confirming).
+
+    Poll rounds wait for them all (:meth:`Runner.run`): a round read while creates are still being
+    sent lists a fleet whose backups are mostly not there yet, costs its pages again in the next
+    round, and (the account listing growing as it is read) often fails. A server counts as done at
+    its first wait for a poll, or when its way ends without one.
+    """
+
+    def __init__(self, server_ids: Iterable[int]) -> None:
+        self._pending = set(server_ids)
+        self.all_done = asyncio.Event()
+        if not self._pending:
+            self.all_done.set()
+
+    def done(self, server_id: int) -> None:
+        if self._pending:
+            self._pending.discard(server_id)
+            if not self._pending:
+                self.all_done.set()
+
+
+@dataclass(slots=True)
 class _Created:
     """A create this run sent: its attempt, the backup if the answer came, when, and what was there before."""
 
     attempt: int
     backup_id: int | None
     since: float  # monotonic: when its answer came, or its outcome became unknown
-    known_ids: frozenset[int]
+    known: tuple[Backup, ...]  # the view's backups before it was sent (its own tuple: no copy held)
 
 
 class Runner:
@@ -276,8 +299,12 @@ class Runner:
         max_view_age: float = DEFAULT_MAX_VIEW_AGE,
         observers: Iterable[Observer] = (),
         guard: ActGuard | None = None,
+        first_creates_wait: float | None = None,
     ) -> None:
         self.client = client
+        # how long (the event loop's clock) a poll round waits for the run's first creates to be sent:
+        # None, half the job's wait_timeout
+        self.first_creates_wait = first_creates_wait
         self.guard: ActGuard = guard or _Unguarded()
         # the log first: what observers do about an event comes after the line that tells of it
         self.events = Events([log_event, *observers])
@@ -323,6 +350,14 @@ class Runner:
         async def poll_pause() -> bool:
             await self._interruptible_sleep(interval[0])
             interval[0] = min(interval[0] * 1.5, self.poll_max)
+            if not run.sending.all_done.is_set():
+                # a round waits for the run's first creates to be sent (see _FirstSends), but no longer
+                # than half the wait_timeout (the event loop's clock): a backup created early is still
+                # seen well before its server's deadline
+                bound = self.first_creates_wait
+                await self._until(
+                    run.sending.all_done, job.wait_timeout.total_seconds() / 2 if bound is None else bound
+                )
             return not self.abandon.is_set()
 
         async def no_pause() -> bool:
@@ -348,6 +383,7 @@ class Runner:
             finished = False
             try:
                 views, failed = await self._read_all(targets)
+                run.sending = _FirstSends(sid for sid in targets if sid in views and job.create)
                 for sid, error in failed.items():
                     results[sid].fail(f"listing failed, nothing done: {error}")
                     log.error(
@@ -355,8 +391,8 @@ class Runner:
                     )
                 async with asyncio.TaskGroup() as servers_at_work:  # a crash stops the others too
                     for sid in targets:
-                        if sid in views:
-                            servers_at_work.create_task(self._server(run, results[sid], views[sid], gate))
+                        if sid in views:  # popped: each server's task alone holds its first view
+                            servers_at_work.create_task(self._server(run, results[sid], views.pop(sid), gate))
                 finished = True
             finally:
                 for rounds in (run.polls, run.reads, run.confirms):
@@ -382,7 +418,13 @@ class Runner:
     async def _server(self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore) -> None:
         try:
             if run.job.create:
-                settled = await self._ensure_backup(run, result, view, gate)
+                # the flow holds the view from here on: this frame keeps none of the views it replaces
+                flow = _Flow(self, run, result, view, gate)
+                del view
+                try:
+                    settled = await self._ensure_backup(flow)
+                finally:
+                    run.sending.done(result.server_id)
                 if settled is None:
                     return  # failed, unknown or a dry run's would-create: see below for the dry run
                 view = settled
@@ -402,15 +444,13 @@ class Runner:
         except errors.ApiError as exc:
             return exc
 
-    async def _ensure_backup(
-        self, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore
-    ) -> View | None:
+    async def _ensure_backup(self, flow: _Flow) -> View | None:
         """Adopt or create the slot's backup and wait for it; the view its completion was seen in.
 
         None when the server is done for this run: failed, unknown, given up,
         or a dry run (which then prunes, as a dry run, on the view it has).
         """
-        flow = _Flow(self, run, result, view, gate)
+        run = flow.run
         while True:
             if self.abandon.is_set():
                 raise _Abandoned
@@ -434,7 +474,7 @@ class Runner:
         """Send the create of ``attempt``; what is known of it, or None when the server is done (failed)."""
         job, sid = run.job, result.server_id
         description = job.describe(run.slot, attempt)
-        known = view.ids
+        known = view.backups
         try:
             await self.guard.before_create(job.name, sid, run.slot, attempt)
         except errors.NotLeader as exc:
@@ -455,7 +495,7 @@ class Runner:
             return None
         started = self._monotonic()  # the answer came: the backup exists from here on
         self.inventory.note_created(sid)
-        if backup.id in known:
+        if any(seen.id == backup.id for seen in known):
             result.fail(
                 f"the create's answer names backup {backup.id}, which was already listed: "
                 "the answer cannot be trusted; nothing pruned, no more creates for this server"
@@ -552,7 +592,8 @@ class Runner:
                 deleted=len(result.deleted),
                 new_backup=new,
             )
-            result.actions = actions
+            if run.dry:  # what `rotator plan` shows of a dry run; a real run's would hold every backup
+                result.actions = actions
             del result.blocked[blocked_from:]  # a new plan's rails replace the last one's
             planned = True
             if not await self._apply(run, result, actions.keep, actions.prune, view, pruned=pruned):
@@ -656,6 +697,15 @@ class Runner:
             pruned.append(Deleted(backup_id, decision.reasons or (NOT_KEPT,)))
         return False
 
+    async def _until(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set, the run is abandoned, or ``seconds`` of the loop's clock pass."""
+        waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.abandon.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
     async def _interruptible_sleep(self, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self._sleep(seconds))
         stopper = asyncio.ensure_future(self.abandon.wait())
@@ -668,6 +718,8 @@ class Runner:
 
 class _Flow:
     """One server's way to its slot's backup within a run: what it sent, what it waits for, since when."""
+
+    __slots__ = ("created", "deadline", "gate", "poll_error", "result", "run", "runner", "tried", "view")
 
     def __init__(self, runner: Runner, run: _Run, result: ServerResult, view: View, gate: asyncio.Semaphore):
         self.runner = runner
@@ -797,7 +849,7 @@ class _Flow:
     def _unmarked_new_backup(self) -> bool:
         """A new manual backup appeared after an unknown create, but it does not carry our marker."""
         assert self.created is not None
-        known = self.created.known_ids
+        known = {seen.id for seen in self.created.known}
         for backup in self.view.backups:
             if backup.id in known or backup.backup_type != MANUAL:
                 continue
@@ -809,6 +861,7 @@ class _Flow:
     async def wait(self) -> bool:
         """Until the next poll round; False when the wait is over (the server is done)."""
         runner, result = self.runner, self.result
+        self.run.sending.done(self.sid)
         if self.deadline is None:
             self.deadline = runner._monotonic() + self.run.job.wait_timeout.total_seconds()
         if runner._monotonic() >= self.deadline:

@@ -93,3 +93,31 @@ def test_a_backup_built_or_copied_from_trusted_values_is_not_validated() -> None
     assert planned.status == "completed"
     with pytest.raises(TypeError, match="created_at"):
         Backup.model_construct(id=1, server=server, backup_type="manual", status="completed")
+
+
+async def test_the_inventory_shares_across_a_listing_that_moved(
+    sandbox: Sandbox, sandbox_transport: httpx.ASGITransport, sandbox_api_url: str
+) -> None:
+    """Backups gone, new and in another order since the last read: each equal one is still shared,
+    a new one is itself, and none is taken for another."""
+    async with sandbox_client(sandbox, sandbox_api_url, sandbox_transport, SandboxTime(sandbox)) as client:
+        inventory = Inventory(client)
+        views, _ = await inventory.read([1, 2, 3])
+        gone = views[1].backups[0]
+        sandbox.state.delete_backup(gone.id)
+        new = sandbox.state.create_backup(2, "new one")
+        again, _ = await inventory.read([1, 2, 3])
+        earlier = {b.id: b for view in views.values() for b in view.backups}
+        for sid, view in again.items():
+            for backup in view.backups:
+                assert backup.server_id == sid
+                if backup.id == new.id:
+                    assert all(backup is not old for old in earlier.values())
+                else:
+                    assert backup is earlier[backup.id]
+        assert gone.id not in {b.id for b in again[1].backups}
+        # the same backups listed in reverse: still the same instances
+        share = inventory._sharer()
+        listed = [b for sid in (3, 2, 1) for b in reversed(again[sid].backups)]
+        copies = [Backup(**b.to_api()) for b in listed]
+        assert all(share(copy) is b for copy, b in zip(copies, listed, strict=True))

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import structlog
 
+from rotator.eventlog import debug_logged, log_event
 from rotator.events import (
     NOT_KEPT,
     BackupCompleted,
@@ -267,6 +269,28 @@ async def test_at_debug_each_keep_has_its_line(runner: Runner) -> None:
     assert all(line["level"] == "debug" and line["reasons"] and line["server_id"] == 1 for line in kept)
     (pruned,) = [line for line in lines if line["event"] == "server.pruned"]
     assert "held_back" not in pruned
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "written"),
+    [
+        (structlog.make_filtering_bound_logger(logging.INFO), False),
+        (structlog.make_filtering_bound_logger(logging.DEBUG), True),
+        (structlog.BoundLogger, True),  # no level of its own: the lines may be written
+    ],
+    ids=["filtering-info", "filtering-debug", "unfiltered"],
+)
+def test_debug_lines_are_asked_for_by_the_configured_level(wrapper: Any, written: bool) -> None:
+    """The runner's per-backup keeps skip even the logger's binding when debug lines are not written."""
+    structlog.configure(wrapper_class=wrapper)
+    try:
+        assert debug_logged() is written
+        with structlog.testing.capture_logs() as logs:
+            kept = BackupKept(RunKey("nightly", SLOT, False), server_id=1, backup_id=7, reasons=("last 1",))
+            log_event(kept)
+        assert [line["event"] for line in logs] == (["backup.kept"] if written else [])
+    finally:
+        structlog.reset_defaults()
 
 
 # -- the subscribers: metrics, pings, health ---------------------------------------------------
