@@ -26,7 +26,9 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,6 +227,18 @@ def plan_rows(figures: dict[str, dict[str, float]]) -> list[str]:
     return rows
 
 
+def calibrate(runs: int = 3) -> float:
+    """CPU seconds of a fixed pure-Python loop (10,000,000 additions), the median of ``runs``: how fast
+    this machine runs Python, so that reports from different machines can be compared."""
+    times = []
+    for _ in range(runs):
+        started, total = time.process_time(), 0
+        for number in range(10_000_000):
+            total += number
+        times.append(time.process_time() - started)
+    return statistics.median(times)
+
+
 def machine_line() -> str:
     sys.path.insert(0, str(BENCH))
     from run_all import machine  # noqa: PLC0415 -- the same description as the rest of the report
@@ -234,7 +248,11 @@ def machine_line() -> str:
 
 
 def section(
-    documents: dict[str, dict[str, Any]], plan_out: str | None, began: datetime, loads: tuple[str, str]
+    documents: dict[str, dict[str, Any]],
+    plan_out: str | None,
+    began: datetime,
+    loads: tuple[str, str],
+    calibration: float | None = None,
 ) -> list[str]:
     finished = datetime.now(UTC)
     whens = [document["when"] for document in documents.values() if "when" in document]
@@ -251,7 +269,13 @@ def section(
         f"Measured {began:%Y-%m-%d} {began:%H:%M}-{finished:%H:%M} UTC on {machine_line()}; load average "
         f"(1/5/15 min) {loads[0]} before, {loads[1]} after. The machine's 2 cores are shared with other "
         "work: every figure here is noisy, the CPU and wall figures the most (peak RSS and request "
-        "counts hardly move). Medians of the runs (min-max); ratios are measured in the same run.",
+        "counts hardly move). Medians of the runs (min-max); ratios are measured in the same run."
+        + (
+            f" Calibration: a loop of 10,000,000 Python additions took {calibration:.2f} s of CPU here "
+            "(`calibrate()`; the slower the machine, the higher), to compare with other machines' reports."
+            if calibration is not None
+            else ""
+        ),
         "",
         "| target | measured | target | |",
         "|---|---|---|---|",
@@ -303,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of each fleet, once (a try-out)")
     args = parser.parse_args(argv)
     began, load_before = datetime.now(UTC), load()
+    calibration_file = (args.source or args.dir) / "calibration.json"
+    if args.source is None:
+        calibration: float | None = calibrate()
+        args.dir.mkdir(parents=True, exist_ok=True)
+        calibration_file.write_text(json.dumps({"loop_s": calibration}), encoding="utf-8")
+    else:
+        known = calibration_file.exists()
+        calibration = json.loads(calibration_file.read_text(encoding="utf-8"))["loop_s"] if known else None
     documents: dict[str, dict[str, Any]] = {}
     plan_out: str | None = None
     failed = False
@@ -331,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             code, plan_out = run(command)
             failed |= code not in (0, 1)
             (folder / "plan.log").write_text(plan_out, encoding="utf-8")
-    lines = section(documents, plan_out, began, (load_before, load()))
+    lines = section(documents, plan_out, began, (load_before, load()), calibration)
     print("\n".join(lines))
     if args.section is not None:
         args.section.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -11,6 +11,7 @@ to rotator, the sandbox or the benchmarks that breaks the measuring shows up in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,15 @@ def test_a_rotator_run_is_accounted_request_by_request(setup: bench_fleet.FleetS
     assert row.startswith("| smoke: RSS |")
     assert row.endswith("| met |")
     assert "peak RSS" in "\n".join(bench_scale.fleet_details(scenario, document))
+
+
+def test_the_scale_report_names_the_machines_calibration() -> None:
+    """The section says how fast this machine runs Python (a fixed loop's CPU), when it was measured."""
+    began = datetime.now(UTC)
+    with_it = "\n".join(bench_scale.section({}, None, began, ("0", "0"), 1.234))
+    assert "a loop of 10,000,000 Python additions took 1.23 s of CPU here" in with_it
+    assert "Calibration" not in "\n".join(bench_scale.section({}, None, began, ("0", "0")))
+    assert bench_scale.calibrate(runs=1) > 0
 
 
 def posts_limited(result: bench_fleet.RunResult) -> int:
