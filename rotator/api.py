@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import logging
 import operator
 import ssl
 import time
@@ -76,6 +75,7 @@ from rotator.errors import (
     UnexpectedStatus,
 )
 from rotator.models import Backup, BackupPage, CreatedBackup, Listing
+from rotator.observability import debug_logged
 from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
 from rotator.secrets import ApiToken
 
@@ -97,20 +97,6 @@ _M = TypeVar("_M")
 _R = TypeVar("_R")
 _PAGE: Final = pydantic.TypeAdapter(BackupPage)
 _CREATED: Final = pydantic.TypeAdapter(CreatedBackup)
-
-
-def _debugging() -> bool:
-    """Whether structlog, as configured now, logs debug events: asked of the configured wrapper class,
-    without building a logger (a filtered call through the lazy logger builds one and drops it). As
-    ``rotator.eventlog.debug_logged``, which this module may not import."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    enabled = getattr(wrapper, "is_enabled_for", None)
-    if enabled is None:
-        return True
-    try:
-        return bool(enabled(wrapper, logging.DEBUG))  # make_filtering_bound_logger's ignores its self
-    except Exception:  # noqa: BLE001 - another wrapper's own method: assume it writes them
-        return True
 
 
 @dataclass(frozen=True)
@@ -458,7 +444,7 @@ class BackupsClient:
                         await streamed.aclose()
             except (httpx.TransportError, TimeoutError) as exc:
                 self.stats.response(method, path, None, self._monotonic() - started)
-                if _debugging():
+                if debug_logged():
                     log.debug("api.request", method=method, path=path, error=type(exc).__name__)
                 if isinstance(exc, httpx.TransportError):
                     raise _map_transport_error(exc, method, path) from exc
@@ -467,7 +453,7 @@ class BackupsClient:
                 ) from exc
         self.stats.response(method, path, response.status_code, self._monotonic() - started)
         self.budget.observe(response.headers)
-        if _debugging():  # every request: not even built at info
+        if debug_logged():  # every request: not even built at info
             log.debug(
                 "api.request",
                 method=method,
