@@ -597,7 +597,8 @@ LISTING_CASES = [
         "created-at-year-1",
         first_item(_set(created_at="0001-01-01T05:00:00Z")),
         Invalid,
-        rf"{ITEM}created_at: .*a timestamp between 0001-01-02 and 9999-12-30 UTC \(got 0001-01-01T05:00:00\+00:00\)",
+        rf"{ITEM}created_at: .*a timestamp between 0001-01-02 and 9999-12-30 UTC "
+        r"\(got 0001-01-01T05:00:00\+00:00\)",
     ),
     Case(
         "created-at-year-9999-offset",
