@@ -145,15 +145,14 @@ UNKNOWN = replace(DOCUMENTED, requests_per_second=400)
 # tagged by why it was sent and the runner's read counters written to $BENCH_COUNTS on the way out. Only
 # counting: the wrappers set a context variable around the runner's own methods, count the reads that
 # raised (a poll round whose account listing changed while it was read fails, and its pages are spent),
-# and count each GET as it is handed to httpx (a page asked for but cancelled while it waited for the
-# budget, when its listing failed, never reaches the API and is not counted).
+# and count each GET as the client hands it to its transport (a page asked for but cancelled while it
+# waited for the budget, when its listing failed, never reaches the API and is not counted).
 COUNTING_CHILD = r"""
 import contextvars, json, os, resource, sys, time
 from collections import Counter
 
-import httpx
-
 import rotator.cli as cli
+from rotator.api import BackupsClient
 from rotator.inventory import Inventory
 from rotator.runner import Runner
 
@@ -180,7 +179,7 @@ def tagged(name, method):
 Runner._read_all = tagged("initial", Runner._read_all)
 Inventory.confirm = tagged("confirm", Inventory.confirm)
 Inventory.poll = tagged("poll", Inventory.poll)
-send = httpx.AsyncClient.send
+send = BackupsClient._exchange  # every request of the client is sent here, proxied or not
 
 
 async def counted_send(self, request, *args, **kwargs):
@@ -191,7 +190,7 @@ async def counted_send(self, request, *args, **kwargs):
     return await send(self, request, *args, **kwargs)
 
 
-httpx.AsyncClient.send = counted_send
+BackupsClient._exchange = counted_send
 make_runner = cli._runner
 
 

@@ -12,13 +12,15 @@ Everything else goes to httpcore's own backend unchanged (timeouts, TLS, errors)
 # ruff: noqa: ASYNC109
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import ssl
 import urllib.request
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Final
 
+import h11
 import httpcore
 import httpx
 
@@ -100,10 +102,285 @@ def transport(*, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> httpx.A
 
 
 def transport_unless_proxied(
-    *, verify: ssl.SSLContext | bool, limits: httpx.Limits
-) -> httpx.AsyncHTTPTransport | None:
-    """:func:`transport`, or ``None`` where the environment names a proxy (``HTTPS_PROXY`` and the
-    like): httpx routes through it only when it makes its transports itself."""
+    *, verify: ssl.SSLContext | bool, limits: httpx.Limits, lean: bool = False
+) -> httpx.AsyncBaseTransport | None:
+    """:func:`transport` (``lean``: a :class:`LeanTransport`), or ``None`` where the environment names a
+    proxy (``HTTPS_PROXY`` and the like): httpx routes through it only when it makes its transports itself."""
     if urllib.request.getproxies():
         return None
+    if lean:
+        return LeanTransport(verify=verify, limits=limits)
     return transport(verify=verify, limits=limits)
+
+
+# -- a lean HTTP/1.1 transport --------------------------------------------------------------------
+#
+# httpx's transport goes through httpcore's pool, its connection classes and anyio's streams: per
+# request a few hundred Python calls before and after h11 does the HTTP. Rotator talks to one origin,
+# HTTP/1.1, a few connections kept alive: this transport is that and no more, on an asyncio protocol
+# that holds what arrived (so an idle connection's liveness is a look at a flag, not a system call).
+
+_Origin = tuple[str, str, int]
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_READ_SIZE: Final = 64 * 1024
+
+
+class _Wire(asyncio.Protocol):
+    """One connection's bytes as they arrive, whether the peer is done, and write flow control."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self._paused = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def quiet(self) -> bool:
+        """Open, and nothing arrived since the last answer: an idle connection fit to be used again."""
+        open_ = self.transport is not None and not self.transport.is_closing()
+        return open_ and not self.buffer and not self.eof
+
+    async def read(self, timeout: float | None) -> bytes:
+        """What arrived (waiting up to ``timeout`` for something), or ``b""`` once the peer is done."""
+        if not self.buffer and not self.eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            finally:
+                self._waiter = None
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            return data
+        if self.error is not None:
+            raise self.error
+        return b""
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+        if self._paused is not None:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._paused)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Connection:
+    def __init__(self, wire: _Wire, origin: _Origin) -> None:
+        self.wire = wire
+        self.origin = origin
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    async def next_event(self, timeout: float | None) -> Any:
+        """h11's next event of the answer, reading as it needs (errors as httpx's)."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.wire.read(timeout)
+            except TimeoutError:
+                raise httpx.ReadTimeout("timed out reading the answer") from None
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            self.h11.receive_data(data)
+
+    async def answer_head(self, timeout: float | None) -> h11.Response:
+        """The answer's status line and headers (any 1xx before them skipped)."""
+        event = await self.next_event(timeout)
+        while isinstance(event, h11.InformationalResponse):
+            event = await self.next_event(timeout)
+        if not isinstance(event, h11.Response):
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return event
+
+    @property
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and self.wire.quiet
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body as it arrives; its connection goes back to the pool once the body is whole."""
+
+    def __init__(self, pool: LeanTransport, connection: _Connection, timeout: float | None) -> None:
+        self._pool = pool
+        self._connection: _Connection | None = connection
+        self._timeout = timeout
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            raise httpx.StreamClosed()
+        try:
+            while True:
+                event = await connection.next_event(self._timeout)
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+        except BaseException:
+            self._finish(reuse=False)
+            raise
+        self._finish(reuse=True)
+
+    def _finish(self, *, reuse: bool) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            self._pool.release(connection, reuse=reuse)
+
+    async def aclose(self) -> None:
+        self._finish(reuse=False)  # a body not read to its end leaves the connection unusable
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio with a keep-alive pool: httpx's timeouts (connect, read, write, pool),
+    TLS verified with the given context, failures raised as httpx's exceptions (``ConnectError``,
+    ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``,
+    ``ReadError``, ``WriteError``); a connection the server closed, or sent anything on while idle,
+    is not used again. No proxies, no HTTP/2: :func:`transport_unless_proxied` knows when."""
+
+    def __init__(self, *, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        self._ssl.set_alpn_protocols(["http/1.1"])
+        self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
+        keep = limits.max_keepalive_connections
+        self._keep = keep if keep is not None else 1_000_000
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        url = request.url
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("timed out waiting for a connection") from None
+        connection: _Connection | None = None
+        try:
+            connection = self._idle_connection(origin) or await self._connect(origin, timeouts.get("connect"))
+            await self._send(connection, request, timeouts.get("write"))
+            read = timeouts.get("read")
+            event = await connection.answer_head(read)
+        except BaseException:
+            if connection is not None:
+                connection.wire.close()
+            self._slots.release()
+            raise
+        return httpx.Response(
+            event.status_code,
+            headers=event.headers.raw_items(),
+            stream=_Body(self, connection, read),
+            extensions={"http_version": b"HTTP/" + event.http_version, "reason_phrase": event.reason},
+        )
+
+    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.wire.quiet:
+                return connection
+            connection.wire.close()
+        return None
+
+    async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        tls = self._ssl if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, wire = await loop.create_connection(
+                    _Wire, host, port, ssl=tls, server_hostname=host if tls is not None else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("timed out connecting") from None
+        except OSError as exc:  # ssl.SSLError among them: a certificate not verified, not TLS at all
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return _Connection(wire, origin)
+
+    async def _send(self, connection: _Connection, request: httpx.Request, timeout: float | None) -> None:
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        try:
+            head = h11.Request(
+                method=request.method, target=request.url.raw_path, headers=request.headers.raw
+            )
+            data = connection.h11.send(head) or b""
+            if body:
+                data += connection.h11.send(h11.Data(data=body)) or b""
+            data += connection.h11.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from exc
+        try:
+            await connection.wire.write(data, timeout)  # the head and the body in one write
+        except TimeoutError:
+            raise httpx.WriteTimeout("timed out sending the request") from None
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+
+    def release(self, connection: _Connection, *, reuse: bool) -> None:
+        """A request's connection is free: kept for the next request when it may be, else closed."""
+        self._slots.release()
+        if reuse and connection.reusable and not self._closed:
+            connection.h11.start_next_cycle()
+            idle = self._idle.setdefault(connection.origin, [])
+            if len(idle) < self._keep:
+                idle.append(connection)
+                return
+        connection.wire.close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.wire.close()
+        self._idle.clear()

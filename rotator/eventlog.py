@@ -9,7 +9,6 @@ context that the runner binds, so they are not repeated here.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,24 +26,11 @@ from rotator.events import (
     RunStarted,
     ServerPruned,
 )
+from rotator.observability import debug_logged
 
 log = structlog.get_logger("rotator.runner")
 
 DRY_RUN_RAIL = "dry_run"  # planner.Rail.DRY_RUN's value: a dry run's would-be delete
-
-
-def debug_logged() -> bool:
-    """Whether structlog as configured writes debug lines (its filtering wrapper's level; any other
-    wrapper: yes). Asked before a hot path's debug line: each call through ``get_logger``'s proxy binds
-    a new logger before its level filters the line out."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    enabled = getattr(wrapper, "is_enabled_for", None)
-    if enabled is None:
-        return True
-    try:
-        return bool(enabled(wrapper, logging.DEBUG))  # make_filtering_bound_logger's ignores its self
-    except Exception:  # noqa: BLE001 - another wrapper's own method: assume it writes them
-        return True
 
 
 def log_event(event: Event) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Final, Generic, Self, TypeVar
 
 import pydantic
@@ -56,8 +56,23 @@ class _Shared(Generic[_K, _V]):
         return value
 
 
+# A backup's time must have a local time in every zone (offsets are under a day), or a plan could not
+# place it in a calendar bucket: the first and last day that datetime can hold are refused.
+_EARLIEST: Final = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST: Final = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not _EARLIEST <= utc <= _LATEST:
+        raise ValueError(
+            f"a timestamp between {_EARLIEST.date().isoformat()} and {_LATEST.date().isoformat()} UTC "
+            f"(got {value.isoformat()})"
+        )
+    return utc
 
 
 def _timestamp_text(value: Any) -> Any:

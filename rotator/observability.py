@@ -152,3 +152,17 @@ def _route_stdlib_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def debug_logged() -> bool:
+    """Whether structlog as configured writes debug lines (its filtering wrapper's level; any other
+    wrapper: yes). Asked before a hot path's debug line: each call through ``get_logger``'s proxy binds
+    a new logger before its level filters the line out."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    enabled = getattr(wrapper, "is_enabled_for", None)
+    if enabled is None:
+        return True
+    try:
+        return bool(enabled(wrapper, logging.DEBUG))  # make_filtering_bound_logger's ignores its self
+    except Exception:  # noqa: BLE001 - another wrapper's own method: assume it writes them
+        return True

@@ -846,3 +846,52 @@ async def test_every_attempt_reaches_the_observer(
     assert "rotator_api_rate_limited_total 1.0" in text
     assert "rotator_api_authenticated 0.0" in text
     assert telemetry.health.last_auth_ok is False
+
+
+# -- the client's own request path (straight to its transport) ----------------------------------
+
+
+async def test_requests_carry_what_httpx_client_would_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built by the client itself, a request has the headers httpx's client builds (and the token, for
+    the API's origin only); with a proxy configured it goes through httpx's client, with the same."""
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    client = BackupsClient(
+        ApiToken(TOKEN, "test"), ClientSettings(base_url=API), transport=httpx.MockTransport(record)
+    )
+    await client.delete_backup(7)
+    expected = client._http.build_request("DELETE", f"{API}/backups/7/")
+    (sent,) = seen
+    assert sent.url == expected.url
+    assert {**expected.headers, "authorization": f"Bearer {TOKEN}"} == dict(sent.headers)
+    assert sent.extensions["timeout"] == expected.extensions["timeout"]
+    foreign = client._request("GET", httpx.URL("https://elsewhere.test/x"), None, None)
+    assert "authorization" not in foreign.headers
+    await client.aclose()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
+    proxied = BackupsClient(ApiToken(TOKEN, "test"), ClientSettings(base_url=API))
+    assert proxied._transport is None
+    request = proxied._request("DELETE", httpx.URL(f"{API}/backups/7/"), None, None)
+    assert dict(request.headers) == dict(expected.headers)  # the token is added by the client's auth flow
+    await proxied.aclose()
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2])
+async def test_a_failed_first_attempt_is_retried_as_before(
+    make_client: Callable[..., BackupsClient], api: respx.MockRouter, failures: int
+) -> None:
+    """The first attempt runs outside stamina; a failure of it is retried (and counted) as stamina did."""
+    route = api.get("/backups/").mock(
+        side_effect=[httpx.Response(503)] * failures + [page([backup_json(1, "2025-01-16T03:00:00Z")])]
+    )
+    client = make_client()
+    listing = await client.list_backups()
+    assert listing.count == 1
+    assert route.call_count == failures + 1
+    assert client.stats.retries == failures

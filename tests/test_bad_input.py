@@ -43,8 +43,9 @@ from structlog.testing import capture_logs
 
 from rotator import errors
 from rotator.api import BackupsClient, ClientSettings
-from rotator.markers import mark_description
-from rotator.retention import Policy, Retention
+from rotator.markers import make_marker, mark_description
+from rotator.models import Backup
+from rotator.retention import Policy, Retention, plan_server
 from rotator.runner import JobSpec, Outcome, Runner
 from rotator.secrets import ApiToken
 from tests.clock import FakeTime
@@ -591,6 +592,26 @@ LISTING_CASES = [
         rf"{ITEM}created_at: {DATETIME}",
     ),
     Case("created-at-impossible", first_item(_set(created_at="2025-02-30T03:00:00Z")), Invalid, DATETIME),
+    # a time with no local time in some zone (the first and last day datetime holds): no plan places it
+    Case(
+        "created-at-year-1",
+        first_item(_set(created_at="0001-01-01T05:00:00Z")),
+        Invalid,
+        rf"{ITEM}created_at: .*a timestamp between 0001-01-02 and 9999-12-30 UTC "
+        r"\(got 0001-01-01T05:00:00\+00:00\)",
+    ),
+    Case(
+        "created-at-year-9999-offset",
+        first_item(_set(created_at="9999-12-31T20:00:00-05:00")),
+        Invalid,
+        rf"{ITEM}created_at: .*a timestamp between 0001-01-02 and 9999-12-30 UTC",
+    ),
+    Case(
+        "expires-at-last-day",
+        first_item(_set(expires_at="9999-12-31T00:00:00Z")),
+        Invalid,
+        rf"{ITEM}expires_at: .*a timestamp between",
+    ),
     Case(
         "created-at-number",
         first_item(_set(created_at=1736478000)),
@@ -1285,3 +1306,25 @@ def test_run_once_process_refuses_malformed_answers(served: FakeApi, tmp_path: P
         assert len(served.deletes) == len(SERVERS)  # each server's first, and then none
     else:
         assert served.deletes == []
+
+
+@pytest.mark.parametrize("created_at", ["0001-01-02T00:00:00Z", "9999-12-30T23:59:59Z"])
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_the_outermost_accepted_times_are_planned_in_far_zones(created_at: str, zone: str) -> None:
+    """The first and last times the API may give (the days beyond are refused) have a local time and
+    calendar buckets in every zone: a plan with every rule places them, keeps them, raises nothing."""
+    slot = datetime(2025, 1, 1, tzinfo=UTC)
+    backup = Backup.from_api(
+        {
+            "id": 5,
+            "server": {"id": 1, "name": "db-1"},
+            "backup_type": "manual",
+            "status": "completed",
+            "created_at": created_at,
+            "description": f"nightly {make_marker('p', slot)}",
+        }
+    )
+    every_rule = Retention(keep_hourly=2, keep_daily=2, keep_weekly=2, keep_monthly=2, keep_yearly=2)
+    plan = plan_server([backup], Policy("p", every_rule, servers=(1,), timezone=zone), slot)
+    assert [decision.backup.id for decision in plan.keep] == [5]
+    assert plan.delete == ()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from rotator.eventlog import debug_logged, log_event
+from rotator.eventlog import log_event
 from rotator.events import (
     NOT_KEPT,
     BackupCompleted,
@@ -34,7 +34,7 @@ from rotator.events import (
     status_of,
 )
 from rotator.metrics import Metrics
-from rotator.observability import configure_logging
+from rotator.observability import configure_logging, debug_logged
 from rotator.pings import Pinger, RunPings
 from rotator.runner import Runner
 from rotator.sandbox import Sandbox
