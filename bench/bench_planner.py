@@ -105,7 +105,8 @@ def make_fleet(servers: int, per_server: int = FLEET_BACKUPS) -> tuple[Policy, l
                     backup_type="manual",
                     status="completed",
                     size_mb=2048,
-                    created_at=slot + timedelta(seconds=(sid * 7 + day) % 120),
+                    # each backup its own instant, as a real fleet's (minutes apart, to the microsecond)
+                    created_at=slot + timedelta(microseconds=rng.randrange(900_000_000)),
                     description=descriptions[day],
                 )
             )

@@ -223,7 +223,9 @@ def test_both_engines_keep_the_tables(
 def test_a_candidate_outside_the_calendar_in_local_time(zone: str) -> None:
     """A candidate whose local time is before year 1 (an API clock gone wrong): the rules that never reach
     it plan as before; one that reaches it fails as before (nothing is deleted)."""
-    items = [make(1, datetime(1, 1, 1, 0, 10, tzinfo=UTC)), make(2, NOW - timedelta(days=1))]
+    early = make(1, datetime(1, 1, 2, 0, 10, tzinfo=UTC))  # the API refuses the first day: made unchecked
+    early = early.model_copy(update={"created_at": datetime(1, 1, 1, 0, 10, tzinfo=UTC)})
+    items = [early, make(2, NOW - timedelta(days=1))]
     for rules in ({"keep_daily": 1}, {"keep_daily": 5}, {"keep_last": 1}):
         subject = policy(zone, **rules)
         fast = outcome(plan_server, items, subject, NOW)
