@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
-import operator
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +72,7 @@ from rotator.errors import (
     Unauthorized,
     UnexpectedStatus,
 )
-from rotator.models import Backup, BackupPage, CreatedBackup, Listing
+from rotator.models import EMPTY, BackupPage, Backups, CreatedBackup, Grouped, Listing, Table
 from rotator.observability import debug_logged
 from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
 from rotator.secrets import ApiToken
@@ -148,13 +146,16 @@ class _Tally:
     It refuses as soon as the pages cannot add up: a count that changes, a
     backup listed twice, more backups than the count, or more pages than the
     count allows (every page of a listing that is not empty holds a backup).
+    The backups are held packed (:class:`~rotator.models.Backups`), by server when ``grouped``.
     """
 
     path: str
     count: int
-    backups: list[Backup] = field(default_factory=list)
+    grouped: bool = False
+    held: int = 0
     pages: int = 0
-    share: Callable[[Backup], Backup] | None = None  # the instance to hold of each backup (see list_backups)
+    table: Table = field(default_factory=Table)
+    rows: dict[int, bytearray] = field(default_factory=dict)  # by server id, or all of them under 0
 
     def _incomplete(self, problem: str) -> IncompleteListing:
         return IncompleteListing(problem, method="GET", path=self.path)
@@ -168,7 +169,7 @@ class _Tally:
         if not page.results and page.next:
             raise self._incomplete(
                 f"page {self.pages} of the listing is empty while its count says "
-                f"{self.count - len(self.backups)} more backups remain"
+                f"{self.count - self.held} more backups remain"
             )
         on_page: set[int] = set()  # a backup repeated across pages is found at the end (finish)
         for backup in page.results:
@@ -178,37 +179,75 @@ class _Tally:
                     f"(repeated on page {self.pages}; count says {self.count})"
                 )
             on_page.add(backup.id)
-        if self.share is not None:
-            # the same backup read again is held once: a re-read of a fleet costs no second copy of it
-            self.backups.extend(map(self.share, page.results))
-        else:
-            self.backups.extend(page.results)
-        if len(self.backups) > self.count:
+        self.held += len(page.results)
+        if self.held > self.count:
             pages = f"{self.pages} page{'s' if self.pages > 1 else ''}"
             raise self._incomplete(
                 f"the listing does not add up: count says {self.count}, "
-                f"the pages hold more ({len(self.backups)} in {pages})"
+                f"the pages hold more ({self.held} in {pages})"
             )
         if page.next and self.pages >= max(self.count, 1):
             raise self._incomplete(
                 f"the listing's next links go on past its count ({self.count} backups, "
-                f"{self.pages} pages read holding {len(self.backups)})"
+                f"{self.pages} pages read holding {self.held})"
             )
+        pack, rows = self.table.pack, self.rows
+        if self.grouped:
+            for backup in page.results:
+                sid = backup.server.id
+                if sid in rows:
+                    rows[sid] += pack(backup)
+                else:
+                    rows[sid] = bytearray(pack(backup))
+        elif page.results:
+            rows.setdefault(0, bytearray()).extend(b"".join(map(pack, page.results)))
 
     def finish(self) -> Listing:
-        if len(self.backups) != self.count:
+        if self.held != self.count:
             raise self._incomplete(
-                f"the listing does not add up: count says {self.count}, the pages held {len(self.backups)}"
+                f"the listing does not add up: count says {self.count}, the pages held {self.held}"
             )
-        # the ids sorted, not a set of them: a fleet's listing costs 8 bytes a backup here, not 40
-        ids = sorted(backup.id for backup in self.backups)
-        if any(map(operator.eq, ids, itertools.islice(ids, 1, None))):
-            twice = next(a for a, b in itertools.pairwise(ids) if a == b)
+        groups: dict[int, Backups] = {}
+        while self.rows:  # each group's rows copied out as the last copy is let go: no second listing held
+            sid, rows = self.rows.popitem()
+            groups[sid] = Backups(bytes(rows), self.table)
+            del rows
+        twice = _repeated(groups.values(), self.count)
+        if twice is not None:
             raise self._incomplete(
                 f"the listing does not add up: backup {twice} is listed twice "
                 f"(on two of its {self.pages} pages; count says {self.count})"
             )
-        return Listing(count=self.count, backups=tuple(self.backups), pages=self.pages)
+        backups = Grouped(groups) if self.grouped else groups.get(0, EMPTY)
+        return Listing(count=self.count, backups=backups, pages=self.pages)
+
+
+def _repeated(groups: Iterable[Backups], count: int) -> int | None:
+    """An id held twice in ``groups`` (``count`` backups in all), or None. A bitmap of the ids modulo
+    16 x ``count`` (2 bytes a backup; ids handed out in sequence never share a bit) finds the few
+    that may repeat; only those are counted exactly."""
+    ids = [group.ids for group in groups]
+    width = 16 * max(count, 1)
+    seen = bytearray(width // 8 + 1)
+    maybe: set[int] = set()
+    for listed in ids:
+        for id_ in listed():
+            at = id_ % width
+            bit = 1 << (at & 7)
+            if seen[at >> 3] & bit:
+                maybe.add(id_)
+            else:
+                seen[at >> 3] |= bit
+    if not maybe:
+        return None
+    found: set[int] = set()
+    for listed in ids:
+        for id_ in listed():
+            if id_ in maybe:
+                if id_ in found:
+                    return id_
+                found.add(id_)
+    return None
 
 
 @dataclass
@@ -626,14 +665,14 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing:
         """Every backup matching the filters, read to the last page, or an error: never a partial view.
 
-        ``share``: given each backup as listed, the instance to hold for it: an equal one read before
-        (so that the listing holds one copy of what it has in common with an earlier read), or itself.
+        ``grouped``: the listing's backups held by server (:meth:`Listing.of_server`), read back in
+        server order.
         """
-        listing = await self._read_listing(server_id, backup_type, page_budget=None, share=share)
+        listing = await self._read_listing(server_id, backup_type, page_budget=None, grouped=grouped)
         assert isinstance(listing, Listing)  # without a budget the listing is always read
         return listing
 
@@ -643,11 +682,11 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing | TooManyPages:
         """Like :meth:`list_backups`, but it stops after the first page when more than ``page_budget``
         pages would be needed (judged from ``count`` and the first page's length)."""
-        return await self._read_listing(server_id, backup_type, page_budget=page_budget, share=share)
+        return await self._read_listing(server_id, backup_type, page_budget=page_budget, grouped=grouped)
 
     async def _read_listing(
         self,
@@ -655,7 +694,7 @@ class BackupsClient:
         backup_type: str | None,
         *,
         page_budget: int | None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing | TooManyPages:
         params: dict[str, Any] = {}
         if server_id is not None:
@@ -681,7 +720,7 @@ class BackupsClient:
                             method="GET",
                             path=path,
                         )
-                    tally = _Tally(path, count, share=share)
+                    tally = _Tally(path, count, grouped=grouped)
                 tally.add(page)
         assert tally is not None
         return tally.finish()

@@ -157,15 +157,21 @@ async def test_list_repeated_items_across_pages_raise(client: BackupsClient, api
         await client.list_backups()
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("other_server", [False, True])
 async def test_list_a_backup_repeated_on_a_later_page_raises_though_the_count_adds_up(
-    client: BackupsClient, api: respx.MockRouter
+    client: BackupsClient, api: respx.MockRouter, grouped: bool, other_server: bool
 ) -> None:
-    """Page 2 repeats page 1's second backup where the third should be (it was skipped): caught at the end."""
-    api.get("/backups/", params={"page": "2"}).mock(return_value=page(DOC_EXAMPLE[1:2], 3))
+    """Page 2 repeats page 1's second backup where the third should be (it was skipped): caught at the
+    end, held in one list or by server, and also when the repeat names another server."""
+    repeat = dict(DOC_EXAMPLE[1])
+    if other_server:
+        repeat["server"] = {"id": 777, "name": "elsewhere"}
+    api.get("/backups/", params={"page": "2"}).mock(return_value=page([repeat], 3))
     api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:2], 3, f"{API}/backups/?page=2"))
     twice = DOC_EXAMPLE[1]["id"]
     with pytest.raises(errors.IncompleteListing, match=f"backup {twice} is listed twice .on two of its 2"):
-        await client.list_backups()
+        await client.list_backups(grouped=grouped)
 
 
 async def test_list_count_changing_between_pages_raises(client: BackupsClient, api: respx.MockRouter) -> None:
