@@ -119,7 +119,7 @@ class ClientSettings:
     max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
     answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
     max_listing_items: int = 200_000  # a listing whose count says more is refused
-    lean_transport: bool = False  # rotator.connections.LeanTransport instead of httpx's (not with a proxy)
+    lean_transport: bool = True  # rotator.connections.LeanTransport, not httpx's (never with a proxy)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)

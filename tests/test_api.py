@@ -82,6 +82,7 @@ async def fixture_make_client(clock: FakeTime) -> AsyncIterator[Callable[..., Ba
             retry_wait_initial=0,
             retry_wait_max=0,
             retry_wait_jitter=0,
+            lean_transport=overrides.pop("lean_transport", False),  # respx mocks httpx's own transport
             **overrides,
         )
         client = BackupsClient(
