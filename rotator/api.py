@@ -732,7 +732,7 @@ class BackupsClient:
         """
         pending: deque[asyncio.Task[BackupPage]] = deque()
         ahead = max(1, self.budget.max_concurrency)
-        numbers = {_url_key(url): number for number, url in enumerate([first, *urls], start=1)}
+        numbers: dict[tuple[str, tuple[tuple[str, str], ...]], int] | None = None  # made when needed
         started = 0
         try:
             for index, url in enumerate(urls):
@@ -741,8 +741,16 @@ class BackupsClient:
                     started += 1
                 page = await pending.popleft()
                 number = index + 2
-                link = self._follow(page.next, url) if page.next else None
-                linked = numbers.get(_url_key(link)) if link is not None else None
+                link: httpx.URL | None = None
+                linked: int | None = None
+                if page.next and index + 1 < len(urls) and page.next == str(urls[index + 1]):
+                    # the link written as the next page's own URL: what following it would find
+                    link, linked = urls[index + 1], number + 1
+                elif page.next:
+                    link = self._follow(page.next, url)
+                    if numbers is None:
+                        numbers = {_url_key(u): n for n, u in enumerate([first, *urls], start=1)}
+                    linked = numbers.get(_url_key(link))
                 # a loop is named as one before the repeated backups it brings are counted
                 if linked is not None and linked <= number:
                     raise InvalidResponse(

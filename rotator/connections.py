@@ -342,8 +342,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         limits: httpx.Limits,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
-        self._ssl.set_alpn_protocols(["http/1.1"])
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = None  # made for the first https connection
         self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
         keep = limits.max_keepalive_connections
         self._keep = keep if keep is not None else 1_000_000
@@ -410,9 +410,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 connection.wire.close(broken=True)
         return None
 
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS context: the one given, or httpx's for ``verify`` (made once: loading the CA
+        certificates takes tens of milliseconds, for nothing when the API is plain http)."""
+        if self._ssl is None:
+            verify = self._verify
+            made = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+            made.set_alpn_protocols(["http/1.1"])
+            self._ssl = made
+        return self._ssl
+
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        tls = self._ssl if scheme == "https" else None
+        tls = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):  # the TLS handshake included
