@@ -45,7 +45,7 @@ import operator
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +388,8 @@ class BackupsClient:
         # CPU); with a proxy configured (``own`` is None) they go through the client and its mounts.
         self._transport = own
         self._headers = httpx.Headers(self._http.headers)  # ours and httpx's defaults, as the client sends
+        # what the client's auth flow adds, for the API's own origin only
+        self._own_headers = httpx.Headers({**self._headers, "Authorization": f"Bearer {token.reveal()}"})
         self._timeouts = self._http.timeout.as_dict()
         self._origin = _origin(base)
         self._base_text = str(base) if not base.query and not base.fragment else None
@@ -477,12 +479,8 @@ class BackupsClient:
             url = self._url(url)
         if params:
             url = url.copy_merge_params(params)
-        request = httpx.Request(
-            method, url, headers=self._headers, json=json, extensions={"timeout": self._timeouts}
-        )
-        if _origin(url) == self._origin:
-            request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        return request
+        headers = self._own_headers if _origin(url) == self._origin else self._headers
+        return httpx.Request(method, url, headers=headers, json=json, extensions={"timeout": self._timeouts})
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the answer's body is left to stream."""
@@ -503,13 +501,20 @@ class BackupsClient:
         size = 0
         problem: str | None = None
         declared = streamed.headers.get("content-length", "")
+        # a body sent as it is read straight from the stream (httpx's decoders, a copy each, pass it on
+        # unchanged); an encoded one through httpx's decoding
+        source: AsyncIterable[bytes]
+        if "content-encoding" not in streamed.headers and isinstance(streamed.stream, httpx.AsyncByteStream):
+            source = streamed.stream
+        else:
+            source = streamed.aiter_bytes()
         try:
             if declared.isdigit() and int(declared) > limit:
                 problem = (
                     f"the answer's body is {int(declared)} bytes, more than the {_size(limit)} rotator reads"
                 )
             else:
-                async for chunk in streamed.aiter_bytes():
+                async for chunk in source:
                     room = limit - size
                     if len(chunk) > room:
                         chunks.append(chunk[:room])  # an error answer's message needs only its start

@@ -6,6 +6,8 @@ starts, a pool with no free connection, a request cancelled halfway)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import socket
 import ssl
 import subprocess
@@ -649,3 +651,23 @@ def test_a_proxy_in_the_environment_is_still_used_with_the_lean_transport(
     assert isinstance(client._transport, connections.LeanTransport)
     off = ClientSettings(base_url="https://api.example.test/api/v1", lean_transport=False)
     assert isinstance(BackupsClient(ApiToken(TOKEN, "test"), off)._transport, httpx.AsyncHTTPTransport)
+
+
+@pytest.mark.parametrize("bomb", [False, True])
+async def test_an_encoded_body_is_decoded_and_bounded_decoded(bomb: bool) -> None:
+    """gzip through the lean transport: decoded by the client as with httpx's; the bound is on the
+    decoded size (a small body that inflates past it is refused)."""
+    listing = {"count": 0, "next": None, "previous": None, "results": []}
+    text = json.dumps(listing).encode() + (b" " * (1024 * 1024) if bomb else b"")
+    body = gzip.compress(text)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        await answer_each(reader, writer, head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async with raw_server(handler) as served, client_at(served.url, max_body_bytes=256 * 1024) as client:
+        if bomb:
+            with pytest.raises(InvalidResponse, match="larger than the 262144 bytes"):
+                await client.list_backups()
+        else:
+            assert (await client.list_backups()).count == 0
