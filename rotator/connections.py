@@ -195,12 +195,17 @@ class _Wire(asyncio.Protocol):
         """What arrived (waiting up to ``timeout`` seconds for something), or ``b""`` once the peer is
         done; the error that ended the connection, if one did."""
         if not self.chunks and not self.eof:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # a timer on the one future waited for: what asyncio.timeout does, without its cancelling
+            # and uncancelling of the task (a cancellation from outside still ends the wait as one)
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(timeout):
-                    await waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         chunks = self.chunks
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -236,6 +241,11 @@ class _Wire(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Connection:
