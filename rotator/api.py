@@ -43,7 +43,7 @@ import enum
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +117,7 @@ class ClientSettings:
     max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
     answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
     max_listing_items: int = 200_000  # a listing whose count says more is refused
-    lean_transport: bool = False  # rotator.connections.LeanTransport instead of httpx's (not with a proxy)
+    lean_transport: bool = True  # rotator.connections.LeanTransport, not httpx's (never with a proxy)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -427,6 +427,8 @@ class BackupsClient:
         # CPU); with a proxy configured (``own`` is None) they go through the client and its mounts.
         self._transport = own
         self._headers = httpx.Headers(self._http.headers)  # ours and httpx's defaults, as the client sends
+        # what the client's auth flow adds, for the API's own origin only
+        self._own_headers = httpx.Headers({**self._headers, "Authorization": f"Bearer {token.reveal()}"})
         self._timeouts = self._http.timeout.as_dict()
         self._origin = _origin(base)
         self._base_text = str(base) if not base.query and not base.fragment else None
@@ -516,12 +518,8 @@ class BackupsClient:
             url = self._url(url)
         if params:
             url = url.copy_merge_params(params)
-        request = httpx.Request(
-            method, url, headers=self._headers, json=json, extensions={"timeout": self._timeouts}
-        )
-        if _origin(url) == self._origin:
-            request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        return request
+        headers = self._own_headers if _origin(url) == self._origin else self._headers
+        return httpx.Request(method, url, headers=headers, json=json, extensions={"timeout": self._timeouts})
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the answer's body is left to stream."""
@@ -542,13 +540,20 @@ class BackupsClient:
         size = 0
         problem: str | None = None
         declared = streamed.headers.get("content-length", "")
+        # a body sent as it is read straight from the stream (httpx's decoders, a copy each, pass it on
+        # unchanged); an encoded one through httpx's decoding
+        source: AsyncIterable[bytes]
+        if "content-encoding" not in streamed.headers and isinstance(streamed.stream, httpx.AsyncByteStream):
+            source = streamed.stream
+        else:
+            source = streamed.aiter_bytes()
         try:
             if declared.isdigit() and int(declared) > limit:
                 problem = (
                     f"the answer's body is {int(declared)} bytes, more than the {_size(limit)} rotator reads"
                 )
             else:
-                async for chunk in streamed.aiter_bytes():
+                async for chunk in source:
                     room = limit - size
                     if len(chunk) > room:
                         chunks.append(chunk[:room])  # an error answer's message needs only its start
@@ -771,7 +776,7 @@ class BackupsClient:
         """
         pending: deque[asyncio.Task[BackupPage]] = deque()
         ahead = max(1, self.budget.max_concurrency)
-        numbers = {_url_key(url): number for number, url in enumerate([first, *urls], start=1)}
+        numbers: dict[tuple[str, tuple[tuple[str, str], ...]], int] | None = None  # made when needed
         started = 0
         try:
             for index, url in enumerate(urls):
@@ -780,8 +785,16 @@ class BackupsClient:
                     started += 1
                 page = await pending.popleft()
                 number = index + 2
-                link = self._follow(page.next, url) if page.next else None
-                linked = numbers.get(_url_key(link)) if link is not None else None
+                link: httpx.URL | None = None
+                linked: int | None = None
+                if page.next and index + 1 < len(urls) and page.next == str(urls[index + 1]):
+                    # the link written as the next page's own URL: what following it would find
+                    link, linked = urls[index + 1], number + 1
+                elif page.next:
+                    link = self._follow(page.next, url)
+                    if numbers is None:
+                        numbers = {_url_key(u): n for n, u in enumerate([first, *urls], start=1)}
+                    linked = numbers.get(_url_key(link))
                 # a loop is named as one before the repeated backups it brings are counted
                 if linked is not None and linked <= number:
                     raise InvalidResponse(
