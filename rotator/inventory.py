@@ -200,14 +200,15 @@ class Rounds:
         self._waiting: dict[int, tuple[View | None, list[asyncio.Future[View]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def view(self, server_id: int, seen: View | None = None) -> View:
-        """The server's view from the next round; its own listing's error raised as :class:`ApiError`."""
+    def view(self, server_id: int, seen: View | None = None) -> asyncio.Future[View]:
+        """The server's view from the next round, to await; its own listing's error raised as
+        :class:`ApiError`. A future, not a coroutine: a fleet's waiting servers hold no frame for it."""
         future: asyncio.Future[View] = asyncio.get_running_loop().create_future()
         _, futures = self._waiting.setdefault(server_id, (seen, []))
         futures.append(future)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._rounds())
-        return await future
+        return future
 
     async def _rounds(self) -> None:
         while self._waiting:

@@ -866,9 +866,15 @@ class _Flow:
         if runner._monotonic() >= self.deadline:
             await self._timed_out()
             return False
-        polled = await runner._next_view(self.run.polls, self.sid)
-        if isinstance(polled, errors.ApiError):
-            self.poll_error = str(polled)
+        # runner._next_view, inlined: every waiting server of a fleet waits here, one frame fewer each
+        if runner.abandon.is_set():
+            raise _Abandoned
+        try:
+            polled = await self.run.polls.view(self.sid)
+        except Stopped:
+            raise _Abandoned from None
+        except errors.ApiError as exc:
+            self.poll_error = str(exc)
             log.warning("backup.poll_failed", server_id=self.sid, error=self.poll_error)
             return True
         self.poll_error = None
