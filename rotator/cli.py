@@ -46,9 +46,6 @@ from rotator.notifications import Notifications
 from rotator.notify import Notifier
 from rotator.observability import LEVELS, configure_logging
 from rotator.pings import Pinger
-from rotator.planview import PlannedJob, build_plans, plans_of_reports
-from rotator.planview import render_json as render_plan_json
-from rotator.planview import render_table as render_plan_table
 from rotator.reports import delete_document, policy_check_document, restore_document, run_once_document
 from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
@@ -743,9 +740,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             return [b for view in views.values() for b in view.backups]
 
         backups = asyncio.run(fetch())
+    from rotator.planview import PlannedJob, build_plans, render_json, render_table  # noqa: PLC0415
+
     planned = [PlannedJob(job.spec, job.slot_for(now) if job.spec.create else None) for job in jobs]
     plans = build_plans(planned, backups, now, policy=args.policy, server=args.server)
-    print(render_plan_json(plans) if args.json else render_plan_table(plans))
+    print(render_json(plans) if args.json else render_table(plans))
     return errors.EXIT_OK
 
 
@@ -873,8 +872,10 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
         print(json.dumps(run_once_document(reports, code), indent=2))
         return code
     dry = [report for report in reports if report.dry_run]
-    if dry:  # what the run would do, as `rotator plan` shows it
-        print(render_plan_table(plans_of_reports(dry, now)))
+    if dry:  # what the run would do, as `rotator plan` shows it (the plan's view: only here)
+        from rotator.planview import plans_of_reports, render_table  # noqa: PLC0415
+
+        print(render_table(plans_of_reports(dry, now)))
     for report in reports:
         print(report.summary_line())
     return code

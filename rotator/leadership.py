@@ -19,7 +19,6 @@ import structlog
 from rotator import errors
 from rotator.config import CoordinationConfig, RotatorConfig
 from rotator.coordination import Coordinator, NoCoordination, Role
-from rotator.coordination.etcd import EtcdCoordinator, EtcdSettings
 
 log = structlog.get_logger("rotator.coordination")
 
@@ -52,6 +51,9 @@ def coordinator_from_config(config: RotatorConfig, api_url: str) -> Coordinator:
     section = config.coordination
     if section.backend == "none" or section.etcd is None:
         return NoCoordination(section.name)
+    # the etcd client only where it is configured: run-once without coordination does not load it
+    from rotator.coordination.etcd import EtcdCoordinator, EtcdSettings  # noqa: PLC0415
+
     etcd = section.etcd
     for label, path in (
         ("ca_file", etcd.ca_file),

@@ -14,11 +14,10 @@ import signal
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 
@@ -35,6 +34,9 @@ from rotator.runner import JobSpec, Runner
 from rotator.schedule import cron_trigger, interval_trigger
 from rotator.slots import Action, SlotTrigger, decide, latest_slot, next_slots, whole_minutes
 from rotator.telemetry import Telemetry, policy_watch, reported_run, seed_metrics
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = structlog.get_logger("rotator.daemon")
 
@@ -122,7 +124,11 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._stopping = False
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        # only the daemon loads APScheduler's scheduler: with its executors it imports
+        # concurrent.futures and multiprocessing, some 40 ms that run-once and plan would pay for nothing
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler  # noqa: PLC0415
+
+        self.scheduler: AsyncIOScheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
 
     # -- lifecycle -------------------------------------------------------------
