@@ -51,9 +51,6 @@ from rotator.runner import JobSpec, Runner, RunReport, Status
 from rotator.schedule import next_slots
 from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_config
 from rotator.secrets import TOKEN_ENV, load_token, scrub
-from rotator.status import fleet_status, watched_policies
-from rotator.status import render_json as render_status_json
-from rotator.status import render_table as render_status_table
 from rotator.telemetry import Telemetry, reported_run
 from rotator.terminal import quiet_on_closed_stdout
 
@@ -929,6 +926,8 @@ def _coordinator(args: argparse.Namespace, config: RotatorConfig) -> Coordinator
 
 def _cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when every watched server is well, 1 when any is overdue or failing (a monitoring check)."""
+    from rotator.status import fleet_status, render_json, render_table, watched_policies  # noqa: PLC0415
+
     config = _load_config(args)
     now = args.now or datetime.now(UTC)
     triggers = {job.name: job.trigger for job in jobs_from_config(config)}
@@ -945,7 +944,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     listed = [backup for view in views.values() for backup in view.backups]
     unread = {sid: describe_error(exc) for sid, exc in failed.items()}
     status = fleet_status(watched, listed, now, errors=unread)
-    print(render_status_json(status) if args.json else render_status_table(status), end="")
+    print(render_json(status) if args.json else render_table(status), end="")
     return errors.EXIT_OK if status.ok else errors.EXIT_FAILURE
 
 

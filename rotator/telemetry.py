@@ -28,7 +28,6 @@ from rotator.metrics import Metrics, PolicyWatch, route_of
 from rotator.pings import Pinger, RunPings
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.slots import latest_slot, next_slots
-from rotator.status import default_grace
 
 log = structlog.get_logger("rotator.telemetry")
 
@@ -102,6 +101,8 @@ def default_grace_of(spec: JobSpec, trigger: BaseTrigger | None) -> timedelta:
     """How long after its slot a server's backup may still be on its way, as ``rotator status``
     counts it by default (:func:`rotator.status.default_grace`): the schedule's jitter, every
     attempt's wait and the delays between them."""
+    from rotator.status import default_grace  # noqa: PLC0415 - status's module, not loaded by a run
+
     jitter = getattr(trigger, "jitter", None)
     return default_grace(
         wait_timeout=spec.wait_timeout,

@@ -1,11 +1,11 @@
-"""What a ``rotator run-once`` process imports: not the daemon's scheduler, nor backends it is not given.
+"""What a ``rotator run-once`` process imports: not the daemon's scheduler, nor what other commands use.
 
 Each process pays for its imports in CPU (issue 13: a fleet run's CPU per server-run counts the
 process's start). APScheduler's scheduler (with its executors: ``concurrent.futures``'s process pool,
 ``multiprocessing``) is only the daemon's; the etcd client only a configured ``coordination``'s; the
-plan's view only ``plan``'s and a dry run's. The slot arithmetic (APScheduler's triggers) stays: a run
-is named by its slot. The run is a real process against the loopback sandbox, whose ``sys.modules``
-this one's imports cannot pollute.
+plan's view only ``plan``'s and a dry run's; the status view only ``status``'s. The slot arithmetic
+(APScheduler's triggers) stays: a run is named by its slot. The run is a real process against the
+loopback sandbox, whose ``sys.modules`` this one's imports cannot pollute.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bench.child_env import clean_env
 from rotator.sandbox import RunningSandbox, SandboxOptions
 
 DAEMON_ONLY = ("apscheduler.schedulers", "apscheduler.executors", "multiprocessing")
-NOT_CONFIGURED = ("rotator.coordination.etcd", "rotator.planview")
+NOT_CONFIGURED = ("rotator.coordination.etcd", "rotator.planview", "rotator.status")
 
 
 @pytest.fixture(name="sandbox_options")
