@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from zoneinfo import ZoneInfo
 
 import pydantic
@@ -39,8 +39,6 @@ from rotator.health import check_health
 from rotator.inventory import Inventory, Views
 from rotator.leadership import coordinator_from_config, run_once_lease
 from rotator.markers import is_policy_name
-from rotator.metrics import Metrics
-from rotator.metrics_export import MetricsExport, exports_metrics
 from rotator.models import COMPLETED, IN_PROGRESS, Backup, BackupPage, format_timestamp
 from rotator.notifications import Notifications
 from rotator.notify import Notifier
@@ -53,6 +51,9 @@ from rotator.scheduler import Daemon, ScheduledJob, daemon_settings, jobs_from_c
 from rotator.secrets import TOKEN_ENV, load_token, scrub
 from rotator.telemetry import Telemetry, reported_run
 from rotator.terminal import quiet_on_closed_stdout
+
+if TYPE_CHECKING:
+    from rotator.metrics_export import MetricsExport
 
 HTTP_LISTEN_ENV = "ROTATOR_HTTP__LISTEN"
 EXIT_INTERRUPTED = 130
@@ -810,7 +811,11 @@ def _cmd_run_once(args: argparse.Namespace) -> int:
             raise errors.UsageError(f"server {args.server} is in none of the selected policies")
     servers = [args.server] if args.server is not None else None
     now = args.now or datetime.now(UTC)
-    export = MetricsExport.from_args(args, config, jobs, now) if exports_metrics(args) else None
+    export: MetricsExport | None = None
+    if args.metrics_file is not None or args.pushgateway is not None:  # handed on: prometheus_client
+        from rotator.metrics_export import MetricsExport  # noqa: PLC0415
+
+        export = MetricsExport.from_args(args, config, jobs, now)
     telemetry = export.telemetry if export is not None else None
 
     coordinator = _coordinator(args, config)
@@ -885,6 +890,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     def reload() -> list[ScheduledJob]:
         return jobs_from_config(load_config(path))
+
+    from rotator.metrics import Metrics  # noqa: PLC0415 - prometheus_client: the daemon's, and an export's
 
     telemetry = Telemetry(metrics=Metrics(per_server=config.metrics.per_server))
     coordinator = _coordinator(args, config)

@@ -28,14 +28,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import structlog
 
 from rotator.addresses import parse_listen
-from rotator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from rotator.metrics import Metrics
+
+if TYPE_CHECKING:  # the health state stands alone; only the listener serves the metrics
+    from rotator.metrics import Metrics
 
 log = structlog.get_logger("rotator.health")
 
@@ -189,10 +190,12 @@ class HealthServer:
         raise _BadRequest("too many header lines")
 
     async def _metrics(self, gzip_ok: bool) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
+        from rotator.metrics import CONTENT_TYPE  # noqa: PLC0415 - loaded with self.metrics
+
         render = self.metrics.render_gzip if gzip_ok else self.metrics.render
         body = await asyncio.to_thread(render)
         extra = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzip_ok else {})}
-        return HTTPStatus.OK, body, METRICS_CONTENT_TYPE, extra
+        return HTTPStatus.OK, body, CONTENT_TYPE, extra
 
     def _route(self, method: str, path: str) -> tuple[HTTPStatus, bytes, str, dict[str, str]]:
         if path not in HEALTH_PATHS:

@@ -37,11 +37,6 @@ from rotator.telemetry import Telemetry, policy_watch, seed_metrics
 log = structlog.get_logger("rotator.metrics")
 
 
-def exports_metrics(args: argparse.Namespace) -> bool:
-    """Whether ``run-once`` was asked to hand its metrics on."""
-    return args.metrics_file is not None or args.pushgateway is not None
-
-
 def check_metrics_file(path: Path) -> Path:
     """``path`` if node_exporter can be given it: a ``*.prom`` name in a writable directory."""
     if path.suffix != ".prom":

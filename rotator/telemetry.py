@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.triggers.base import BaseTrigger
@@ -24,12 +25,23 @@ from rotator import errors
 from rotator.events import Observer
 from rotator.health import HealthState
 from rotator.inventory import Inventory
-from rotator.metrics import Metrics, PolicyWatch, route_of
 from rotator.pings import Pinger, RunPings
 from rotator.runner import JobSpec, Runner, RunReport
 from rotator.slots import latest_slot, next_slots
 
+if TYPE_CHECKING:
+    from rotator.metrics import Metrics, PolicyWatch
+
 log = structlog.get_logger("rotator.telemetry")
+
+
+def _new_metrics() -> Metrics:
+    # rotator.metrics (and prometheus_client under it) only where metrics are kept: the daemon, or a
+    # run-once that hands them on; a plain run-once does not load them
+    from rotator.metrics import Metrics  # noqa: PLC0415
+
+    return Metrics()
+
 
 GAP_SAMPLE = 32
 """Slots after now whose gaps give a schedule's longest one (a weekday cron's weekend among them)."""
@@ -39,7 +51,7 @@ GAP_SAMPLE = 32
 class Telemetry:
     """Metrics and the health state, fed by the API client and by finished runs."""
 
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(default_factory=_new_metrics)
     health: HealthState = field(default_factory=HealthState)
 
     def __post_init__(self) -> None:
@@ -49,6 +61,8 @@ class Telemetry:
         self.metrics.authenticated_from(lambda: health.last_auth_ok)
 
     def on_response(self, method: str, path: str, status: int | None, seconds: float) -> None:
+        from rotator.metrics import route_of  # noqa: PLC0415 - loaded with self.metrics: at hand
+
         label = str(status) if status is not None else "transport_error"
         self.metrics.observe_request(method, route_of(path), label, seconds)
         if status is not None:
@@ -140,6 +154,8 @@ def policy_watch(
         if gap is not None:
             late = grace if grace is not None else default_grace_of(spec, trigger)
             max_age = (gap + late).total_seconds()
+    from rotator.metrics import PolicyWatch  # noqa: PLC0415 - see _new_metrics
+
     return PolicyWatch(spec.name, tuple(spec.policy.servers), max_age, dry_run or spec.dry_run)
 
 

@@ -3,7 +3,8 @@
 Each process pays for its imports in CPU (issue 13: a fleet run's CPU per server-run counts the
 process's start). APScheduler's scheduler (with its executors: ``concurrent.futures``'s process pool,
 ``multiprocessing``) is only the daemon's; the etcd client only a configured ``coordination``'s; the
-plan's view only ``plan``'s and a dry run's; the status view only ``status``'s. The slot arithmetic
+plan's view only ``plan``'s and a dry run's; the status view only ``status``'s; the
+metrics (prometheus_client) only the daemon's and a run-once's that hands them on. The slot arithmetic
 (APScheduler's triggers) stays: a run is named by its slot. The run is a real process against the
 loopback sandbox, whose ``sys.modules`` this one's imports cannot pollute.
 """
@@ -22,7 +23,14 @@ from bench.child_env import clean_env
 from rotator.sandbox import RunningSandbox, SandboxOptions
 
 DAEMON_ONLY = ("apscheduler.schedulers", "apscheduler.executors", "multiprocessing")
-NOT_CONFIGURED = ("rotator.coordination.etcd", "rotator.planview", "rotator.status")
+NOT_ASKED_FOR = (
+    "rotator.coordination.etcd",
+    "rotator.planview",
+    "rotator.status",
+    "rotator.metrics",
+    "rotator.metrics_export",
+    "prometheus_client",
+)
 
 
 @pytest.fixture(name="sandbox_options")
@@ -79,7 +87,7 @@ def test_run_once_loads_no_daemon_scheduler(sandbox_server: RunningSandbox, tmp_
     # the run did run: the runner, and the triggers its slot is computed by
     assert {"rotator.runner", "apscheduler.triggers.cron", "rotator.cli"} <= modules
     assert loaded(modules, DAEMON_ONLY) == []
-    assert loaded(modules, NOT_CONFIGURED) == []
+    assert loaded(modules, NOT_ASKED_FOR) == []
 
 
 def test_a_dry_run_loads_the_plan_view_but_no_scheduler(
