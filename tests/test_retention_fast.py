@@ -456,6 +456,27 @@ def test_the_collector_is_on_again_after_a_plan_and_stays_off_if_it_was() -> Non
         gc.enable()
 
 
+def test_a_plan_leaves_what_others_froze_frozen() -> None:
+    """A plan moves its own objects to the collector's oldest generation, but not by unfreezing what
+    something else froze (a process that froze its objects before forking keeps them frozen)."""
+    import gc  # noqa: PLC0415 (only these tests touch it)
+
+    listing = [make(1, NOW), make(2, NOW - timedelta(days=1))]
+    subject = Policy("nightly", Retention(keep_last=1), servers=(SERVER,))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen
+        plan_policy(listing, subject, NOW).delete  # noqa: B018 (built on first read)
+        assert gc.get_freeze_count() == frozen
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+    plan_policy(listing, subject, NOW).delete  # noqa: B018
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+
+
 def test_a_server_listed_in_several_runs_keeps_its_listing_order() -> None:
     """A server whose backups are not together in the account listing gets all of them, in order."""
     listing = [
