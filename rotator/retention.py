@@ -569,9 +569,12 @@ class _Floors:
         """Per interval, its key, after a placeholder (``bisect_right`` over ``starts`` counts from 1)."""
         self.first = self.end = _TABLE_FROM
         self.off = False
+        """Given up: a new answer's own local times disagreed with the table's keys (see :func:`_keeps`)."""
 
     def keys_of(self, times: Sequence[datetime]) -> list[int] | None:
         """The finest bucket key of every instant of ``times`` (ascending), or ``None`` (see above)."""
+        if self.off:
+            return None
         if not times:
             return []
         if (times[0] < self.first or times[-1] >= self.end) and not self._cover(times[0], times[-1]):
@@ -580,14 +583,13 @@ class _Floors:
 
     def _cover(self, first: datetime, last: datetime) -> bool:
         until = _TABLE_UNTIL - self.unit
-        if self.off or first < _TABLE_FROM or last >= until:
+        if first < _TABLE_FROM or last >= until:
             return False
         if self.starts:
             first, last = min(first, self.first), max(last, self.end)
         span = last - first
         room = self.budget * _PROBE - span
         if room < timedelta(0):
-            self.off = True
             return False
         # Room for the next servers' backups a little earlier or later, within the budget.
         pad = min(max(timedelta(days=1), span / 4), room / 2)
@@ -971,7 +973,7 @@ def _keeps(
                 # keys the table gave (else the table is given up and the signature is the true one).
                 steps = _locals_of(times, zone)
                 exact = list(map(itemgetter(position), steps))
-                if exact != finest:  # pragma: no cover (a change of offset the probes missed)
+                if exact != finest:  # a change of offset the probes missed
                     assert floors is not None
                     floors.off = True
                     signature = (count, cut, tuple(exact))

@@ -434,6 +434,25 @@ def test_a_table_that_grows_or_gives_up_changes_no_plan(min_probes: int) -> None
         assert_same(plan, expected)
 
 
+def test_a_table_that_disagrees_with_a_candidates_own_local_time_is_given_up() -> None:
+    """A table whose keys are wrong (as if its probes missed a change of offset) is found out at the
+    first new answer, which is worked out from each candidate's own local time, and then no longer
+    used: every server's plan is still the reference's."""
+    listing = [
+        make(server * 100 + day, NOW - timedelta(days=day, minutes=server), server)
+        for server in (1, 2, 3)
+        for day in range(20)
+    ]
+    subject = Policy(
+        "nightly", Retention(keep_daily=5, keep_weekly=2), servers=(1, 2, 3), timezone="Europe/Berlin"
+    )
+    with mock.patch.object(retention, "_key_of", return_value=0):
+        fast = plan_policy(listing, subject, NOW)
+    slow = reference.plan_policy(listing, reference_policy(subject), NOW)
+    for plan, expected in zip(fast.servers, slow.servers, strict=True):
+        assert_same(plan, expected)
+
+
 def test_a_plan_leaves_no_local_times_behind() -> None:
     """The table of local keys lives as long as one plan: the module holds no cache of local times."""
     assert not [name for name in vars(retention) if name.upper() == "_LOCALS"]
