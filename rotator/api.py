@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
-import operator
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Generator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +72,7 @@ from rotator.errors import (
     Unauthorized,
     UnexpectedStatus,
 )
-from rotator.models import Backup, BackupPage, CreatedBackup, Listing
+from rotator.models import EMPTY, BackupPage, Backups, CreatedBackup, Grouped, Listing, Table
 from rotator.observability import debug_logged
 from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
 from rotator.secrets import ApiToken
@@ -119,7 +117,7 @@ class ClientSettings:
     max_body_bytes: int = 16 * _MIB  # no answer is read past this (decoded); see the module's notes
     answer_timeout: float = 300.0  # seconds for one whole answer (at least connect + read timeout)
     max_listing_items: int = 200_000  # a listing whose count says more is refused
-    lean_transport: bool = False  # rotator.connections.LeanTransport instead of httpx's (not with a proxy)
+    lean_transport: bool = True  # rotator.connections.LeanTransport, not httpx's (never with a proxy)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -148,13 +146,16 @@ class _Tally:
     It refuses as soon as the pages cannot add up: a count that changes, a
     backup listed twice, more backups than the count, or more pages than the
     count allows (every page of a listing that is not empty holds a backup).
+    The backups are held packed (:class:`~rotator.models.Backups`), by server when ``grouped``.
     """
 
     path: str
     count: int
-    backups: list[Backup] = field(default_factory=list)
+    grouped: bool = False
+    held: int = 0
     pages: int = 0
-    share: Callable[[Backup], Backup] | None = None  # the instance to hold of each backup (see list_backups)
+    table: Table = field(default_factory=Table)
+    rows: dict[int, bytearray] = field(default_factory=dict)  # by server id, or all of them under 0
 
     def _incomplete(self, problem: str) -> IncompleteListing:
         return IncompleteListing(problem, method="GET", path=self.path)
@@ -168,7 +169,7 @@ class _Tally:
         if not page.results and page.next:
             raise self._incomplete(
                 f"page {self.pages} of the listing is empty while its count says "
-                f"{self.count - len(self.backups)} more backups remain"
+                f"{self.count - self.held} more backups remain"
             )
         on_page: set[int] = set()  # a backup repeated across pages is found at the end (finish)
         for backup in page.results:
@@ -178,37 +179,75 @@ class _Tally:
                     f"(repeated on page {self.pages}; count says {self.count})"
                 )
             on_page.add(backup.id)
-        if self.share is not None:
-            # the same backup read again is held once: a re-read of a fleet costs no second copy of it
-            self.backups.extend(map(self.share, page.results))
-        else:
-            self.backups.extend(page.results)
-        if len(self.backups) > self.count:
+        self.held += len(page.results)
+        if self.held > self.count:
             pages = f"{self.pages} page{'s' if self.pages > 1 else ''}"
             raise self._incomplete(
                 f"the listing does not add up: count says {self.count}, "
-                f"the pages hold more ({len(self.backups)} in {pages})"
+                f"the pages hold more ({self.held} in {pages})"
             )
         if page.next and self.pages >= max(self.count, 1):
             raise self._incomplete(
                 f"the listing's next links go on past its count ({self.count} backups, "
-                f"{self.pages} pages read holding {len(self.backups)})"
+                f"{self.pages} pages read holding {self.held})"
             )
+        pack, rows = self.table.pack, self.rows
+        if self.grouped:
+            for backup in page.results:
+                sid = backup.server.id
+                if sid in rows:
+                    rows[sid] += pack(backup)
+                else:
+                    rows[sid] = bytearray(pack(backup))
+        elif page.results:
+            rows.setdefault(0, bytearray()).extend(b"".join(map(pack, page.results)))
 
     def finish(self) -> Listing:
-        if len(self.backups) != self.count:
+        if self.held != self.count:
             raise self._incomplete(
-                f"the listing does not add up: count says {self.count}, the pages held {len(self.backups)}"
+                f"the listing does not add up: count says {self.count}, the pages held {self.held}"
             )
-        # the ids sorted, not a set of them: a fleet's listing costs 8 bytes a backup here, not 40
-        ids = sorted(backup.id for backup in self.backups)
-        if any(map(operator.eq, ids, itertools.islice(ids, 1, None))):
-            twice = next(a for a, b in itertools.pairwise(ids) if a == b)
+        groups: dict[int, Backups] = {}
+        while self.rows:  # each group's rows copied out as the last copy is let go: no second listing held
+            sid, rows = self.rows.popitem()
+            groups[sid] = Backups(bytes(rows), self.table)
+            del rows
+        twice = _repeated(groups.values(), self.count)
+        if twice is not None:
             raise self._incomplete(
                 f"the listing does not add up: backup {twice} is listed twice "
                 f"(on two of its {self.pages} pages; count says {self.count})"
             )
-        return Listing(count=self.count, backups=tuple(self.backups), pages=self.pages)
+        backups = Grouped(groups) if self.grouped else groups.get(0, EMPTY)
+        return Listing(count=self.count, backups=backups, pages=self.pages)
+
+
+def _repeated(groups: Iterable[Backups], count: int) -> int | None:
+    """An id held twice in ``groups`` (``count`` backups in all), or None. A bitmap of the ids modulo
+    16 x ``count`` (2 bytes a backup; ids handed out in sequence never share a bit) finds the few
+    that may repeat; only those are counted exactly."""
+    ids = [group.ids for group in groups]
+    width = 16 * max(count, 1)
+    seen = bytearray(width // 8 + 1)
+    maybe: set[int] = set()
+    for listed in ids:
+        for id_ in listed():
+            at = id_ % width
+            bit = 1 << (at & 7)
+            if seen[at >> 3] & bit:
+                maybe.add(id_)
+            else:
+                seen[at >> 3] |= bit
+    if not maybe:
+        return None
+    found: set[int] = set()
+    for listed in ids:
+        for id_ in listed():
+            if id_ in maybe:
+                if id_ in found:
+                    return id_
+                found.add(id_)
+    return None
 
 
 @dataclass
@@ -388,6 +427,8 @@ class BackupsClient:
         # CPU); with a proxy configured (``own`` is None) they go through the client and its mounts.
         self._transport = own
         self._headers = httpx.Headers(self._http.headers)  # ours and httpx's defaults, as the client sends
+        # what the client's auth flow adds, for the API's own origin only
+        self._own_headers = httpx.Headers({**self._headers, "Authorization": f"Bearer {token.reveal()}"})
         self._timeouts = self._http.timeout.as_dict()
         self._origin = _origin(base)
         self._base_text = str(base) if not base.query and not base.fragment else None
@@ -477,12 +518,8 @@ class BackupsClient:
             url = self._url(url)
         if params:
             url = url.copy_merge_params(params)
-        request = httpx.Request(
-            method, url, headers=self._headers, json=json, extensions={"timeout": self._timeouts}
-        )
-        if _origin(url) == self._origin:
-            request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        return request
+        headers = self._own_headers if _origin(url) == self._origin else self._headers
+        return httpx.Request(method, url, headers=headers, json=json, extensions={"timeout": self._timeouts})
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the answer's body is left to stream."""
@@ -503,13 +540,20 @@ class BackupsClient:
         size = 0
         problem: str | None = None
         declared = streamed.headers.get("content-length", "")
+        # a body sent as it is read straight from the stream (httpx's decoders, a copy each, pass it on
+        # unchanged); an encoded one through httpx's decoding
+        source: AsyncIterable[bytes]
+        if "content-encoding" not in streamed.headers and isinstance(streamed.stream, httpx.AsyncByteStream):
+            source = streamed.stream
+        else:
+            source = streamed.aiter_bytes()
         try:
             if declared.isdigit() and int(declared) > limit:
                 problem = (
                     f"the answer's body is {int(declared)} bytes, more than the {_size(limit)} rotator reads"
                 )
             else:
-                async for chunk in streamed.aiter_bytes():
+                async for chunk in source:
                     room = limit - size
                     if len(chunk) > room:
                         chunks.append(chunk[:room])  # an error answer's message needs only its start
@@ -626,14 +670,14 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing:
         """Every backup matching the filters, read to the last page, or an error: never a partial view.
 
-        ``share``: given each backup as listed, the instance to hold for it: an equal one read before
-        (so that the listing holds one copy of what it has in common with an earlier read), or itself.
+        ``grouped``: the listing's backups held by server (:meth:`Listing.of_server`), read back in
+        server order.
         """
-        listing = await self._read_listing(server_id, backup_type, page_budget=None, share=share)
+        listing = await self._read_listing(server_id, backup_type, page_budget=None, grouped=grouped)
         assert isinstance(listing, Listing)  # without a budget the listing is always read
         return listing
 
@@ -643,11 +687,11 @@ class BackupsClient:
         *,
         server_id: int | None = None,
         backup_type: str | None = None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing | TooManyPages:
         """Like :meth:`list_backups`, but it stops after the first page when more than ``page_budget``
         pages would be needed (judged from ``count`` and the first page's length)."""
-        return await self._read_listing(server_id, backup_type, page_budget=page_budget, share=share)
+        return await self._read_listing(server_id, backup_type, page_budget=page_budget, grouped=grouped)
 
     async def _read_listing(
         self,
@@ -655,7 +699,7 @@ class BackupsClient:
         backup_type: str | None,
         *,
         page_budget: int | None,
-        share: Callable[[Backup], Backup] | None = None,
+        grouped: bool = False,
     ) -> Listing | TooManyPages:
         params: dict[str, Any] = {}
         if server_id is not None:
@@ -681,7 +725,7 @@ class BackupsClient:
                             method="GET",
                             path=path,
                         )
-                    tally = _Tally(path, count, share=share)
+                    tally = _Tally(path, count, grouped=grouped)
                 tally.add(page)
         assert tally is not None
         return tally.finish()
@@ -732,7 +776,7 @@ class BackupsClient:
         """
         pending: deque[asyncio.Task[BackupPage]] = deque()
         ahead = max(1, self.budget.max_concurrency)
-        numbers = {_url_key(url): number for number, url in enumerate([first, *urls], start=1)}
+        numbers: dict[tuple[str, tuple[tuple[str, str], ...]], int] | None = None  # made when needed
         started = 0
         try:
             for index, url in enumerate(urls):
@@ -741,8 +785,16 @@ class BackupsClient:
                     started += 1
                 page = await pending.popleft()
                 number = index + 2
-                link = self._follow(page.next, url) if page.next else None
-                linked = numbers.get(_url_key(link)) if link is not None else None
+                link: httpx.URL | None = None
+                linked: int | None = None
+                if page.next and index + 1 < len(urls) and page.next == str(urls[index + 1]):
+                    # the link written as the next page's own URL: what following it would find
+                    link, linked = urls[index + 1], number + 1
+                elif page.next:
+                    link = self._follow(page.next, url)
+                    if numbers is None:
+                        numbers = {_url_key(u): n for n, u in enumerate([first, *urls], start=1)}
+                    linked = numbers.get(_url_key(link))
                 # a loop is named as one before the repeated backups it brings are counted
                 if linked is not None and linked <= number:
                     raise InvalidResponse(

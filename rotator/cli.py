@@ -464,6 +464,7 @@ def client_settings(
                 max_body_bytes=api.max_body_bytes,
                 answer_timeout=api.answer_timeout.total_seconds(),
                 max_listing_items=api.listing_items(fleet),
+                lean_transport=api.lean_transport,
             )
     except ValueError as exc:
         raise errors.ConfigError(f"{chosen.source}: {exc}") from None

@@ -273,6 +273,9 @@ class ApiConfig(Section):
     max_listing_items: Annotated[int, Field(ge=1)] | None = None
     max_body_bytes: Annotated[int, Field(ge=MIN_BODY_BYTES)] = 16 * 1024 * 1024
     answer_timeout: Annotated[Duration, _bounded(timedelta(hours=1))] = timedelta(minutes=5)
+    # rotator's own HTTP/1.1 transport (h11 on asyncio); false: httpx's (httpcore). With a proxy in
+    # the environment (HTTPS_PROXY and the like) httpx's is used either way
+    lean_transport: bool = True
 
     def listing_items(self, servers: int) -> int:
         """The longest listing rotator reads whole: ``max_listing_items``, or by default

@@ -16,8 +16,9 @@ import asyncio
 import select
 import socket
 import ssl
+import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
 import h11
@@ -101,12 +102,19 @@ def transport(*, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> httpx.A
     return made
 
 
+def proxied() -> bool:
+    """Whether the environment names a proxy that httpx would send rotator's requests through
+    (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, any case; ``NO_PROXY`` alone names none)."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 def transport_unless_proxied(
-    *, verify: ssl.SSLContext | bool, limits: httpx.Limits, lean: bool = False
+    *, verify: ssl.SSLContext | bool, limits: httpx.Limits, lean: bool = True
 ) -> httpx.AsyncBaseTransport | None:
-    """:func:`transport` (``lean``: a :class:`LeanTransport`), or ``None`` where the environment names a
-    proxy (``HTTPS_PROXY`` and the like): httpx routes through it only when it makes its transports itself."""
-    if urllib.request.getproxies():
+    """A :class:`LeanTransport` (not ``lean``: httpx's, from :func:`transport`), or ``None`` where the
+    environment names a proxy: httpx routes through it only when it makes its transports itself."""
+    if proxied():
         return None
     if lean:
         return LeanTransport(verify=verify, limits=limits)
@@ -122,26 +130,35 @@ def transport_unless_proxied(
 
 _Origin = tuple[str, str, int]
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_READ_SIZE: Final = 64 * 1024
+# bytes that arrived and are not read yet, at most (about): past this the socket is no longer read
+# until they are, so a server sending faster than rotator reads fills the kernel's buffers, not ours
+HIGH_WATER: Final = 256 * 1024
+MAX_HEAD: Final = 100 * 1024  # an answer's status line and headers together, at most (httpcore's bound)
 
 
 class _Wire(asyncio.Protocol):
-    """One connection's bytes as they arrive, whether the peer is done, and write flow control."""
+    """One connection's bytes as they arrive, whether the peer is done, and flow control both ways."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []  # arrived, not read yet
+        self.size = 0  # their bytes
         self.eof = False
         self.error: Exception | None = None
+        self.reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
-        self._paused: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None  # while writing is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -156,13 +173,13 @@ class _Wire(asyncio.Protocol):
         self.resume_writing()
 
     def pause_writing(self) -> None:
-        if self._paused is None:
-            self._paused = asyncio.get_running_loop().create_future()
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
-        if self._paused is not None and not self._paused.done():
-            self._paused.set_result(None)
-        self._paused = None
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -171,46 +188,74 @@ class _Wire(asyncio.Protocol):
     @property
     def quiet(self) -> bool:
         """Open, and nothing arrived since the last answer: an idle connection fit to be used again."""
-        open_ = self.transport is not None and not self.transport.is_closing()
-        return open_ and not self.buffer and not self.eof
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and not self.chunks and not self.eof
 
     async def read(self, timeout: float | None) -> bytes:
-        """What arrived (waiting up to ``timeout`` for something), or ``b""`` once the peer is done."""
-        if not self.buffer and not self.eof:
-            self._waiter = asyncio.get_running_loop().create_future()
+        """What arrived (waiting up to ``timeout`` seconds for something), or ``b""`` once the peer is
+        done; the error that ended the connection, if one did."""
+        if not self.chunks and not self.eof:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # a timer on the one future waited for: what asyncio.timeout does, without its cancelling
+            # and uncancelling of the task (a cancellation from outside still ends the wait as one)
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(timeout):
-                    await self._waiter
+                await waiter
             finally:
                 self._waiter = None
-        if self.buffer:
-            data = bytes(self.buffer)
-            self.buffer.clear()
+                if timer is not None:
+                    timer.cancel()
+        chunks = self.chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self.size = 0
+            if self.reading_paused:
+                self.reading_paused = False
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.resume_reading()
             return data
         if self.error is not None:
             raise self.error
         return b""
 
     async def write(self, data: bytes, timeout: float | None) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionResetError("the connection is closed")
-        self.transport.write(data)
-        if self._paused is not None:
+        """``data`` handed to the socket: returns once the transport's buffer is below its high-water
+        mark again (waiting up to ``timeout`` seconds for that)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise self.error or ConnectionResetError("the connection is closed")
+        transport.write(data)
+        writable = self._writable
+        if writable is not None:
             async with asyncio.timeout(timeout):
-                await asyncio.shield(self._paused)
+                await asyncio.shield(writable)
         if self.error is not None:
             raise self.error
 
-    def close(self) -> None:
+    def close(self, *, broken: bool = False) -> None:
+        """Close the connection: gracefully when idle; at once (what is unsent dropped) when ``broken``."""
         if self.transport is not None:
-            self.transport.close()
+            if broken:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Connection:
+    __slots__ = ("h11", "idle_since", "origin", "wire")
+
     def __init__(self, wire: _Wire, origin: _Origin) -> None:
         self.wire = wire
         self.origin = origin
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.idle_since = 0.0
 
     async def next_event(self, timeout: float | None) -> Any:
         """h11's next event of the answer, reading as it needs (errors as httpx's)."""
@@ -225,7 +270,7 @@ class _Connection:
                 data = await self.wire.read(timeout)
             except TimeoutError:
                 raise httpx.ReadTimeout("timed out reading the answer") from None
-            except OSError as exc:
+            except OSError as exc:  # ssl.SSLError among them
                 raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
             self.h11.receive_data(data)
 
@@ -240,7 +285,11 @@ class _Connection:
 
     @property
     def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and self.wire.quiet
+        """The exchange is over on both sides and nothing came after the answer (neither still in h11's
+        buffer nor arrived since): the next exchange may use the connection."""
+        state = self.h11
+        done = state.our_state is h11.DONE and state.their_state is h11.DONE
+        return done and not state.trailing_data[0] and self.wire.quiet
 
 
 class _Body(httpx.AsyncByteStream):
@@ -258,7 +307,7 @@ class _Body(httpx.AsyncByteStream):
         try:
             while True:
                 event = await connection.next_event(self._timeout)
-                if isinstance(event, h11.Data):
+                if type(event) is h11.Data:
                     yield bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
@@ -277,42 +326,74 @@ class _Body(httpx.AsyncByteStream):
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 over asyncio with a keep-alive pool: httpx's timeouts (connect, read, write, pool),
-    TLS verified with the given context, failures raised as httpx's exceptions (``ConnectError``,
-    ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``, ``RemoteProtocolError``,
-    ``ReadError``, ``WriteError``); a connection the server closed, or sent anything on while idle,
-    is not used again. No proxies, no HTTP/2: :func:`transport_unless_proxied` knows when."""
+    """HTTP/1.1 over asyncio with a keep-alive pool, for one origin or a few.
 
-    def __init__(self, *, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
-        self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
-        self._ssl.set_alpn_protocols(["http/1.1"])
+    As httpx's own transport does: each request's timeouts (its ``timeout`` extension, from the
+    client's ``httpx.Timeout``: ``connect`` for the TCP connection and the TLS handshake, ``write``
+    for each wait for the socket to take the request, ``read`` for each wait for the answer's bytes,
+    ``pool`` for a free place among ``limits.max_connections``); TLS verified with the given context
+    (or httpx's for ``verify``); idle connections kept up to ``limits.max_keepalive_connections`` and
+    ``limits.keepalive_expiry`` seconds, and not used again once the server closed one or sent
+    anything on it while idle; a connection whose exchange failed or was cancelled, or whose answer
+    was not read to its end, is dropped, never pooled. Failures are httpx's exceptions
+    (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``,
+    ``RemoteProtocolError``, ``ReadError``, ``WriteError``, ``LocalProtocolError``). No proxies, no
+    HTTP/2: :func:`transport_unless_proxied` knows when httpx's transport is needed.
+
+    The body is handed on as it arrives, undecoded (httpx's response decodes it); how much of it is
+    read is the caller's bound (the client's ``max_body_bytes``): the socket is not read while more
+    than :data:`HIGH_WATER` bytes wait unread.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool,
+        limits: httpx.Limits,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = None  # made for the first https connection
         self._slots = asyncio.Semaphore(limits.max_connections or 1_000_000)
         keep = limits.max_keepalive_connections
         self._keep = keep if keep is not None else 1_000_000
-        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._expiry = limits.keepalive_expiry
+        self._monotonic = monotonic
+        self._idle: list[_Connection] = []  # the most recently used last
         self._closed = False
+
+    @property
+    def idle(self) -> list[_Connection]:
+        """The connections kept for the next requests (read them, do not change them)."""
+        return self._idle
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         url = request.url
-        if url.scheme not in _DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("timed out waiting for a connection") from None
+        scheme = url.scheme
+        port = _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        origin = (scheme, url.host, url.port or port)
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("timed out waiting for a connection") from None
+        else:
+            await slots.acquire()
         connection: _Connection | None = None
+        read = timeouts.get("read")
         try:
             connection = self._idle_connection(origin) or await self._connect(origin, timeouts.get("connect"))
             await self._send(connection, request, timeouts.get("write"))
-            read = timeouts.get("read")
             event = await connection.answer_head(read)
         except BaseException:
             if connection is not None:
-                connection.wire.close()
-            self._slots.release()
+                connection.wire.close(broken=True)
+            slots.release()
             raise
         return httpx.Response(
             event.status_code,
@@ -322,20 +403,39 @@ class LeanTransport(httpx.AsyncBaseTransport):
         )
 
     def _idle_connection(self, origin: _Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()
-            if connection.wire.quiet:
-                return connection
-            connection.wire.close()
+        """The most recently used idle connection to ``origin`` still fit for use; on the way, those
+        idle longer than the keep-alive expiry, and those of ``origin`` found unfit, are closed."""
+        idle = self._idle  # in the order they became idle: the expired ones first
+        if self._expiry is not None and idle:
+            oldest = self._monotonic() - self._expiry
+            while idle and idle[0].idle_since < oldest:
+                expired = idle.pop(0)
+                expired.wire.close(broken=not expired.wire.quiet)
+        for index in range(len(idle) - 1, -1, -1):
+            connection = idle[index]
+            if connection.origin == origin:
+                del idle[index]
+                if connection.wire.quiet:
+                    return connection
+                connection.wire.close(broken=True)
         return None
+
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS context: the one given, or httpx's for ``verify`` (made once: loading the CA
+        certificates takes tens of milliseconds, for nothing when the API is plain http)."""
+        if self._ssl is None:
+            verify = self._verify
+            made = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+            made.set_alpn_protocols(["http/1.1"])
+            self._ssl = made
+        return self._ssl
 
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        tls = self._ssl if scheme == "https" else None
+        tls = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # the TLS handshake included
                 _, wire = await loop.create_connection(
                     _Wire, host, port, ssl=tls, server_hostname=host if tls is not None else None
                 )
@@ -370,17 +470,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def release(self, connection: _Connection, *, reuse: bool) -> None:
         """A request's connection is free: kept for the next request when it may be, else closed."""
         self._slots.release()
-        if reuse and connection.reusable and not self._closed:
+        if reuse and self._keep > 0 and connection.reusable and not self._closed:
+            idle = self._idle
+            if len(idle) >= self._keep:  # the least recently used makes room
+                idle.pop(0).wire.close()
             connection.h11.start_next_cycle()
-            idle = self._idle.setdefault(connection.origin, [])
-            if len(idle) < self._keep:
-                idle.append(connection)
-                return
-        connection.wire.close()
+            connection.idle_since = self._monotonic()
+            idle.append(connection)
+            return
+        connection.wire.close(broken=True)
 
     async def aclose(self) -> None:
         self._closed = True
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.wire.close()
+        for connection in self._idle:
+            connection.wire.close()
         self._idle.clear()

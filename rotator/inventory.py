@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from rotator import errors
 from rotator.api import BackupsClient
-from rotator.models import MANUAL, Backup, Listing
+from rotator.models import MANUAL, Backup, Listing, ids_of
 
 Source = Literal["account", "server"]
 CONFIRM_READS: Final = 3
@@ -42,7 +42,7 @@ class View:
     """One server's manual backups as one read saw them."""
 
     server_id: int
-    backups: tuple[Backup, ...]
+    backups: Sequence[Backup]  # held packed when read by the inventory (models.Backups)
     read_at: float  # monotonic seconds, when the read began
     source: Source
     pages: int  # of the read that produced it
@@ -50,7 +50,7 @@ class View:
 
     @property
     def ids(self) -> frozenset[int]:
-        return frozenset(backup.id for backup in self.backups)
+        return frozenset(ids_of(self.backups))
 
     def age(self, now: float) -> float:
         """Seconds since the read began, by the same monotonic clock."""
@@ -73,10 +73,6 @@ class Inventory:
         self.account_count: int | None = None  # manual backups in the account, last seen
         self.server_counts: dict[int, int] = {}  # manual backups per server, last seen
         self.reads = {"account": 0, "server": 0, "confirm": 0}  # for the benchmarks' cost figures
-        # each server's backups as last read: a re-read (confirm, polls) shares what is unchanged, so a
-        # fleet's views hold one copy of each backup however often it is read in a run (kept by server,
-        # the views' own tuples: a dict of every backup by id would cost a fleet 50 bytes a backup)
-        self._known: dict[int, tuple[Backup, ...]] = {}
 
     async def read(self, server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
         """A view of every listed server, and the servers whose listing could not be read whole.
@@ -96,7 +92,7 @@ class Inventory:
             started = self._monotonic()
             try:
                 account = await self._client.list_backups_within(
-                    per_server - 1, backup_type=MANUAL, share=self._sharer()
+                    per_server - 1, backup_type=MANUAL, grouped=True
                 )
             except errors.IncompleteListing:
                 if not fall_back:
@@ -105,25 +101,19 @@ class Inventory:
             if isinstance(account, Listing):
                 self.reads["account"] += 1
                 self.account_count = account.count
-                views = self._grouped(wanted, account, started)
-                self._known.update((sid, view.backups) for sid, view in views.items())
-                return views, {}
+                return self._grouped(wanted, account, started), {}
             if account is not None:
                 self.account_count = account.count
         return await self._per_server(wanted)
 
     def _grouped(self, wanted: list[int], account: Listing, started: float) -> dict[int, View]:
-        grouped: dict[int, list[Backup]] = {sid: [] for sid in wanted}
-        for backup in account.backups:
-            items = grouped.get(backup.server_id)
-            if items is not None:
-                items.append(backup)
-        self.server_counts.update((sid, len(items)) for sid, items in grouped.items())
+        views: dict[int, View] = {}
         single = account.pages == 1
-        return {
-            sid: View(sid, tuple(items), started, "account", account.pages, single)
-            for sid, items in grouped.items()
-        }
+        for sid in wanted:
+            mine = account.of_server(sid)
+            self.server_counts[sid] = len(mine)
+            views[sid] = View(sid, mine, started, "account", account.pages, single)
+        return views
 
     async def _per_server(self, wanted: list[int]) -> Views:
         views: dict[int, View] = {}
@@ -134,18 +124,15 @@ class Inventory:
             for sid in queue:
                 started = self._monotonic()
                 try:
-                    listing = await self._client.list_backups(
-                        server_id=sid, backup_type=MANUAL, share=self._sharer()
-                    )
+                    listing = await self._client.list_backups(server_id=sid, backup_type=MANUAL, grouped=True)
                 except errors.ApiError as exc:
                     failed[sid] = exc  # this server's own listing: the others are still good
                     continue
                 self.reads["server"] += 1
                 # a server filter the API ignored must not leak other servers' backups into a plan
-                mine = tuple(b for b in listing.backups if b.server_id == sid)
+                mine = listing.of_server(sid)
                 self.server_counts[sid] = len(mine)
                 views[sid] = View(sid, mine, started, "server", listing.pages, listing.pages == 1)
-                self._known[sid] = mine
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.workers, len(wanted))))))
         return views, failed
@@ -185,33 +172,6 @@ class Inventory:
         reads again) rather than costing every waiting server a listing of its own."""
         return await self.read(server_ids, fall_back=False)
 
-    def _sharer(self) -> Callable[[Backup], Backup]:
-        """For one listing: the instance to hold of each backup, its server's equal one as last read
-        (or the backup itself). A listing comes in the order of the last: each server's next backup is
-        looked for first where the last one found was followed, so that sharing costs no scan."""
-        known = self._known
-        after: dict[int, int] = {}  # server -> the position in its last read to look at first
-
-        def share(backup: Backup) -> Backup:
-            sid = backup.server.id
-            last = known.get(sid)
-            if not last:
-                return backup
-            at = after.get(sid, 0)
-            if at >= len(last) or last[at].id != backup.id:
-                at = next((i for i, seen in enumerate(last) if seen.id == backup.id), -1)
-                if at < 0:
-                    return backup  # new since the last read
-            after[sid] = at + 1
-            seen = last[at]
-            return seen if seen == backup else backup
-
-        return share
-
-    def forget_backups(self) -> None:
-        """Drop what re-reads share (at a run's end: a daemon holds no listing between runs)."""
-        self._known = {}
-
     def note_created(self, server_id: int) -> None:
         """A create adds one backup to the listings: keep the page estimates honest."""
         self.server_counts[server_id] = self.server_counts.get(server_id, 0) + 1
@@ -240,14 +200,15 @@ class Rounds:
         self._waiting: dict[int, tuple[View | None, list[asyncio.Future[View]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def view(self, server_id: int, seen: View | None = None) -> View:
-        """The server's view from the next round; its own listing's error raised as :class:`ApiError`."""
+    def view(self, server_id: int, seen: View | None = None) -> asyncio.Future[View]:
+        """The server's view from the next round, to await; its own listing's error raised as
+        :class:`ApiError`. A future, not a coroutine: a fleet's waiting servers hold no frame for it."""
         future: asyncio.Future[View] = asyncio.get_running_loop().create_future()
         _, futures = self._waiting.setdefault(server_id, (seen, []))
         futures.append(future)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._rounds())
-        return await future
+        return future
 
     async def _rounds(self) -> None:
         while self._waiting:

@@ -79,7 +79,7 @@ from rotator.events import (
 )
 from rotator.inventory import Inventory, Rounds, Stopped, View, Views
 from rotator.markers import Marker, mark_description, parse_marker
-from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup
+from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, find, ids_of
 from rotator.planner import Blocked, PruneActions, Rail, ServerActions, run_actions
 from rotator.retention import Decision, Policy
 from rotator.slots import Action, SlotDecision, decide
@@ -280,7 +280,7 @@ class _Created:
     attempt: int
     backup_id: int | None
     since: float  # monotonic: when its answer came, or its outcome became unknown
-    known: tuple[Backup, ...]  # the view's backups before it was sent (its own tuple: no copy held)
+    known: Sequence[Backup]  # the view's backups before it was sent (the view's own: no copy held)
 
 
 class Runner:
@@ -397,7 +397,6 @@ class Runner:
             finally:
                 for rounds in (run.polls, run.reads, run.confirms):
                     await rounds.aclose()
-                self.inventory.forget_backups()
                 if not finished:  # cancelled or crashed: no server whose run was cut short counts as ok
                     for result in results.values():
                         if result.outcome is Outcome.OK:
@@ -495,7 +494,7 @@ class Runner:
             return None
         started = self._monotonic()  # the answer came: the backup exists from here on
         self.inventory.note_created(sid)
-        if any(seen.id == backup.id for seen in known):
+        if backup.id in ids_of(known):
             result.fail(
                 f"the create's answer names backup {backup.id}, which was already listed: "
                 "the answer cannot be trusted; nothing pruned, no more creates for this server"
@@ -572,7 +571,7 @@ class Runner:
                 return planned
             view = fresh
             if new is not None and not run.dry:
-                listed = next((b for b in view.backups if b.id == new.id), None)
+                listed = find(view.backups, new.id)
                 if listed is None or listed.status != COMPLETED:
                     result.fail(
                         f"the new backup {new.id} is not listed as completed any more; nothing deleted"
@@ -849,7 +848,7 @@ class _Flow:
     def _unmarked_new_backup(self) -> bool:
         """A new manual backup appeared after an unknown create, but it does not carry our marker."""
         assert self.created is not None
-        known = {seen.id for seen in self.created.known}
+        known = set(ids_of(self.created.known))
         for backup in self.view.backups:
             if backup.id in known or backup.backup_type != MANUAL:
                 continue
@@ -867,16 +866,22 @@ class _Flow:
         if runner._monotonic() >= self.deadline:
             await self._timed_out()
             return False
-        polled = await runner._next_view(self.run.polls, self.sid)
-        if isinstance(polled, errors.ApiError):
-            self.poll_error = str(polled)
+        # runner._next_view, inlined: every waiting server of a fleet waits here, one frame fewer each
+        if runner.abandon.is_set():
+            raise _Abandoned
+        try:
+            polled = await self.run.polls.view(self.sid)
+        except Stopped:
+            raise _Abandoned from None
+        except errors.ApiError as exc:
+            self.poll_error = str(exc)
             log.warning("backup.poll_failed", server_id=self.sid, error=self.poll_error)
             return True
         self.poll_error = None
         self.view = polled
         before = result.backup
         if before is not None:
-            seen = next((b for b in polled.backups if b.id == before.id), None)
+            seen = find(polled.backups, before.id)
             if seen is not None and seen.status not in (IN_PROGRESS, COMPLETED):
                 # failed, or a status rotator does not know: not a usable backup; a retry may follow
                 result.backup, self.created, self.deadline = None, None, None

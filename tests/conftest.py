@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 import structlog
 from starlette.applications import Starlette
 
+from rotator import connections
 from rotator.sandbox import (
     RunningSandbox,
     Sandbox,
@@ -117,3 +119,15 @@ def fixture_cli_at_sandbox(sandbox_server: RunningSandbox, monkeypatch: pytest.M
     monkeypatch.setenv("ROTATOR_API_TOKEN", sandbox_server.token)
     monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+@pytest.fixture(name="httpx_transport")
+def fixture_httpx_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients made in the test use httpx's own transport, not rotator's lean one, whatever their
+    settings say: respx mocks httpx's transport (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    made = connections.transport_unless_proxied
+
+    def httpx_own(**given: Any) -> httpx.AsyncBaseTransport | None:
+        return made(**{**given, "lean": False})
+
+    monkeypatch.setattr(connections, "transport_unless_proxied", httpx_own)

@@ -82,6 +82,7 @@ async def fixture_make_client(clock: FakeTime) -> AsyncIterator[Callable[..., Ba
             retry_wait_initial=0,
             retry_wait_max=0,
             retry_wait_jitter=0,
+            lean_transport=overrides.pop("lean_transport", False),  # respx mocks httpx's own transport
             **overrides,
         )
         client = BackupsClient(
@@ -157,15 +158,21 @@ async def test_list_repeated_items_across_pages_raise(client: BackupsClient, api
         await client.list_backups()
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("other_server", [False, True])
 async def test_list_a_backup_repeated_on_a_later_page_raises_though_the_count_adds_up(
-    client: BackupsClient, api: respx.MockRouter
+    client: BackupsClient, api: respx.MockRouter, grouped: bool, other_server: bool
 ) -> None:
-    """Page 2 repeats page 1's second backup where the third should be (it was skipped): caught at the end."""
-    api.get("/backups/", params={"page": "2"}).mock(return_value=page(DOC_EXAMPLE[1:2], 3))
+    """Page 2 repeats page 1's second backup where the third should be (it was skipped): caught at the
+    end, held in one list or by server, and also when the repeat names another server."""
+    repeat = dict(DOC_EXAMPLE[1])
+    if other_server:
+        repeat["server"] = {"id": 777, "name": "elsewhere"}
+    api.get("/backups/", params={"page": "2"}).mock(return_value=page([repeat], 3))
     api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:2], 3, f"{API}/backups/?page=2"))
     twice = DOC_EXAMPLE[1]["id"]
     with pytest.raises(errors.IncompleteListing, match=f"backup {twice} is listed twice .on two of its 2"):
-        await client.list_backups()
+        await client.list_backups(grouped=grouped)
 
 
 async def test_list_count_changing_between_pages_raises(client: BackupsClient, api: respx.MockRouter) -> None:
@@ -274,6 +281,44 @@ async def test_list_read_ahead_refuses_a_chain_that_breaks(
         errors.IncompleteListing, match=r"changed while it was read \(page 3 of 5 is the last\)"
     ):
         await client.list_backups()
+
+
+SPELLINGS: dict[str, Callable[[int], str]] = {
+    "as the page's own URL": lambda n: f"{API}/backups/?backup_type=manual&page={n}",
+    "relative": lambda n: f"/api/v1/backups/?backup_type=manual&page={n}",
+    "parameters reordered": lambda n: f"{API}/backups/?page={n}&backup_type=manual",
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize(
+    ("target", "outcome"),
+    [
+        (lambda n: n, None),
+        (lambda n: 2 if n == 4 else n, "loop"),  # page 3 links back to page 2
+        (lambda n: n + 1 if n == 3 else n, r"changed while it was read \(page 2 of 5 links to"),
+    ],
+)
+async def test_list_read_ahead_judges_each_link_whatever_its_spelling(
+    make_client: Callable[..., BackupsClient],
+    api: respx.MockRouter,
+    spelling: str,
+    target: Callable[[int], int],
+    outcome: str | None,
+) -> None:
+    """A next link written as the next page's own URL, relatively or with its parameters in another
+    order leads to the same page; a link to a page already read, or past the next, is refused alike."""
+    client = make_client(max_concurrency=4, requests_per_second=1000, burst=100)
+    spell = SPELLINGS[spelling]
+    fake = PagedApi(20, 4, lambda n: spell(target(n)))
+    api.get("/backups/").mock(side_effect=fake.answer)
+    if outcome is None:
+        listing = await client.list_backups(backup_type="manual")
+        assert [b.id for b in listing.backups] == list(range(1, 21))
+        return
+    error = errors.InvalidResponse if outcome == "loop" else errors.IncompleteListing
+    with pytest.raises(error, match=outcome):
+        await client.list_backups(backup_type="manual")
 
 
 async def test_unknown_fields_ignored_and_unknown_status_kept(

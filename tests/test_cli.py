@@ -24,6 +24,7 @@ from tests.test_api import DOC_EXAMPLE, backup_json, page
 
 API = "https://api.test/api/v1"
 TOKEN = "cli-token-77aa-SECRET"
+pytestmark = pytest.mark.usefixtures("httpx_transport")  # respx mocks httpx's own transport
 
 
 @pytest.fixture(autouse=True)

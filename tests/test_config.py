@@ -99,6 +99,7 @@ def test_defaults(tmp_path: Path) -> None:
         "max_listing_items": None,
         "max_body_bytes": 16 * 1024 * 1024,
         "answer_timeout": timedelta(minutes=5),
+        "lean_transport": True,
     }
 
 

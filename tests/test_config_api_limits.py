@@ -1,15 +1,20 @@
-"""``api.max_listing_items``, ``max_body_bytes`` and ``answer_timeout``: defaults that scale, settable."""
+"""``api.max_listing_items``, ``max_body_bytes``, ``answer_timeout`` and ``lean_transport``: defaults
+that scale, settable."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
+from rotator import connections
+from rotator.api import BackupsClient
 from rotator.cli import build_parser, client_settings
 from rotator.config import MIN_LISTING_ITEMS, load_config
 from rotator.errors import ConfigError
+from rotator.secrets import ApiToken
 
 
 @pytest.fixture(name="clean_env", autouse=True)
@@ -69,3 +74,28 @@ def test_a_bad_cap_names_its_key(tmp_path: Path, line: str, key: str) -> None:
     """A cap out of bounds is a config error naming its key."""
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(config_file(tmp_path, 1, f"  {line}\n"))
+
+
+@pytest.mark.parametrize(("line", "lean"), [("", True), ("  lean_transport: false\n", False)])
+def test_the_transport_is_settable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, lean: bool
+) -> None:
+    """``api.lean_transport`` (default true) reaches the client's settings and picks its transport;
+    set from the environment too."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    path = config_file(tmp_path, 1, line)
+    args = build_parser().parse_args(["run-once", "--config", str(path)])
+    settings = client_settings(args, load_config(path), {})
+    assert settings.lean_transport is lean
+    client = BackupsClient(ApiToken("t0ken-config-test", "test"), settings)
+    expected = connections.LeanTransport if lean else httpx.AsyncHTTPTransport
+    assert isinstance(client._transport, expected)
+    monkeypatch.setenv("ROTATOR_API__LEAN_TRANSPORT", str(not lean).lower())
+    assert client_settings(args, load_config(path), {}).lean_transport is (not lean)
+
+
+def test_a_bad_transport_choice_names_its_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"api\.lean_transport"):
+        load_config(config_file(tmp_path, 1, "  lean_transport: sometimes\n"))

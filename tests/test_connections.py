@@ -1,4 +1,5 @@
-"""The client's pool checks idle connections with one poll, and still drops those the server closed."""
+"""httpx's transport (``api.lean_transport: false``): the client's pool checks idle connections with one
+poll, and still drops those the server closed."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ async def test_requests_reuse_connections_and_survive_a_server_that_closed_them(
     sandbox_server: RunningSandbox,
 ) -> None:
     """Through the real pool: requests share one kept-alive connection; one closed meanwhile is dropped."""
-    settings = ClientSettings(base_url=sandbox_server.api_url, max_concurrency=1)
+    settings = ClientSettings(base_url=sandbox_server.api_url, max_concurrency=1, lean_transport=False)
     async with BackupsClient(ApiToken(sandbox_server.token, "test"), settings) as client:
         await client.list_backups()
         pool = client._http._transport._pool  # type: ignore[attr-defined]
@@ -59,7 +60,7 @@ def test_a_proxy_in_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatc
     """With HTTPS_PROXY set, httpx makes its own transports (and so its proxy mount); without, ours."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    settings = ClientSettings(base_url="https://api.example.test/api/v1")
+    settings = ClientSettings(base_url="https://api.example.test/api/v1", lean_transport=False)
     plain = BackupsClient(ApiToken("t0ken-proxy-test-123", "test"), settings)
     assert isinstance(plain._http._transport._pool._network_backend, connections.Backend)  # type: ignore[attr-defined]
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.test:3128")
