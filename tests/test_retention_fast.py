@@ -439,7 +439,7 @@ def test_a_table_that_disagrees_with_a_candidates_own_local_time_is_given_up() -
     first new answer, which is worked out from each candidate's own local time, and then no longer
     used: every server's plan is still the reference's."""
     listing = [
-        make(server * 100 + day, NOW - timedelta(days=day, minutes=server), server)
+        make(server * 100 + day, NOW - timedelta(days=day * server, minutes=server), server)
         for server in (1, 2, 3)
         for day in range(20)
     ]
