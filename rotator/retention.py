@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import gc
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,7 +63,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache, lru_cache
 from itertools import chain, compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, ne, not_
+from operator import add, and_, attrgetter, eq, is_not, itemgetter, mul, ne, not_, sub
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -506,26 +506,147 @@ a fleet's servers share) and keep where the bucket changes, in C; beyond, they j
 
 _Local = tuple[datetime, int, int, int, int, int]
 """A candidate's local time in the policy's zone, then its bucket key for each of :data:`_CALENDAR_RULES`."""
-_LOCALS: Final[dict[ZoneInfo, dict[datetime, _Local]]] = {}
-_MAX_LOCALS: Final = 1 << 16
+_HOUR: Final = attrgetter("hour")
+_MONTH: Final = attrgetter("month")
+_YEAR: Final = attrgetter("year")
 
 
 def _locals_of(times: Sequence[datetime], zone: ZoneInfo) -> list[_Local]:
-    """The local time and bucket keys of every instant of ``times``; ``OverflowError`` when one's local
-    time is outside the calendar. A fleet's servers share their instants (or nearly: a bounded cache per
-    zone, forgotten whole when full), so each is converted once."""
-    cache = _LOCALS.get(zone)
-    if cache is None:
-        cache = _LOCALS[zone] = {}
-    found = list(map(cache.get, times))
-    if None in found:
-        if len(cache) + len(found) > _MAX_LOCALS:
-            cache.clear()
-        for index in compress(range(len(found)), map(is_, found, repeat(None))):
-            created = times[index]
-            wall = created.astimezone(zone)
-            found[index] = cache[created] = (wall, *(rule.key(wall) for rule in _CALENDAR_RULES))  # type: ignore[assignment]
-    return found  # type: ignore[return-value]
+    """The local time and bucket keys of every instant of ``times`` (each key as its rule's ``key``
+    gives it), in C; ``OverflowError`` when one's local time is outside the calendar."""
+    walls = list(map(datetime.astimezone, times, repeat(zone)))
+    ordinals = list(map(datetime.toordinal, walls))
+    hours = map(add, map(mul, ordinals, repeat(24)), map(_HOUR, walls))
+    weeks = map(sub, ordinals, map(datetime.weekday, walls))
+    months = map(add, map(mul, map(_YEAR, walls), repeat(12)), map(_MONTH, walls))
+    return list(zip(walls, hours, ordinals, weeks, months, map(_YEAR, walls), strict=True))
+
+
+_PROBE: Final = timedelta(hours=1)
+"""The step at which :class:`_Floors` probes its zone for a change of UTC offset. Changes of offset in
+tzdata are days apart (95 hours at the least: Africa/Freetown in 1939; a test checks every zone), so
+none comes and goes between two probes unseen."""
+_MICROSECOND: Final = timedelta(microseconds=1)
+_TABLE_FROM: Final = datetime(2, 1, 1, tzinfo=UTC)
+_TABLE_UNTIL: Final = datetime(9998, 1, 1, tzinfo=UTC)
+"""The instants a :class:`_Floors` table covers at most (away from the calendar's ends, where local
+times may not exist): candidates outside are converted one by one."""
+_MIN_PROBES: Final = 4 * 24 * 31
+"""The probes a plan's :class:`_Floors` may make however few its candidates: a month's, hourly, four
+times over (beyond that, as many as there are candidates)."""
+_HOURLY: Final = 1
+_DAILY: Final = 2
+"""Positions in :data:`_Local` of the two finest keys: either tells every coarser bucket too."""
+
+
+def _wall_shift(zone: ZoneInfo, at: datetime) -> timedelta:
+    """How far the local wall clock of ``zone`` is ahead of UTC at the instant ``at``."""
+    return at.astimezone(zone).replace(tzinfo=None) - at.replace(tzinfo=None)
+
+
+class _Floors:
+    """The finest bucket key (hour, or day) of a plan's candidates, read off a table by bisection.
+
+    Scoped to one :func:`plan_policy` call. The table cuts time (UTC) into intervals in which the local
+    floor of the finest calendar rule on stays the same: it starts a new interval at every change of the
+    zone's offset (found by probing every :data:`_PROBE` and bisecting to the microsecond) and at every
+    local hour or midnight between. An interval's key is its start's, converted by ``astimezone`` as
+    the reference converts every candidate; a candidate's key is its interval's, found in C. The table
+    grows to the candidates' span as servers come; it probes at most ``budget`` times in all, and where
+    it would need more (or a candidate is near an end of the calendar) it answers ``None``.
+    """
+
+    __slots__ = ("budget", "end", "first", "keys", "off", "position", "starts", "unit", "zone")
+
+    def __init__(self, zone: ZoneInfo, hourly: bool, budget: int) -> None:
+        self.zone = zone
+        self.position = _HOURLY if hourly else _DAILY
+        self.unit = timedelta(hours=1) if hourly else timedelta(days=1)
+        self.budget = budget
+        self.starts: list[datetime] = []
+        """The intervals' starts, ascending, then the end of the last."""
+        self.keys: list[int] = []
+        """Per interval, its key, after a placeholder (``bisect_right`` over ``starts`` counts from 1)."""
+        self.first = self.end = _TABLE_FROM
+        self.off = False
+        """Given up: a new answer's own local times disagreed with the table's keys (see :func:`_keeps`)."""
+
+    def keys_of(self, times: Sequence[datetime]) -> list[int] | None:
+        """The finest bucket key of every instant of ``times`` (ascending), or ``None`` (see above)."""
+        if self.off:
+            return None
+        if not times:
+            return []
+        if (times[0] < self.first or times[-1] >= self.end) and not self._cover(times[0], times[-1]):
+            return None
+        return list(map(self.keys.__getitem__, map(bisect_right, repeat(self.starts), times)))
+
+    def _cover(self, first: datetime, last: datetime) -> bool:
+        until = _TABLE_UNTIL - self.unit
+        if first < _TABLE_FROM or last >= until:
+            return False
+        if self.starts:
+            first, last = min(first, self.first), max(last, self.end)
+        span = last - first
+        room = self.budget * _PROBE - span
+        if room < timedelta(0):
+            return False
+        # Room for the next servers' backups a little earlier or later, within the budget.
+        pad = min(max(timedelta(days=1), span / 4), room / 2)
+        lo = first - min(pad, first - _TABLE_FROM)
+        end = last + min(pad, until - last) + _MICROSECOND
+        self.budget -= int((end - lo) / _PROBE) + 1
+        self._build(lo, end)
+        return True
+
+    def _build(self, lo: datetime, end: datetime) -> None:
+        zone, unit, position = self.zone, self.unit, self.position
+        starts: list[datetime] = []
+        keys: list[int] = [0]
+        at = lo
+        while at < end:
+            shift = _wall_shift(zone, at)
+            change = self._next_change(at, shift, end)
+            wall = at + shift
+            starts.append(at)
+            keys.append(_key_of(wall, position))
+            floor = _unit_floor(wall, position) + unit
+            while floor - shift < change:
+                starts.append(floor - shift)
+                keys.append(_key_of(floor, position))
+                floor += unit
+            at = change
+        starts.append(end)
+        self.starts, self.keys, self.first, self.end = starts, keys, lo, end
+
+    def _next_change(self, at: datetime, shift: timedelta, end: datetime) -> datetime:
+        """The first instant after ``at`` at which the zone's offset is no longer ``shift``, or ``end``."""
+        zone = self.zone
+        while at < end:
+            probe = min(at + _PROBE, end)
+            if _wall_shift(zone, probe) != shift:
+                # The shift is still ``shift`` at ``low`` microseconds after ``at``, not at ``high``.
+                low, high = 0, (probe - at) // _MICROSECOND
+                while high - low > 1:
+                    middle = (low + high) // 2
+                    if _wall_shift(zone, at + timedelta(microseconds=middle)) == shift:
+                        low = middle
+                    else:
+                        high = middle
+                return at + timedelta(microseconds=high)
+            at = probe
+        return end
+
+
+def _unit_floor(wall: datetime, position: int) -> datetime:
+    if position == _HOURLY:
+        return wall.replace(minute=0, second=0, microsecond=0)
+    return wall.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _key_of(wall: datetime, position: int) -> int:
+    """The key of the wall time ``wall`` (its fields, whatever its tzinfo) as :func:`_locals_of` gives it."""
+    return wall.toordinal() * 24 + wall.hour if position == _HOURLY else wall.toordinal()
 
 
 def _step_keeps(
@@ -560,13 +681,13 @@ def _calendar_of(retention: Retention) -> _Calendar:
 
 
 def _calendar_reasons(
-    times: Sequence[datetime], calendar: _Calendar, zone: ZoneInfo
+    times: Sequence[datetime], calendar: _Calendar, zone: ZoneInfo, steps: list[_Local] | None = None
 ) -> Iterator[tuple[Sequence[int], Sequence[str]]]:
-    """What the calendar rules keep, rule after rule: the indices in ``times`` (oldest first), and why."""
+    """What the calendar rules keep, rule after rule: the indices in ``times`` (oldest first), and why.
+    ``steps``: the local times of ``times`` (:func:`_locals_of`), if known."""
     if not calendar:
         return
-    steps: list[_Local] | None = None
-    if len(times) <= STEP_UP_TO:
+    if steps is None and len(times) <= STEP_UP_TO:
         try:
             steps = _locals_of(times, zone)
         except OverflowError:  # a candidate at an end of the calendar: the jumping engine visits fewer
@@ -586,6 +707,8 @@ def _keep_reasons(
     zone: ZoneInfo,
     now: datetime,
     calendar: _Calendar | None = None,
+    *,
+    steps: list[_Local] | None = None,
 ) -> dict[int, list[str]]:
     """The reasons of every kept candidate, by index in ``times`` (oldest first), in the rules' order."""
     count = len(times)
@@ -597,7 +720,7 @@ def _keep_reasons(
 
     add(range(count - 1, max(count - retention.keep_last, 0) - 1, -1), repeat(LAST))
     for indices, texts in _calendar_reasons(
-        times, _calendar_of(retention) if calendar is None else calendar, zone
+        times, _calendar_of(retention) if calendar is None else calendar, zone, steps
     ):
         add(indices, texts)
     if retention.keep_days:
@@ -619,13 +742,21 @@ def _utc_now(now: datetime) -> datetime:
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a plan is built: a plan makes millions of objects that hold
     no cycles, and every full collection it triggered would walk the whole listing again (most of a
-    fleet plan's time). Reference counting frees everything as before; the collector is on again after."""
+    fleet plan's time). Reference counting frees everything as before; the collector is on again after.
+
+    Before it is, the objects made meanwhile go to the oldest generation at once (``gc.freeze`` and
+    ``gc.unfreeze``: a move of lists, no walk): else the first allocation after would walk them all in
+    a young collection (0.3 s for a fleet's plan), and a middle one again later, to put them there. Not
+    when something else holds objects frozen (``unfreeze`` would let those go too)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -749,6 +880,7 @@ def _plan_one_server(
     zone: ZoneInfo | None = None,
     calendar: _Calendar | None = None,
     memo: dict[object, _Keeps] | None = None,
+    floors: _Floors | None = None,
 ) -> ServerPlan:
     """The plan of one server: ``candidates`` are known to be (in listing order), ``rest`` are the other
     backups (in listing order), each asked :meth:`Policy.untouched_reason`."""
@@ -781,7 +913,13 @@ def _plan_one_server(
     elif untouched:
         untouched.sort(key=lambda decision: decision.backup.sort_key, reverse=True)
     kept, reasons, doomed = _keeps(
-        times, policy.retention, policy.zone if zone is None else zone, now, calendar=calendar, memo=memo
+        times,
+        policy.retention,
+        policy.zone if zone is None else zone,
+        now,
+        calendar=calendar,
+        memo=memo,
+        floors=floors,
     )
     keep = tuple(map(Decision, map(candidates.__getitem__, kept), reasons))
     deleted = tuple(compress(reversed(candidates), doomed))
@@ -800,30 +938,46 @@ def _keeps(
     *,
     calendar: _Calendar | None,
     memo: dict[object, _Keeps] | None,
+    floors: _Floors | None = None,
 ) -> _Keeps:
     """What :func:`_keep_reasons` keeps, ready to build a plan. ``memo``: the answers of a fleet's
-    servers so far, by what the rules read of ``times`` (their count, where ``keep_days`` cuts them,
-    and the bucket keys of the calendar rules that are on, from which the reasons are spelt): servers
-    backed up on the same days get the same answer (and share its tuples)."""
+    servers so far, by what the rules read of ``times``: their count, where ``keep_days`` cuts them,
+    and (when a calendar rule is on) the finest bucket key of each, local hour or day, which tells
+    every coarser bucket and the reasons spelt from them. Servers backed up in the same hours or days
+    get the same answer (and share its tuples). ``floors``: the plan's table of finest keys; when it
+    gives none, each candidate is converted."""
     count = len(times)
     signature: object = None
+    steps: list[_Local] | None = None
     if memo is not None and count <= STEP_UP_TO:
         on = _calendar_of(retention) if calendar is None else calendar
         cut = bisect_left(times, now - timedelta(days=retention.keep_days)) if retention.keep_days else 0
-        try:
-            buckets = (
-                tuple(map(itemgetter(*(position for position, _, _ in on)), _locals_of(times, zone)))
-                if on
-                else ()
-            )
-        except OverflowError:  # outside the calendar: worked out without the memo
-            buckets = None
-        if buckets is not None:
-            signature = (count, cut, buckets)
+        finest: list[int] | None = None
+        position = _HOURLY if on and on[0][1].setting == "keep_hourly" else _DAILY
+        if on and floors is not None:
+            finest = floors.keys_of(times)
+        if on and finest is None:
+            try:
+                steps = _locals_of(times, zone)
+            except OverflowError:  # outside the calendar: worked out without the memo
+                steps = None
+            else:
+                finest = list(map(itemgetter(position), steps))
+        if finest is not None or not on:
+            signature = (count, cut, tuple(finest) if finest is not None else ())
             found = memo.get(signature)
             if found is not None:
                 return found
-    reasons = _keep_reasons(times, retention, zone, now, calendar)
+            if on and steps is None:
+                # A new answer: worked out from each candidate's own local time, which must give the
+                # keys the table gave (else the table is given up and the signature is the true one).
+                steps = _locals_of(times, zone)
+                exact = list(map(itemgetter(position), steps))
+                if exact != finest:  # a change of offset the probes missed
+                    assert floors is not None
+                    floors.off = True
+                    signature = (count, cut, tuple(exact))
+    reasons = _keep_reasons(times, retention, zone, now, calendar, steps=steps)
     kept = sorted(reasons, reverse=True)
     doomed = [True] * count
     for index in kept:
@@ -858,6 +1012,11 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
         zone = policy.zone
         calendar = _calendar_of(policy.retention)
         memo: dict[object, _Keeps] = {}
+        floors = (
+            _Floors(zone, calendar[0][1].setting == "keep_hourly", len(listing) + _MIN_PROBES)
+            if calendar
+            else None
+        )
         return PolicyPlan(
             policy.name,
             now,
@@ -871,6 +1030,7 @@ def plan_policy(backups: Iterable[Backup], policy: Policy, now: datetime) -> Pol
                     zone=zone,
                     calendar=calendar,
                     memo=memo,
+                    floors=floors,
                 )
                 for server, group in marked.items()
             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 from unittest import mock
 
@@ -286,22 +287,175 @@ def test_a_slot_in_year_0000_is_not_owned() -> None:
     assert [(d.backup.id, d.reasons) for d in fleet.servers[0].untouched] == [(1, (NOT_OWNED,))]
 
 
-def test_a_full_local_time_cache_changes_no_plan() -> None:
-    """The local times of instants are cached per zone and forgotten whole when full: with room for one
-    only, a fleet's plan is the same as with room for all."""
+# --- the table of finest bucket keys (_Floors) ---------------------------------------------------
+# Zones with DST, odd or historical (LMT) offsets, negative DST, many changes, and a skipped day.
+TABLE_ZONES = [
+    *ZONES,
+    "Europe/Dublin",  # negative DST in winter
+    "Africa/Casablanca",  # DST off for Ramadan: changes weeks apart
+    "Asia/Gaza",  # changes a week apart
+    "Africa/Freetown",  # 1939: changes four days apart
+    "Africa/Monrovia",  # -00:44:30 until 1972
+    "Europe/Amsterdam",  # +00:19:32 until 1937
+    "America/St_Johns",  # -03:30 with DST
+    "Pacific/Kiritimati",  # +14, skipped 1994-12-31
+]
+
+
+def _explicit_changes(zone: str) -> list[int]:
+    """The UTC instants (epoch seconds) of ``zone``'s changes of offset in its tzdata file, then those of
+    its rule for some later years, read by the pure-Python zoneinfo (private, for this test only)."""
+    from zoneinfo import _zoneinfo as pure  # noqa: PLC0415
+
+    info = pure.ZoneInfo.no_cache(zone)
+    offsets = [info._tti_before.utcoff if info._tti_before else None, *(t.utcoff for t in info._ttinfos)]  # type: ignore[attr-defined]
+    found = [at for at, was, now in zip(info._trans_utc, offsets, offsets[1:], strict=False) if was != now]  # type: ignore[attr-defined]
+    after = info._tz_after  # type: ignore[attr-defined]
+    if isinstance(after, pure._TZStr):  # type: ignore[attr-defined]
+        std, dst = after.std.utcoff.total_seconds(), after.dst.utcoff.total_seconds()
+        last = found[-1] if found else 0
+        for year in (2038, 2040, 2077, 2100, 2101, 2500, 9000):
+            begin, end = after.transitions(year)
+            found += [at for at in (int(begin - std), int(end - dst)) if at > last]
+    return sorted(found)
+
+
+_CHANGES = {zone: _explicit_changes(zone) for zone in TABLE_ZONES}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NUDGES = [timedelta(0), timedelta(microseconds=1), timedelta(seconds=1), timedelta(minutes=30)]
+
+
+@st.composite
+def near_changes(draw: st.DrawFn, zone: str, size: int = 12) -> list[datetime]:
+    """Instants around one or two of ``zone``'s changes of offset: right at one, a microsecond or a
+    second or half an hour before or after it, or anywhere within two days."""
+    changes = _CHANGES[zone] or [1_700_000_000]
+    at = draw(st.integers(0, len(changes) - 1))
+    picks = [change for change in changes[at : at + 2] if change - changes[at] < 60 * 86400]
+    times = []
+    for _ in range(draw(st.integers(1, size))):
+        change = _EPOCH + timedelta(seconds=draw(st.sampled_from(picks)))
+        nudge = draw(
+            st.one_of(st.sampled_from(_NUDGES), st.builds(timedelta, minutes=st.integers(0, 2 * 24 * 60)))
+        )
+        times.append(change + nudge if draw(st.booleans()) else change - nudge)
+    return times
+
+
+@FAST
+@given(st.data(), st.sampled_from(TABLE_ZONES), st.booleans())
+def test_the_table_gives_every_instant_its_own_local_key(
+    data: st.DataObject, zone: str, hourly: bool
+) -> None:
+    """The table's key of an instant is the key of its own local time (as astimezone gives it), at,
+    just before and just after changes of offset, for servers that make the table grow."""
+    budget = 24 * 366
+    floors = retention._Floors(retention.load_zone(zone), hourly, budget)
+    rule = retention._CALENDAR_RULES[0 if hourly else 1]
+    seen: list[datetime] = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        times = sorted(data.draw(near_changes(zone)))
+        seen += times
+        keys = floors.keys_of(times)
+        if keys is None:  # near an end of the calendar, or a span the budget does not probe
+            until = retention._TABLE_UNTIL - rule_unit(hourly)
+            inside = min(seen) >= retention._TABLE_FROM and max(seen) < until
+            assert not inside or (max(seen) - min(seen)) / retention._PROBE > budget / 2
+            continue
+        assert keys == [rule.key(created.astimezone(floors.zone)) for created in times]
+
+
+def rule_unit(hourly: bool) -> timedelta:
+    return timedelta(hours=1) if hourly else timedelta(days=1)
+
+
+def test_no_change_of_offset_hides_between_two_probes() -> None:
+    """Every zone's changes of offset (in its file, and by its rule in later years) are at least two
+    probes apart, so the table's probing sees each (a tzdata that breaks this fails here)."""
+    import zoneinfo  # noqa: PLC0415
+
+    gaps = []
+    for zone in sorted(zoneinfo.available_timezones()):
+        changes = _explicit_changes(zone)
+        gaps += [(later - earlier, zone) for earlier, later in pairwise(changes)]
+    closest = min(gaps)
+    assert closest[0] >= 2 * retention._PROBE.total_seconds(), closest
+
+
+@st.composite
+def fleets_near_changes(draw: st.DrawFn, zone: str) -> tuple[list[Backup], tuple[int, ...]]:
+    """Servers backed up around the same changes of ``zone``'s offset, to the second or a little apart
+    (so that some share their buckets and some do not), in one listing."""
+    base = draw(near_changes(zone, size=10))
+    servers = tuple(range(1, draw(st.integers(1, 6)) + 1))
+    listing: list[Backup] = []
+    for server in servers:
+        spread = draw(st.sampled_from([0, 1, 119, 3600]))
+        for created in base:
+            shifted = created + timedelta(seconds=draw(st.integers(0, spread)))
+            listing.append(make(len(listing) + 1, shifted, server))
+    return listing, servers
+
+
+@FAST
+@given(st.data(), st.sampled_from(TABLE_ZONES), policies(), st.sampled_from([0, 10**9]))
+def test_plan_policy_around_changes_of_offset_is_the_reference_plan(
+    data: st.DataObject, zone: str, subject: Policy, min_probes: int
+) -> None:
+    """plan_policy, whose servers' buckets come from the table (or, with too few probes allowed, from
+    each candidate), gives every server the reference's plan around a zone's changes of offset."""
+    listing, servers = data.draw(fleets_near_changes(zone))
+    subject = Policy(subject.name, subject.retention, servers, zone, prune_unmanaged=subject.prune_unmanaged)
+    now = max(item.created_at for item in listing) + timedelta(hours=data.draw(st.integers(0, 72)))
+    with mock.patch.object(retention, "_MIN_PROBES", min_probes):
+        fast = outcome(plan_policy, listing, subject, now)
+    slow = outcome(reference.plan_policy, listing, reference_policy(subject), now)
+    assert fast[0] == slow[0]
+    if fast[0] == "plan":
+        for plan, expected in zip(fast[1].servers, slow[1].servers, strict=True):
+            assert_same(plan, expected)
+
+
+@pytest.mark.parametrize("min_probes", [0, 10**9], ids=["few-probes", "many-probes"])
+def test_a_table_that_grows_or_gives_up_changes_no_plan(min_probes: int) -> None:
+    """Servers backed up further and further back (the table grows as they come, or gives up when it
+    may not probe enough): every server's plan is the reference's."""
     listing = [
-        make(server * 100 + day, NOW - timedelta(days=day, seconds=server), server)
+        make(server * 1000 + day, NOW - timedelta(days=day * server**3, seconds=server), server)
+        for server in (1, 2, 3, 4, 5)
+        for day in range(20)
+    ]
+    rules = Retention(keep_hourly=3, keep_daily=5, keep_weekly=2, keep_monthly=3)
+    subject = Policy("nightly", rules, servers=(1, 2, 3, 4, 5), timezone="Europe/Berlin")
+    with mock.patch.object(retention, "_MIN_PROBES", min_probes):
+        fast = plan_policy(listing, subject, NOW)
+    slow = reference.plan_policy(listing, reference_policy(subject), NOW)
+    for plan, expected in zip(fast.servers, slow.servers, strict=True):
+        assert_same(plan, expected)
+
+
+def test_a_table_that_disagrees_with_a_candidates_own_local_time_is_given_up() -> None:
+    """A table whose keys are wrong (as if its probes missed a change of offset) is found out at the
+    first new answer, which is worked out from each candidate's own local time, and then no longer
+    used: every server's plan is still the reference's."""
+    listing = [
+        make(server * 100 + day, NOW - timedelta(days=day * server, minutes=server), server)
         for server in (1, 2, 3)
         for day in range(20)
     ]
-    subject = Policy("nightly", Retention(keep_daily=5, keep_weekly=2), servers=(1, 2, 3), timezone=ZONES[1])
-    retention._LOCALS.clear()
-    roomy = plan_policy(listing, subject, NOW)
-    retention._LOCALS.clear()
-    with mock.patch.object(retention, "_MAX_LOCALS", 1):
-        tight = plan_policy(listing, subject, NOW)
-    assert tight == roomy
-    assert [shape(s.keep) for s in tight.servers] == [shape(s.keep) for s in roomy.servers]
+    subject = Policy(
+        "nightly", Retention(keep_daily=5, keep_weekly=2), servers=(1, 2, 3), timezone="Europe/Berlin"
+    )
+    with mock.patch.object(retention, "_key_of", return_value=0):
+        fast = plan_policy(listing, subject, NOW)
+    slow = reference.plan_policy(listing, reference_policy(subject), NOW)
+    for plan, expected in zip(fast.servers, slow.servers, strict=True):
+        assert_same(plan, expected)
+
+
+def test_a_plan_leaves_no_local_times_behind() -> None:
+    """The table of local keys lives as long as one plan: the module holds no cache of local times."""
+    assert not [name for name in vars(retention) if name.upper() == "_LOCALS"]
 
 
 def test_the_collector_is_on_again_after_a_plan_and_stays_off_if_it_was() -> None:
@@ -319,6 +473,27 @@ def test_the_collector_is_on_again_after_a_plan_and_stays_off_if_it_was() -> Non
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_plan_leaves_what_others_froze_frozen() -> None:
+    """A plan moves its own objects to the collector's oldest generation, but not by unfreezing what
+    something else froze (a process that froze its objects before forking keeps them frozen)."""
+    import gc  # noqa: PLC0415 (only these tests touch it)
+
+    listing = [make(1, NOW), make(2, NOW - timedelta(days=1))]
+    subject = Policy("nightly", Retention(keep_last=1), servers=(SERVER,))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen
+        plan_policy(listing, subject, NOW).delete  # noqa: B018 (built on first read)
+        assert gc.get_freeze_count() == frozen
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+    plan_policy(listing, subject, NOW).delete  # noqa: B018
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 def test_a_server_listed_in_several_runs_keeps_its_listing_order() -> None:
