@@ -249,6 +249,14 @@ class _Run:
     events: Events
     key: RunKey
     sending: _FirstSends = field(default_factory=lambda: _FirstSends(()))
+    descriptions: dict[int, str] = field(default_factory=dict)  # by attempt: the same for every server
+
+    def describe(self, attempt: int) -> str:
+        """The description of ``attempt`` at this run's slot (:meth:`JobSpec.describe`), made once a run."""
+        description = self.descriptions.get(attempt)
+        if description is None:
+            description = self.descriptions[attempt] = self.job.describe(self.slot, attempt)
+        return description
 
 
 class _FirstSends:
@@ -472,7 +480,7 @@ class Runner:
     async def _create(self, run: _Run, result: ServerResult, view: View, attempt: int) -> _Created | None:
         """Send the create of ``attempt``; what is known of it, or None when the server is done (failed)."""
         job, sid = run.job, result.server_id
-        description = job.describe(run.slot, attempt)
+        description = run.describe(attempt)
         known = view.backups
         try:
             await self.guard.before_create(job.name, sid, run.slot, attempt)
@@ -803,7 +811,7 @@ class _Flow:
             await self._failed(created.backup_id, "vanished")
             return None
         if run.dry:
-            description = run.job.describe(run.slot, decision.attempt)
+            description = run.describe(decision.attempt)
             log.info("backup.would_create", server_id=self.sid, description=description)
             async with self.gate:
                 await runner._prune(run, result, self.view)
