@@ -340,6 +340,14 @@ class Backups(Sequence[Backup]):
         """Every backup's id, in order, without reading the rest."""
         return [row[0] for row in _ROW.iter_unpack(self._rows)]
 
+    def described(self, part: str) -> Iterator[Backup]:
+        """The backups whose description contains ``part``, in order; only they are read back."""
+        values, size = self._table.values, _ROW.size
+        for at, row in enumerate(_ROW.iter_unpack(self._rows)):
+            description = values[row[7]]
+            if description is not None and part in description:
+                yield next(_unpacked(self._rows[at * size : (at + 1) * size], values))
+
     def find(self, backup_id: int) -> Backup | None:
         """The backup of that id (the first, were it held twice), or None; only it is read back."""
         for at, row in enumerate(_ROW.iter_unpack(self._rows)):

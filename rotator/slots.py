@@ -46,7 +46,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from rotator.markers import MAX_ATTEMPT, make_marker, parse_marker
-from rotator.models import COMPLETED, IN_PROGRESS, Backup
+from rotator.models import COMPLETED, IN_PROGRESS, Backup, Backups
 
 MAX_STEPS: Final = 200_000
 """The most trigger steps one slot search takes (a minutely cron over 4 months); more is a bug."""
@@ -300,7 +300,9 @@ def slot_backups(backups: Iterable[Backup], policy: str, slot: datetime) -> list
     """``(attempt, backup)`` of every backup of ``policy``'s ``slot`` among ``backups``."""
     found = []
     stem = slot_marker(policy, slot)[: -len("Z]")]  # what every attempt's marker contains
-    for backup in backups:
+    # packed backups: only those that may be the slot's are read back
+    candidates = backups.described(stem) if isinstance(backups, Backups) else backups
+    for backup in candidates:
         if stem in (backup.description or ""):
             attempt = slot_attempt(backup, policy, slot)
             if attempt is not None:

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from rotator.api import _repeated
 from rotator.inventory import Inventory
+from rotator.markers import make_marker, mark_description
 from rotator.models import EMPTY, Backup, Backups, Grouped, ServerRef, Table, find, ids_of
 from rotator.sandbox import Sandbox, SandboxOptions
+from rotator.slots import decide, slot_backups
 from tests.sandbox_clients import SandboxTime, sandbox_client
 
 NOW = datetime(2025, 1, 16, 3, 30, tzinfo=UTC)
@@ -190,3 +192,50 @@ def test_ids_that_share_a_bit_are_not_a_repeat() -> None:
     )
     assert _repeated([Backups.of(map(make, [5, 5 + 16 * 3, 7]))], 3) is None
     assert _repeated([Backups.of(map(make, [5, 5 + 16 * 3])), Backups.of(map(make, [5]))], 3) == 5
+
+
+SLOT = datetime(2025, 1, 16, 2, 0, tzinfo=UTC)
+descriptions = st.sampled_from(
+    [
+        None,
+        "",
+        "hand made",
+        mark_description("nightly", "nightly", SLOT, 1),
+        mark_description("nightly", "nightly", SLOT, 2),
+        mark_description("again", "nightly", SLOT, 1),
+        mark_description("nightly", "nightly", SLOT.replace(day=15), 1),
+        mark_description("other", "weekly", SLOT, 1),
+        make_marker("nightly", SLOT, 3)[:-3],
+    ]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 10**6), st.sampled_from(["completed", "in_progress", "failed"]), descriptions
+        ),
+        max_size=12,
+        unique_by=lambda t: t[0],
+    ),
+    st.booleans(),
+    st.none() | st.integers(1, 3),
+)
+def test_a_slot_is_decided_alike_on_packed_backups(
+    listed: list[tuple[int, str, str | None]], confirmed: bool, unknown: int | None
+) -> None:
+    """The slot's backups (found by their descriptions before they are read back) and the decision on
+    them are those of the same backups unpacked."""
+    server = ServerRef(id=1, name="a")
+    plain = [
+        Backup.model_construct(
+            id=id_, server=server, backup_type="manual", status=status, created_at=NOW, description=text
+        )
+        for id_, status, text in listed
+    ]
+    packed = Backups.of(plain)
+    assert slot_backups(packed, "nightly", SLOT) == slot_backups(plain, "nightly", SLOT)
+    assert decide(
+        packed, "nightly", SLOT, attempts=3, confirmed=confirmed, unknown_attempt=unknown
+    ) == decide(plain, "nightly", SLOT, attempts=3, confirmed=confirmed, unknown_attempt=unknown)
+    assert list(packed.described("nightly")) == [b for b in plain if "nightly" in (b.description or "")]
