@@ -154,8 +154,39 @@ async def test_list_repeated_items_across_pages_raise(client: BackupsClient, api
     """Items that shift between pages (a backup deleted mid-listing) make the listing untrustworthy."""
     api.get("/backups/", params={"page": "2"}).mock(return_value=page(DOC_EXAMPLE[1:], 3))
     api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:2], 3, f"{API}/backups/?page=2"))
-    with pytest.raises(errors.IncompleteListing, match="does not add up: count says 3, the pages hold more"):
+    with pytest.raises(
+        errors.IncompleteListing, match=r"does not add up: count says 3, the pages hold more \(4 in 2 pages\)"
+    ):
         await client.list_backups()
+
+
+async def test_list_next_links_past_the_count_are_refused_at_once(
+    client: BackupsClient, api: respx.MockRouter
+) -> None:
+    """Count 2, two pages of one backup each, and the second still links on: refused after page 2,
+    though the page it links to would be empty and the backups add up."""
+    api.get("/backups/", params={"page": "3"}).mock(return_value=page([], 2))
+    api.get("/backups/", params={"page": "2"}).mock(
+        return_value=page(DOC_EXAMPLE[1:2], 2, f"{API}/backups/?page=3")
+    )
+    api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:1], 2, f"{API}/backups/?page=2"))
+    with pytest.raises(
+        errors.IncompleteListing, match=r"next links go on past its count \(2 backups, 2 pages"
+    ):
+        await client.list_backups()
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_an_empty_listing_holds_no_backups(
+    client: BackupsClient, api: respx.MockRouter, grouped: bool
+) -> None:
+    """Count 0, no results: an empty sequence of backups, plain or grouped."""
+    api.get("/backups/").mock(return_value=page([], 0))
+    listing = await client.list_backups(grouped=grouped)
+    assert listing.count == 0
+    assert len(listing.backups) == 0
+    assert list(listing.backups) == []
+    assert listing.of_server(1) == ()
 
 
 @pytest.mark.parametrize("grouped", [False, True])
