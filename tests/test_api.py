@@ -160,11 +160,20 @@ async def test_list_repeated_items_across_pages_raise(client: BackupsClient, api
         await client.list_backups()
 
 
+@pytest.mark.parametrize("count", [1, 2])
 async def test_list_next_links_past_the_count_are_refused_at_once(
-    client: BackupsClient, api: respx.MockRouter
+    client: BackupsClient, api: respx.MockRouter, count: int
 ) -> None:
-    """Count 2, two pages of one backup each, and the second still links on: refused after page 2,
+    """Count N, N pages of one backup each, and the last still links on: refused after page N,
     though the page it links to would be empty and the backups add up."""
+    if count == 1:
+        api.get("/backups/", params={"page": "2"}).mock(return_value=page([], 1))
+        api.get("/backups/").mock(return_value=page(DOC_EXAMPLE[:1], 1, f"{API}/backups/?page=2"))
+        with pytest.raises(
+            errors.IncompleteListing, match=r"next links go on past its count \(1 backups, 1 pages"
+        ):
+            await client.list_backups()
+        return
     api.get("/backups/", params={"page": "3"}).mock(return_value=page([], 2))
     api.get("/backups/", params={"page": "2"}).mock(
         return_value=page(DOC_EXAMPLE[1:2], 2, f"{API}/backups/?page=3")
