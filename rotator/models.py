@@ -229,16 +229,7 @@ _NO_TIME: Final = -(2**63)  # expires_at None (every time held is within 0001..9
 _NO_SIZE: Final = -1  # size_mb None (a size is >= 0)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_FIELDS: Final = (
-    "id",
-    "server",
-    "backup_type",
-    "status",
-    "size_mb",
-    "created_at",
-    "expires_at",
-    "description",
-)
+_FIELDS: Final = tuple(spec.name for spec in dataclasses.fields(Backup))  # the order _unpacked sets
 
 
 def _micros(moment: datetime) -> int:
@@ -301,7 +292,21 @@ def _unpacked(rows: bytes, values: list[object]) -> Iterator[Backup]:
         yield backup
 
 
-class Backups(Sequence[Backup]):
+class _Listed(Sequence[Backup]):
+    """Backups held otherwise than in a tuple, equal to any sequence of equal backups in the same order."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+
+class Backups(_Listed):
     """Listed backups held packed (48 bytes each, about a fifth of a :class:`Backup` instance with
     its values), read back as equal :class:`Backup` values, new ones on each read: a fleet's listing of
     1.5 M backups is held whole in a run. Equal to any sequence of equal backups in the same order."""
@@ -342,11 +347,11 @@ class Backups(Sequence[Backup]):
 
     def described(self, part: str) -> Iterator[Backup]:
         """The backups whose description contains ``part``, in order; only they are read back."""
-        values, size = self._table.values, _ROW.size
+        values = self._table.values
         for at, row in enumerate(_ROW.iter_unpack(self._rows)):
             description = values[row[7]]
             if description is not None and part in description:
-                yield next(_unpacked(self._rows[at * size : (at + 1) * size], values))
+                yield self[at]
 
     def find(self, backup_id: int) -> Backup | None:
         """The backup of that id (the first, were it held twice), or None; only it is read back."""
@@ -354,16 +359,6 @@ class Backups(Sequence[Backup]):
             if row[0] == backup_id:
                 return self[at]
         return None
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Backups):
-            return len(self) == len(other) and tuple(self) == tuple(other)
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return tuple(self) == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
 
     def __repr__(self) -> str:
         return f"Backups({list(self)!r})"
@@ -384,7 +379,7 @@ def find(backups: Sequence[Backup], backup_id: int) -> Backup | None:
     return next((backup for backup in backups if backup.id == backup_id), None)
 
 
-class Grouped(Sequence[Backup]):
+class Grouped(_Listed):
     """A listing's backups by server (each group in the listing's order), read in server order."""
 
     __slots__ = ("groups",)
@@ -405,14 +400,6 @@ class Grouped(Sequence[Backup]):
     def __getitem__(self, at: slice) -> tuple[Backup, ...]: ...
     def __getitem__(self, at: int | slice) -> Backup | tuple[Backup, ...]:
         return tuple(self)[at]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return tuple(self) == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
 
     def __repr__(self) -> str:
         return f"Grouped({self.groups!r})"
