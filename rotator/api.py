@@ -191,16 +191,18 @@ class _Tally:
                 f"the listing's next links go on past its count ({self.count} backups, "
                 f"{self.pages} pages read holding {self.held})"
             )
-        pack, rows = self.table.pack, self.rows
+        packed, rows = self.table.pack_all(page.results), self.rows
         if self.grouped:
-            for backup in page.results:
+            size = len(packed) // max(len(page.results), 1)
+            for at, backup in enumerate(page.results):
                 sid = backup.server.id
+                row = packed[at * size : (at + 1) * size]
                 if sid in rows:
-                    rows[sid] += pack(backup)
+                    rows[sid] += row
                 else:
-                    rows[sid] = bytearray(pack(backup))
-        elif page.results:
-            rows.setdefault(0, bytearray()).extend(b"".join(map(pack, page.results)))
+                    rows[sid] = bytearray(row)
+        elif packed:
+            rows.setdefault(0, bytearray()).extend(packed)
 
     def finish(self) -> Listing:
         if self.held != self.count:

@@ -18,6 +18,7 @@ characters (they end up in logs and one-line messages).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -229,6 +230,7 @@ _NO_TIME: Final = -(2**63)  # expires_at None (every time held is within 0001..9
 _NO_SIZE: Final = -1  # size_mb None (a size is >= 0)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _FIELDS: Final = tuple(spec.name for spec in dataclasses.fields(Backup))  # the order _unpacked sets
 
 
@@ -270,6 +272,36 @@ class Table:
             index(backup.status),
             index(backup.description),
         )
+
+    def pack_all(self, backups: Sequence[Backup]) -> bytes:
+        """``backups`` (a page's: a few hundred at most) as rows of this table, in order, equal to
+        ``b"".join(map(self.pack, backups))``: one ``struct`` call for them all."""
+        found = self._index.get
+        index = self.index
+        epoch, micro = _EPOCH, _MICROSECOND
+        flat: list[int] = []
+        put = flat.extend
+        for backup in backups:
+            expires = backup.expires_at
+            size = backup.size_mb
+            put(
+                (
+                    backup.id,
+                    (backup.created_at - epoch) // micro,
+                    _NO_TIME if expires is None else (expires - epoch) // micro,
+                    _NO_SIZE if size is None else size,
+                    found(backup.server) or index(backup.server),
+                    found(backup.backup_type) or index(backup.backup_type),
+                    found(backup.status) or index(backup.status),
+                    found(backup.description) or index(backup.description),
+                )
+            )
+        return _rows_struct(len(flat) // 8).pack(*flat)
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_struct(count: int) -> struct.Struct:
+    return struct.Struct("<" + "qqqqIIII" * count)
 
 
 _set = [Backup.__dict__[name].__set__ for name in _FIELDS]  # the slots' own setters: a frozen class
@@ -343,6 +375,8 @@ class Backups(_Listed):
 
     def ids(self) -> list[int]:
         """Every backup's id, in order, without reading the rest."""
+        if _LITTLE_ENDIAN:  # a row is six 8-byte words (the four uint32 are two): every sixth
+            return memoryview(self._rows).cast("q")[::6].tolist()
         return [row[0] for row in _ROW.iter_unpack(self._rows)]
 
     def described(self, part: str) -> Iterator[Backup]:

@@ -3,6 +3,8 @@ grouped by server as the inventory asks, and a backup listed twice is still foun
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 from datetime import UTC, datetime
 
 import httpx
@@ -10,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rotator.api import _repeated
+from rotator.api import _repeated, _Tally
 from rotator.inventory import Inventory
 from rotator.markers import make_marker, mark_description
-from rotator.models import EMPTY, Backup, Backups, Grouped, ServerRef, Table, find, ids_of
+from rotator.models import EMPTY, Backup, BackupPage, Backups, Grouped, ServerRef, Table, find, ids_of
 from rotator.sandbox import Sandbox, SandboxOptions
 from rotator.slots import decide, slot_backups
 from tests.sandbox_clients import SandboxTime, sandbox_client
@@ -239,3 +241,40 @@ def test_a_slot_is_decided_alike_on_packed_backups(
         packed, "nightly", SLOT, attempts=3, confirmed=confirmed, unknown_attempt=unknown
     ) == decide(plain, "nightly", SLOT, attempts=3, confirmed=confirmed, unknown_attempt=unknown)
     assert list(packed.described("nightly")) == [b for b in plain if "nightly" in (b.description or "")]
+
+
+@given(st.lists(st.lists(backups, max_size=12), max_size=4))
+def test_a_page_packed_at_once_is_packed_backup_by_backup(pages: list[list[Backup]]) -> None:
+    """Table.pack_all (one struct call a page) gives the very bytes, and the very table entries in
+    the same order, as packing each backup by itself; ids() reads the ids as unpacking each row does."""
+    fast, slow = Table(), Table()
+    rows_fast, rows_slow = b"", b""
+    for page in pages:
+        rows_fast += fast.pack_all(page)
+        rows_slow += b"".join(map(slow.pack, page))
+    assert rows_fast == rows_slow
+    assert fast.values == slow.values
+    held = Backups(rows_fast, fast)
+    assert held.ids() == [row[0] for row in struct.iter_unpack("<qqqqIIII", rows_slow)]
+    assert held.ids() == [backup.id for page in pages for backup in page]
+    assert list(held) == [backup for page in pages for backup in page]
+
+
+@given(st.lists(st.lists(backups, min_size=1, max_size=8), max_size=4))
+def test_a_grouped_tally_packs_as_backup_by_backup(pages: list[list[Backup]]) -> None:
+    """_Tally's grouped rows, cut out of a page packed at once, equal each server's backups packed
+    one by one (ids made unique: repeats are refused elsewhere)."""
+    unique = [
+        [dataclasses.replace(b, id=(n * 100 + i + 1)) for i, b in enumerate(page)]
+        for n, page in enumerate(pages)
+    ]
+    count = sum(map(len, unique))
+    tally = _Tally("/backups/", count, grouped=True)
+    slow = Table()
+    expected: dict[int, bytearray] = {}
+    for page in unique:
+        tally.add(BackupPage.model_construct(count=count, next=None, previous=None, results=page))
+        for backup in page:
+            expected.setdefault(backup.server.id, bytearray()).extend(slow.pack(backup))
+    assert tally.rows == expected
+    assert tally.table.values == slow.values
