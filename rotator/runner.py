@@ -77,7 +77,7 @@ from rotator.events import (
     Status,
     status_of,
 )
-from rotator.inventory import Inventory, Rounds, Stopped, View, Views
+from rotator.inventory import Inventory, Rounds, Seen, Stopped, View, Views
 from rotator.markers import Marker, mark_description, parse_marker
 from rotator.models import COMPLETED, EMPTY, IN_PROGRESS, MANUAL, Backup, find, ids_of
 from rotator.planner import Blocked, PruneActions, Rail, ServerActions, run_actions
@@ -444,7 +444,9 @@ class Runner:
             result.fail("shutdown before the server's work was done", Outcome.ABANDONED)
             log.warning("server.abandoned", server_id=result.server_id)
 
-    async def _next_view(self, rounds: Rounds, sid: int, seen: View | None = None) -> View | errors.ApiError:
+    async def _next_view(
+        self, rounds: Rounds, sid: int, seen: View | Seen | None = None
+    ) -> View | errors.ApiError:
         if self.abandon.is_set():
             raise _Abandoned
         try:
@@ -788,7 +790,11 @@ class _Flow:
         return None
 
     async def confirm(self, decision: SlotDecision) -> _Step:
-        confirmed = await self.runner._next_view(self.run.confirms, self.sid, self.view)
+        # the view's ids alone are compared with the confirming read: while it is read, the flow
+        # holds no rows (an attribute unset, as while waiting for a poll round)
+        seen = Seen.of(self.view)
+        del self.view
+        confirmed = await self.runner._next_view(self.run.confirms, self.sid, seen)
         if isinstance(confirmed, errors.ApiError):
             self.result.fail(f"listing could not be confirmed, nothing created: {confirmed}")
             log.error("backup.not_created", server_id=self.sid, error=str(confirmed))
