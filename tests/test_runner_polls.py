@@ -155,3 +155,51 @@ async def test_a_poll_round_is_read_while_no_waiting_server_holds_a_view(
     assert alive, "no poll round was read"
     assert alive[0][0] == SERVERS  # the first round: every server waits for its backup
     assert all(views == 0 for _, views in alive), alive
+
+
+@pytest.mark.parametrize(
+    "sandbox_options",
+    [
+        SandboxOptions(
+            seed=3,
+            servers=SERVERS,
+            backups_per_server=10,
+            owner="nightly",
+            frozen_clock=NOW,
+            create_seconds=10,
+            page_size=50,
+            fleet="uniform",
+        )
+    ],
+)
+async def test_a_confirming_read_is_read_while_no_server_holds_its_first_view(
+    client: BackupsClient, time: SandboxTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Views read over several pages are confirmed by a second read before any create: it compares
+    the first read's ids alone, so that the first listing's rows are let go while it is read."""
+    runner = sandbox_runner(client, time, poll_initial=1, poll_max=5)
+    confirm, read = runner.inventory.confirm, runner.inventory.read
+    alive: list[int] = []  # each read a confirm made: the views alive as it began
+    confirming = [False]
+
+    async def counted_read(server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
+        if confirming[0]:
+            gc.collect()
+            alive.append(sum(isinstance(thing, View) for thing in gc.get_objects()))
+        return await read(server_ids, fall_back=fall_back)
+
+    async def counted_confirm(views: Any) -> Views:
+        confirming[0] = True
+        try:
+            return await confirm(views)
+        finally:
+            confirming[0] = False
+
+    monkeypatch.setattr(runner.inventory, "read", counted_read)
+    monkeypatch.setattr(runner.inventory, "confirm", counted_confirm)
+    async with asyncio.timeout(30):
+        report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    assert report.totals()["created"] == SERVERS
+    assert alive, "no view was confirmed"
+    assert all(views == 0 for views in alive), alive
