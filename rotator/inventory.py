@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
@@ -58,6 +59,24 @@ class View:
 
 
 Views = tuple[dict[int, View], dict[int, errors.ApiError]]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a confirming read compares with: the set of ids a server's unconfirmed view listed, packed
+    (8 bytes a backup, where the view's rows take 48), so that a fleet's first listing is let go while
+    the confirming one is read."""
+
+    ids: bytes
+
+    @classmethod
+    def of(cls, view: View) -> Seen:
+        return cls(_id_set(view.backups))
+
+
+def _id_set(backups: Sequence[Backup]) -> bytes:
+    """The backups' ids as a set, in a form that compares equal exactly when the sets are equal."""
+    return array("q", sorted(set(ids_of(backups)))).tobytes()
 
 
 class Inventory:
@@ -137,14 +156,20 @@ class Inventory:
         await asyncio.gather(*(worker() for _ in range(max(1, min(self.workers, len(wanted))))))
         return views, failed
 
-    async def confirm(self, views: Mapping[int, View]) -> Views:
+    async def confirm(self, views: Mapping[int, View | Seen]) -> Views:
         """Confirmed views of these servers: each unconfirmed one read again until two reads agree.
 
-        A server whose reads keep disagreeing (:data:`CONFIRM_READS` in all) is
-        returned as failed: its listing is too unstable to decide a create on.
+        An unconfirmed view may be given as its :class:`Seen` ids alone. A server whose reads keep
+        disagreeing (:data:`CONFIRM_READS` in all) is returned as failed: its listing is too unstable
+        to decide a create on.
         """
-        done = {sid: view for sid, view in views.items() if view.confirmed}
-        last = {sid: view for sid, view in views.items() if not view.confirmed}
+        done = {sid: view for sid, view in views.items() if isinstance(view, View) and view.confirmed}
+        # what each server's last read listed, its ids alone: no rows held while the next read is read
+        last = {
+            sid: seen.ids if isinstance(seen, Seen) else _id_set(seen.backups)
+            for sid, seen in views.items()
+            if sid not in done
+        }
         failed: dict[int, errors.ApiError] = {}
         for _ in range(CONFIRM_READS - 1):
             if not last:
@@ -152,12 +177,14 @@ class Inventory:
             self.reads["confirm"] += 1
             again, errs = await self.read(last)
             failed.update(errs)
-            pending: dict[int, View] = {}
+            pending: dict[int, bytes] = {}
             for sid, view in again.items():
-                if view.confirmed or view.ids == last[sid].ids:
+                ids = _id_set(view.backups)
+                if view.confirmed or ids == last[sid]:
                     done[sid] = replace(view, confirmed=True)
                 else:
-                    pending[sid] = view
+                    pending[sid] = ids
+            del again  # the views that disagreed: their ids are kept, not their rows
             last = pending
         for sid in last:
             failed[sid] = errors.IncompleteListing(
@@ -191,16 +218,16 @@ class Rounds:
 
     def __init__(
         self,
-        read: Callable[[dict[int, View]], Awaitable[Views]]
+        read: Callable[[dict[int, View | Seen]], Awaitable[Views]]
         | Callable[[dict[int, View | None]], Awaitable[Views]],
         pause: Callable[[], Awaitable[bool]],
     ) -> None:
         self._read: Callable[[dict[int, Any]], Awaitable[Views]] = read
         self._pause = pause
-        self._waiting: dict[int, tuple[View | None, list[asyncio.Future[View]]]] = {}
+        self._waiting: dict[int, tuple[View | Seen | None, list[asyncio.Future[View]]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def view(self, server_id: int, seen: View | None = None) -> asyncio.Future[View]:
+    def view(self, server_id: int, seen: View | Seen | None = None) -> asyncio.Future[View]:
         """The server's view from the next round, to await; its own listing's error raised as
         :class:`ApiError`. A future, not a coroutine: a fleet's waiting servers hold no frame for it."""
         future: asyncio.Future[View] = asyncio.get_running_loop().create_future()
@@ -249,7 +276,7 @@ class Stopped(Exception):
 
 
 def _settle(
-    batch: dict[int, tuple[View | None, list[asyncio.Future[View]]]], *, error: BaseException
+    batch: dict[int, tuple[View | Seen | None, list[asyncio.Future[View]]]], *, error: BaseException
 ) -> None:
     for _, futures in batch.values():
         for future in futures:

@@ -77,9 +77,9 @@ from rotator.events import (
     Status,
     status_of,
 )
-from rotator.inventory import Inventory, Rounds, Stopped, View, Views
+from rotator.inventory import Inventory, Rounds, Seen, Stopped, View, Views
 from rotator.markers import Marker, mark_description, parse_marker
-from rotator.models import COMPLETED, IN_PROGRESS, MANUAL, Backup, find, ids_of
+from rotator.models import COMPLETED, EMPTY, IN_PROGRESS, MANUAL, Backup, find, ids_of
 from rotator.planner import Blocked, PruneActions, Rail, ServerActions, run_actions
 from rotator.retention import Decision, Policy
 from rotator.slots import Action, SlotDecision, decide
@@ -288,7 +288,10 @@ class _Created:
     attempt: int
     backup_id: int | None
     since: float  # monotonic: when its answer came, or its outcome became unknown
-    known: Sequence[Backup]  # the view's backups before it was sent (the view's own: no copy held)
+    # the view's backups before it was sent (the view's own: no copy held), kept only while its outcome
+    # is unknown (a new backup without the marker is looked for among the others): a fleet's waiting
+    # servers whose answers came hold none of the listing they created on
+    known: Sequence[Backup] = EMPTY
 
 
 class Runner:
@@ -441,7 +444,9 @@ class Runner:
             result.fail("shutdown before the server's work was done", Outcome.ABANDONED)
             log.warning("server.abandoned", server_id=result.server_id)
 
-    async def _next_view(self, rounds: Rounds, sid: int, seen: View | None = None) -> View | errors.ApiError:
+    async def _next_view(
+        self, rounds: Rounds, sid: int, seen: View | Seen | None = None
+    ) -> View | errors.ApiError:
         if self.abandon.is_set():
             raise _Abandoned
         try:
@@ -534,7 +539,7 @@ class Runner:
                 run.key, server_id=sid, backup_id=backup.id, attempt=attempt, description=description
             )
         )
-        return _Created(attempt, backup.id, started, known)
+        return _Created(attempt, backup.id, started)
 
     # -- prune -----------------------------------------------------------------
 
@@ -785,7 +790,11 @@ class _Flow:
         return None
 
     async def confirm(self, decision: SlotDecision) -> _Step:
-        confirmed = await self.runner._next_view(self.run.confirms, self.sid, self.view)
+        # the view's ids alone are compared with the confirming read: while it is read, the flow
+        # holds no rows (an attribute unset, as while waiting for a poll round)
+        seen = Seen.of(self.view)
+        del self.view
+        confirmed = await self.runner._next_view(self.run.confirms, self.sid, seen)
         if isinstance(confirmed, errors.ApiError):
             self.result.fail(f"listing could not be confirmed, nothing created: {confirmed}")
             log.error("backup.not_created", server_id=self.sid, error=str(confirmed))
@@ -856,6 +865,7 @@ class _Flow:
     def _unmarked_new_backup(self) -> bool:
         """A new manual backup appeared after an unknown create, but it does not carry our marker."""
         assert self.created is not None
+        assert self.created.backup_id is None  # only then is known held
         known = set(ids_of(self.created.known))
         for backup in self.view.backups:
             if backup.id in known or backup.backup_type != MANUAL:
@@ -866,25 +876,36 @@ class _Flow:
         return False
 
     async def wait(self) -> bool:
-        """Until the next poll round; False when the wait is over (the server is done)."""
+        """Until a poll round lists the server; False when the wait is over (the server is done).
+
+        While it waits the flow holds no view: a fleet's next poll listing is read while the last one is
+        already let go. A round that failed is simply waited past: the server's state is as it was when
+        it chose to wait (its decision on the view it had was to wait, and it would be again), so it
+        decides anew only on a view that a round did list.
+        """
         runner, result = self.runner, self.result
         self.run.sending.done(self.sid)
+        del self.view  # an attribute unset, not an empty view: nothing can decide on it while waiting
         if self.deadline is None:
             self.deadline = runner._monotonic() + self.run.job.wait_timeout.total_seconds()
-        if runner._monotonic() >= self.deadline:
-            await self._timed_out()
-            return False
-        # runner._next_view, inlined: every waiting server of a fleet waits here, one frame fewer each
-        if runner.abandon.is_set():
-            raise _Abandoned
-        try:
-            polled = await self.run.polls.view(self.sid)
-        except Stopped:
-            raise _Abandoned from None
-        except errors.ApiError as exc:
-            self.poll_error = str(exc)
-            log.warning("backup.poll_failed", server_id=self.sid, error=self.poll_error)
-            return True
+        while True:
+            if runner._monotonic() >= self.deadline:
+                await self._timed_out()
+                return False
+            # runner._next_view, inlined: every waiting server of a fleet waits here, one frame fewer each
+            if runner.abandon.is_set():
+                raise _Abandoned
+            try:
+                polled = await self.run.polls.view(self.sid)
+            except Stopped:
+                raise _Abandoned from None
+            except errors.ApiError as exc:
+                self.poll_error = str(exc)
+                log.warning("backup.poll_failed", server_id=self.sid, error=self.poll_error)
+                if runner.abandon.is_set():  # checked first after a failed round, as before deciding
+                    raise _Abandoned from None
+                continue
+            break
         self.poll_error = None
         self.view = polled
         before = result.backup

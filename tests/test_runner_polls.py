@@ -9,7 +9,8 @@ is still seen, and pruned, while another server's create hangs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import gc
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from rotator.api import BackupsClient
+from rotator.inventory import View, Views
 from rotator.retention import Policy, Retention
 from rotator.runner import JobSpec
 from rotator.sandbox import Sandbox, SandboxOptions
@@ -128,3 +130,76 @@ async def test_a_backup_created_early_is_seen_while_another_create_hangs(
     assert [server for method, server in recording.sent if method == "POST"] == ["1", "2"]
     methods = [method for method, _ in recording.sent]
     assert methods.index("DELETE") < methods.index("POST", methods.index("POST") + 1)
+
+
+async def test_a_poll_round_is_read_while_no_waiting_server_holds_a_view(
+    client: BackupsClient, time: SandboxTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet's next poll listing is read while the last one is already let go: when a round is
+    read, no view of any read before it is alive (the waiting servers hold none, nor the listing
+    their creates were decided on)."""
+    runner = sandbox_runner(client, time, poll_initial=1, poll_max=5)
+    poll = runner.inventory.poll
+    alive: list[tuple[int, int]] = []  # each round: the servers it is read for, the views alive
+
+    async def counted(server_ids: Iterable[int]) -> Views:
+        wanted = list(server_ids)
+        gc.collect()
+        alive.append((len(wanted), sum(isinstance(thing, View) for thing in gc.get_objects())))
+        return await poll(wanted)
+
+    monkeypatch.setattr(runner.inventory, "poll", counted)
+    async with asyncio.timeout(30):
+        report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    assert alive, "no poll round was read"
+    assert alive[0][0] == SERVERS  # the first round: every server waits for its backup
+    assert all(views == 0 for _, views in alive), alive
+
+
+@pytest.mark.parametrize(
+    "sandbox_options",
+    [
+        SandboxOptions(
+            seed=3,
+            servers=SERVERS,
+            backups_per_server=10,
+            owner="nightly",
+            frozen_clock=NOW,
+            create_seconds=10,
+            page_size=50,
+            fleet="uniform",
+        )
+    ],
+)
+async def test_a_confirming_read_is_read_while_no_server_holds_its_first_view(
+    client: BackupsClient, time: SandboxTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Views read over several pages are confirmed by a second read before any create: it compares
+    the first read's ids alone, so that the first listing's rows are let go while it is read."""
+    runner = sandbox_runner(client, time, poll_initial=1, poll_max=5)
+    confirm, read = runner.inventory.confirm, runner.inventory.read
+    alive: list[int] = []  # each read a confirm made: the views alive as it began
+    confirming = [False]
+
+    async def counted_read(server_ids: Iterable[int], *, fall_back: bool = True) -> Views:
+        if confirming[0]:
+            gc.collect()
+            alive.append(sum(isinstance(thing, View) for thing in gc.get_objects()))
+        return await read(server_ids, fall_back=fall_back)
+
+    async def counted_confirm(views: Any) -> Views:
+        confirming[0] = True
+        try:
+            return await confirm(views)
+        finally:
+            confirming[0] = False
+
+    monkeypatch.setattr(runner.inventory, "read", counted_read)
+    monkeypatch.setattr(runner.inventory, "confirm", counted_confirm)
+    async with asyncio.timeout(30):
+        report = await runner.run(job(), SLOT)
+    assert report.ok, report.summary_line()
+    assert report.totals()["created"] == SERVERS
+    assert alive, "no view was confirmed"
+    assert all(views == 0 for views in alive), alive
