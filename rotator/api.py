@@ -72,7 +72,7 @@ from rotator.errors import (
     Unauthorized,
     UnexpectedStatus,
 )
-from rotator.models import EMPTY, BackupPage, Backups, CreatedBackup, Grouped, Listing, Table
+from rotator.models import EMPTY, ROW_SIZE, BackupPage, Backups, CreatedBackup, Grouped, Listing, Table
 from rotator.observability import debug_logged
 from rotator.ratelimit import RequestBudget, Sleep, WallClock, parse_retry_after, utcnow
 from rotator.secrets import ApiToken
@@ -193,10 +193,9 @@ class _Tally:
             )
         packed, rows = self.table.pack_all(page.results), self.rows
         if self.grouped:
-            size = len(packed) // max(len(page.results), 1)
             for at, backup in enumerate(page.results):
                 sid = backup.server.id
-                row = packed[at * size : (at + 1) * size]
+                row = packed[at * ROW_SIZE : (at + 1) * ROW_SIZE]
                 if sid in rows:
                     rows[sid] += row
                 else:

@@ -226,6 +226,7 @@ class BackupPage(_Wire):
 # one listed backup as 48 bytes: id, created_at and expires_at (microseconds since the epoch, UTC),
 # size_mb, and the server, backup_type, status and description as indexes into the listing's table
 _ROW: Final = struct.Struct("<qqqqIIII")
+ROW_SIZE: Final = _ROW.size  # the bytes of a packed backup
 _NO_TIME: Final = -(2**63)  # expires_at None (every time held is within 0001..9999: far from it)
 _NO_SIZE: Final = -1  # size_mb None (a size is >= 0)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -301,7 +302,7 @@ class Table:
 
 @functools.lru_cache(maxsize=256)
 def _rows_struct(count: int) -> struct.Struct:
-    return struct.Struct("<" + "qqqqIIII" * count)
+    return struct.Struct(_ROW.format[0] + _ROW.format[1:] * count)
 
 
 _set = [Backup.__dict__[name].__set__ for name in _FIELDS]  # the slots' own setters: a frozen class
