@@ -57,19 +57,22 @@ def job(**changes: Any) -> JobSpec:
     return replace(JobSpec(policy, description="nightly {date}"), **changes)
 
 
+ONE_PAGE = SandboxOptions(
+    seed=3,
+    fleet="uniform",
+    servers=SERVERS,
+    backups_per_server=10,
+    owner="nightly",
+    frozen_clock=NOW,
+    create_seconds=10,
+    page_size=1000,
+)
+"""24 servers with 10 owned backups each, all in one page (a one-page view needs no confirming)."""
+
+
 @pytest.fixture(name="sandbox_options")
 def fixture_sandbox_options() -> SandboxOptions:
-    """24 servers with 10 owned backups each, all in one page (a one-page view needs no confirming)."""
-    return SandboxOptions(
-        seed=3,
-        fleet="uniform",
-        servers=SERVERS,
-        backups_per_server=10,
-        owner="nightly",
-        frozen_clock=NOW,
-        create_seconds=10,
-        page_size=1000,
-    )
+    return ONE_PAGE
 
 
 @pytest.fixture(name="time")
@@ -157,21 +160,7 @@ async def test_a_poll_round_is_read_while_no_waiting_server_holds_a_view(
     assert all(views == 0 for _, views in alive), alive
 
 
-@pytest.mark.parametrize(
-    "sandbox_options",
-    [
-        SandboxOptions(
-            seed=3,
-            servers=SERVERS,
-            backups_per_server=10,
-            owner="nightly",
-            frozen_clock=NOW,
-            create_seconds=10,
-            page_size=50,
-            fleet="uniform",
-        )
-    ],
-)
+@pytest.mark.parametrize("sandbox_options", [replace(ONE_PAGE, page_size=50)])  # views of several pages
 async def test_a_confirming_read_is_read_while_no_server_holds_its_first_view(
     client: BackupsClient, time: SandboxTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
