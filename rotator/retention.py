@@ -800,13 +800,24 @@ def _completed_manual(listing: Sequence[Backup]) -> Iterator[bool] | None:
     return map(and_, map(eq, types, repeat(MANUAL)), map(eq, statuses, repeat(COMPLETED)))
 
 
-# A slot that is a valid time in every year (no 0000, no 29 February), and an attempt as markers spells it.
+# A slot that is a valid time in every year (no 0000, no 29 February), and an attempt as markers spells
+# it. Digits are ASCII only: ``\d`` takes any decimal digit (``int`` reads four ARABIC-INDIC DIGIT ZEROs
+# as 0, a year 0000 that parse_marker refuses), and a miss here only costs the slow path.
 _ANY_YEAR_SLOT: Final = (
-    r"(?!0000)\d{4}-"
-    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
-    r"T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?Z"
+    r"(?!0000)[0-9]{4}-"
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?Z"
 )
-_ANY_ATTEMPT: Final = r"[2-9]|[1-9]\d{1,2}"
+_ANY_ATTEMPT: Final = r"[2-9]|[1-9][0-9]{1,2}"
+_END: Final = "\x00"
+"""What ends each description in the one text :func:`_marked` scans (counted first: when a description
+holds it, each is matched alone)."""
+
+
+def _marker_text(policy: str) -> str:
+    """The regular expression of what surely is ``policy``'s marker (see :func:`_marker_pattern`)."""
+    slot = r"(?:@" + _ANY_YEAR_SLOT + r"(?:#(?:" + _ANY_ATTEMPT + r"))?)?"
+    return r"\[rotator:" + re.escape(policy) + slot + r"\]"
 
 
 @cache
@@ -815,28 +826,37 @@ def _marker_pattern(policy: str) -> re.Pattern[str]:
     as ``policy``'s marker (a miss proves nothing: a slot on 29 February). Wider than the markers module's
     fast pattern (the 29th to the 31st where every year has them), and without its year 0000, which
     ``parse_marker`` refuses."""
-    return re.compile(
-        r"\[rotator:"
-        + re.escape(policy)
-        + r"(?:@"
-        + _ANY_YEAR_SLOT
-        + r"(?:#(?:"
-        + _ANY_ATTEMPT
-        + r"))?)?\]\Z"
-    )
+    return re.compile(_marker_text(policy) + r"\Z")
+
+
+@cache
+def _scan_pattern(policy: str) -> re.Pattern[str]:
+    """A match at every :data:`_END` of descriptions joined (see :func:`_marked`): its one group is that
+    ``_END`` when the marker pattern ends there, else it takes no part (``findall`` gives ``""``)."""
+    return re.compile(_marker_text(policy) + "(" + _END + ")|" + _END)
 
 
 def _marked(policy: Policy, descriptions: list[str | None]) -> Iterator[bool]:
-    """Per description, whether it surely ends with ``policy``'s marker (a miss proves nothing): the
-    marker pattern matched at the last ``[rotator:`` (the only place a match can start: the pattern
-    holds no ``[`` after its first), in C. Where there is none, ``rfind`` gives -1, and a match from
-    the start fails."""
-    match = _marker_pattern(policy.name).match
+    """Per description, whether it surely ends with ``policy``'s marker (a miss proves nothing).
+
+    One scan of the descriptions joined, each ended by :data:`_END` (a third faster than a match per
+    description): when no description holds ``_END``, every match of :func:`_scan_pattern` ends at an
+    ``_END`` (the pattern takes none before its last) and lies within one description, and every
+    ``_END`` ends one match, so ``findall`` answers each description in order. The marker pattern
+    matches within a description only at a ``[rotator:``; none but the last can be followed by a
+    marker and the end (the pattern holds no ``[`` after its first).
+    """
     texts = (
         [description or "" for description in descriptions]
         if None in descriptions
         else cast(list[str], descriptions)
     )
+    text = _END.join(texts) + _END
+    if text.count(_END) == len(texts):
+        return map(bool, _scan_pattern(policy.name).findall(text))
+    # A description holding _END: the marker pattern matched at each one's last "[rotator:" (or at 0,
+    # where rfind finds none, and fails there).
+    match = _marker_pattern(policy.name).match
     return map(is_not, map(match, texts, map(str.rfind, texts, repeat(MARKER_PREFIX))), repeat(None))
 
 

@@ -287,6 +287,84 @@ def test_a_slot_in_year_0000_is_not_owned() -> None:
     assert [(d.backup.id, d.reasons) for d in fleet.servers[0].untouched] == [(1, (NOT_OWNED,))]
 
 
+def test_a_slot_of_other_decimal_digits_is_not_owned() -> None:
+    """A year of four ARABIC-INDIC DIGIT ZEROs reads as year 0 (``int`` takes any decimal digit), which
+    parse_marker refuses: the backup is untouched, not owned (the fast test took ``\\d`` for digits
+    before, and planned it as a candidate). Other such digits, read as valid, go to parse_marker."""
+    zeros = "\u0660" * 4
+    odd = make(1, "2024-01-01T00:00", description=f"x [rotator:nightly@{zeros}-01-01T00:00Z]")
+    three = make(3, "2024-01-02T00:00", description="x [rotator:nightly@2024-01-02T0\u0663:00Z]")
+    assert parse_marker(odd.description) is None
+    assert parse_marker(three.description) == parse_marker("[rotator:nightly@2024-01-02T03:00Z]")
+    plan = plan_server([odd, three, make(2, NOW - timedelta(days=1))], policy(keep_last=1), NOW)
+    assert [(d.backup.id, d.reasons) for d in plan.untouched] == [(1, (NOT_OWNED,))]
+    assert [backup.id for backup in plan.deleted] == [3]
+    fleet = plan_policy([odd], Policy("nightly", Retention(keep_last=1), servers=(SERVER,)), NOW)
+    assert [(d.backup.id, d.reasons) for d in fleet.servers[0].untouched] == [(1, (NOT_OWNED,))]
+
+
+def one_by_one(subject: Policy, descriptions: list[str | None]) -> list[bool]:
+    """The marker test description by description: the marker pattern at the last ``[rotator:``."""
+    match = retention._marker_pattern(subject.name).match
+    return [
+        match(text, text.rfind("[rotator:")) is not None
+        for text in (description or "" for description in descriptions)
+    ]
+
+
+# Marker-ish pieces: the edge cases of the grammar, other decimal digits, the scan's separator.
+_DIGITS = st.sampled_from("0123456789") | st.sampled_from("\u0660\u0663\u0969\uff10\uff19\U0001d7ce")
+_EDGES = "0000 0001 2024 2023 1900 2000 00 01 02 12 13 28 29 30 31 23 24 59 60 0999 999 1 0 2 05 10 100"
+_FIELD = st.text(_DIGITS, min_size=1, max_size=5) | st.sampled_from(
+    [*_EDGES.split(" "), "1000", "\u0660" * 4, "0\uff100\u0660", "\u0660\u0663"]
+)
+
+
+@st.composite
+def marker_ish(draw: st.DrawFn) -> str | None:
+    """A description that ends with something near a marker of nightly (or another policy), or any text."""
+    name = draw(st.sampled_from(["nightly", "nightly-2", "night", "weekly", "n1ghtly"]))
+    year, month, day, hour, minute, second, attempt = (draw(_FIELD) for _ in range(7))
+    slot = f"@{year}-{month}-{day}T{hour}:{minute}" + draw(st.sampled_from(["", f":{second}"])) + "Z"
+    slot += draw(st.sampled_from(["", f"#{attempt}"]))
+    marker = f"[rotator:{name}{draw(st.sampled_from(['', slot]))}]"
+    text = draw(st.text(st.characters(codec="utf-8") | st.sampled_from("[]\x00\n@#:"), max_size=12))
+    tail = draw(st.sampled_from(["", "", "", " ", "\x00", "]", "\x00[rotator:nightly]"]))
+    return draw(st.sampled_from([f"{text}{marker}{tail}", f"{marker}{text}", text, None]))
+
+
+@FAST
+@given(st.lists(marker_ish(), max_size=12), st.sampled_from(["nightly", "nightly-2", "n1ghtly"]))
+def test_the_one_scan_marker_test_answers_each_description_as_alone(
+    descriptions: list[str | None], name: str
+) -> None:
+    """The marker test over many descriptions at once (one scan of them joined, unless one holds the
+    separator) gives each the answer the pattern gives it alone, and what it accepts parse_marker reads
+    as the policy's marker."""
+    subject = Policy(name, Retention(keep_last=1))
+    answers = list(retention._marked(subject, descriptions))
+    assert answers == one_by_one(subject, descriptions)
+    assert answers == [next(retention._marked(subject, [description])) for description in descriptions]
+    for description, answer in zip(descriptions, answers, strict=True):
+        if answer:
+            marker = parse_marker(description)
+            assert marker is not None
+            assert marker.policy == name
+
+
+@FAST
+@given(st.lists(st.sampled_from(DESCRIPTIONS), max_size=8), st.sampled_from(["nightly", "weekly"]))
+def test_a_description_holding_the_separator_leaves_the_others_answered_alike(
+    descriptions: list[str | None], name: str
+) -> None:
+    """A description holding the scan's separator (a marker before it, or after it) gets no other's
+    answer, nor gives its own to another."""
+    subject = Policy(name, Retention(keep_last=1))
+    for odd in (f"[rotator:{name}]\x00x", f"x\x00[rotator:{name}]", "\x00"):
+        listing = [*descriptions, odd, *descriptions]
+        assert list(retention._marked(subject, listing)) == one_by_one(subject, listing)
+
+
 # --- the table of finest bucket keys (_Floors) ---------------------------------------------------
 # Zones with DST, odd or historical (LMT) offsets, negative DST, many changes, and a skipped day.
 TABLE_ZONES = [
