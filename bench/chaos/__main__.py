@@ -10,6 +10,7 @@ import argparse
 import json
 import secrets
 import sys
+import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {seed} (replay: python -m bench.chaos --seed {seed}{extra})")
     result = run_campaign(settings, workdir=args.workdir, say=say)
     print(result.render(), flush=True)
-    if args.events is not None:
-        args.events.write_text(json.dumps(result.events), encoding="utf-8")
+    events = args.events
+    if events is None and not result.ok:
+        # a violation's timing seldom comes again: keep the evidence of the one that was seen
+        events = Path(tempfile.gettempdir()) / f"rotator-chaos-{seed}-events.json"
+    if events is not None:
+        events.write_text(json.dumps(result.events), encoding="utf-8")
+        if events != args.events:
+            print(f"event logs of both phases kept in {events}", flush=True)
     return 0 if result.ok else 1
 
 
