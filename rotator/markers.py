@@ -29,6 +29,8 @@ POLICY_NAME_PATTERN: Final = r"[A-Za-z0-9._-]+"
 MAX_ATTEMPT: Final = 999
 """The highest attempt a marker spells (three digits)."""
 _ATTEMPT: Final = r"[2-9]|[1-9]\d{1,2}"
+ASCII_ATTEMPT_PATTERN: Final = r"[2-9]|[1-9][0-9]{1,2}"
+"""An attempt as rotator spells it, in ASCII digits (what the fast ownership tests take)."""
 
 _POLICY_NAME = re.compile(POLICY_NAME_PATTERN)
 _MARKER_AT_END = re.compile(
@@ -40,7 +42,12 @@ _MARKER_AT_END = re.compile(
 )
 MARKER_PREFIX: Final = "[rotator:"
 # A slot that is a valid time whatever the month (day <= 28): matching it needs no datetime().
-_PLAIN_SLOT: Final = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?Z"
+# ASCII digits only: ``\d`` takes any decimal digit, and four ARABIC-INDIC DIGIT ZEROs are the year 0 that
+# parse_marker refuses, as it refuses 0000.
+_PLAIN_SLOT: Final = (
+    r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?Z"
+)
 
 
 @functools.cache
@@ -51,7 +58,13 @@ def owned_marker_pattern(policy: str) -> re.Pattern[str]:
     marker; a miss proves nothing (e.g. a slot on the 29th): ask ``parse_marker``.
     """
     return re.compile(
-        r"\[rotator:" + re.escape(policy) + r"(?:@" + _PLAIN_SLOT + r"(?:#(?:" + _ATTEMPT + r"))?)?\]\Z"
+        r"\[rotator:"
+        + re.escape(policy)
+        + r"(?:@"
+        + _PLAIN_SLOT
+        + r"(?:#(?:"
+        + ASCII_ATTEMPT_PATTERN
+        + r"))?)?\]\Z"
     )
 
 

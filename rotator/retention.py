@@ -67,7 +67,13 @@ from operator import add, and_, attrgetter, eq, is_not, itemgetter, mul, ne, not
 from typing import Any, Final, Generic, Self, TypeVar, cast, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rotator.markers import MARKER_PREFIX, is_policy_name, mentions_marker, parse_marker
+from rotator.markers import (
+    ASCII_ATTEMPT_PATTERN,
+    MARKER_PREFIX,
+    is_policy_name,
+    mentions_marker,
+    parse_marker,
+)
 from rotator.models import COMPLETED, FAILED, MANUAL, Backup
 
 NOT_OWNED: Final = "not owned"
@@ -808,7 +814,6 @@ _ANY_YEAR_SLOT: Final = (
     r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?Z"
 )
-_ANY_ATTEMPT: Final = r"[2-9]|[1-9][0-9]{1,2}"
 _END: Final = "\x00"
 """What ends each description in the one text :func:`_marked` scans (counted first: when a description
 holds it, each is matched alone)."""
@@ -816,7 +821,7 @@ holds it, each is matched alone)."""
 
 def _marker_text(policy: str) -> str:
     """The regular expression of what surely is ``policy``'s marker (see :func:`_marker_pattern`)."""
-    slot = r"(?:@" + _ANY_YEAR_SLOT + r"(?:#(?:" + _ANY_ATTEMPT + r"))?)?"
+    slot = r"(?:@" + _ANY_YEAR_SLOT + r"(?:#(?:" + ASCII_ATTEMPT_PATTERN + r"))?)?"
     return r"\[rotator:" + re.escape(policy) + slot + r"\]"
 
 

@@ -168,6 +168,22 @@ def test_markers_round_trip(name: str, slot: datetime | None, text: str, attempt
     assert mentions_marker(description)
 
 
+@pytest.mark.parametrize(
+    "slot",
+    [
+        "0000-01-01T00:00Z",
+        "\u0660\u0660\u0660\u0660-01-01T00:00Z",  # ARABIC-INDIC DIGIT ZERO: int() reads the year 0
+        "\u0662\u0660\u0662\u0665-01-01T00:00Z#\u0662",
+        "2025-\u0660\u0661-01T00:00Z",
+    ],
+)
+def test_the_fast_ownership_test_takes_no_year_zero_and_no_other_digits(slot: str) -> None:
+    """A year 0000 in any digits is no marker (parse_marker refuses it); other digits go to parse_marker."""
+    description = f"[rotator:n@{slot}]"
+    assert owned_marker_pattern("n").search(description) is None
+    assert owned_marker_pattern("n").search("[rotator:n@2025-01-01T00:00Z#2]") is not None
+
+
 @settings(max_examples=200)
 @given(names, st.text(max_size=60))
 def test_the_fast_ownership_test_never_claims_more_than_parse_marker(name: str, text: str) -> None:
