@@ -89,6 +89,19 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports. Calls of :func:`free_port` one after the other may
+    answer the same port twice (about one cluster's six in a thousand here): every probe is held open
+    until all are chosen, so the kernel hands out distinct ones."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
+
+
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = HEALTH_DEADLINE) -> Any:
     """The daemon tests' poll (:func:`tests.test_daemon_e2e.wait_until`), by etcd's health deadline."""
     return poll_until(condition, what, timeout)
@@ -226,13 +239,18 @@ class EtcdMember:
         wait_until(self.healthy, f"etcd member {self.name} healthy again")
 
 
+class MemberDied(AssertionError):
+    """A member of a starting cluster exited (its port was taken)."""
+
+
 class EtcdCluster:
     """Three (or ``size``) members in ``root``; :meth:`start` waits until every one is healthy."""
 
     def __init__(self, binary: str, root: Path, size: int = 3) -> None:
         self.root = root
         names = [f"m{index}" for index in range(size)]
-        ports = {name: (free_port(), free_port()) for name in names}
+        chosen = free_ports(2 * size)
+        ports = {name: (chosen[2 * index], chosen[2 * index + 1]) for index, name in enumerate(names)}
         initial = ",".join(f"{name}=http://127.0.0.1:{ports[name][1]}" for name in names)
         self.members = [
             EtcdMember(binary, name, ports[name][0], ports[name][1], root / name, initial) for name in names
@@ -243,9 +261,15 @@ class EtcdCluster:
         return [member.client_url for member in self.members]
 
     def start(self) -> None:
+        """Start every member; each must be running once the cluster is healthy (a member that exits
+        at start, its port taken by another process in the meantime, fails the start: the cluster
+        would otherwise look healthy on the two others, and a test aimed at that member fail)."""
         for member in self.members:
             member.start()
         self.wait_healthy()
+        dead = [member.name for member in self.members if not member.running()]
+        if dead:
+            raise MemberDied(f"etcd member(s) {', '.join(dead)} exited at start\n{self.logs()}")
 
     def wait_healthy(self, timeout: float = HEALTH_DEADLINE) -> None:
         """Every member that runs answers /health true, and they agree on a leader."""
@@ -295,10 +319,26 @@ class EtcdCluster:
 
 @contextlib.contextmanager
 def etcd_cluster(root: Path, size: int = 3) -> Iterator[EtcdCluster]:
-    """A started cluster in ``root`` (a fresh directory), stopped at the end."""
-    cluster = EtcdCluster(require_etcd(), root, size)
+    """A started cluster in ``root`` (a fresh directory), stopped at the end. A member that exits at
+    start (another process took its port between the choice and etcd's bind) costs a new cluster on
+    new ports in a new directory, up to three tries."""
+    binary = require_etcd()
+    for attempt in range(3):
+        where = root if attempt == 0 else root / f"retry-{attempt}"
+        where.mkdir(parents=True, exist_ok=True)
+        cluster = EtcdCluster(binary, where, size)
+        try:
+            cluster.start()
+        except MemberDied:
+            cluster.stop()
+            if attempt == 2:
+                raise
+            continue
+        except BaseException:
+            cluster.stop()
+            raise
+        break
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()
@@ -428,7 +468,7 @@ def tls_etcd(root: Path) -> Iterator[tuple[str, TlsFiles]]:
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make the test certificates")
     files = make_tls_files(root / "pki")
-    client_port, peer_port = free_port(), free_port()
+    client_port, peer_port = free_ports(2)
     url = f"https://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
     command = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,18 @@ import pytest
 from rotator import errors
 from rotator.coordination import Fence, Role, pinned_term
 from rotator.coordination.etcd import EtcdCoordinator, EtcdSettings
-from tests.etcd_cluster import EtcdCluster, TcpProxy, _post, fixture_etcd, free_port, tls_etcd
+from tests.etcd_cluster import (
+    EtcdCluster,
+    MemberDied,
+    TcpProxy,
+    _post,
+    etcd_cluster,
+    fixture_etcd,
+    free_port,
+    free_ports,
+    require_etcd,
+    tls_etcd,
+)
 
 __all__ = ["fixture_etcd"]
 
@@ -339,3 +351,39 @@ async def test_tls_with_client_certificates(tmp_path: Path) -> None:
                 await bad.start()
             assert "\n" not in str(caught.value)
             await bad.aclose()
+
+
+def test_the_harness_chooses_distinct_ports() -> None:
+    """Probes closed one after the other may answer one port twice; the cluster's are distinct."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+
+
+def test_the_harness_refuses_a_cluster_with_a_member_that_died_at_start(tmp_path: Path) -> None:
+    """A member whose port another process took exits at once; the two others would still look
+    healthy, so the start says which member died, and :func:`etcd_cluster` retries on new ports."""
+    (tmp_path / "taken").mkdir()
+    cluster = EtcdCluster(require_etcd(), tmp_path / "taken")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", cluster.members[0].client_port))
+        squatter.listen(1)
+        try:
+            with pytest.raises(MemberDied, match="etcd member\\(s\\) m0 exited at start"):
+                cluster.start()
+        finally:
+            cluster.stop()
+    calls: list[Path] = []
+    real_start = EtcdCluster.start
+
+    def start_failing_once(self: EtcdCluster) -> None:
+        calls.append(self.root)
+        if len(calls) == 1:
+            raise MemberDied("m0 exited at start")
+        real_start(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EtcdCluster, "start", start_failing_once)
+        with etcd_cluster(tmp_path / "retried") as retried:
+            assert all(member.running() for member in retried.members)
+    assert calls == [tmp_path / "retried", tmp_path / "retried" / "retry-1"]
