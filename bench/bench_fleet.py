@@ -82,6 +82,7 @@ from rotator.sandbox import FaultOptions, RunningSandbox, SandboxOptions, runnin
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_SCRIPT = ROOT / "bench" / "naive_rotate.py"
+FLOOR_SCRIPT = ROOT / "bench" / "floor_client.py"
 RUN_TIMEOUT = 900.0  # seconds one process may take before the benchmark gives up on it
 TARGETS = {  # the ratios judged against the honest bound, (minimum - burst) / rate
     "documented": {"ratio_honest": 1.2, "rate_limited": 0, "requests_per_server": 3.0},
@@ -643,6 +644,47 @@ def run_naive(setup: FleetSetup, servers: int, *, poll: float = 1.0) -> RunResul
         )
 
 
+def run_floor(setup: FleetSetup, servers: int, *, concurrency: int) -> RunResult:
+    """The plain asyncio + httpx client (``bench/floor_client.py``) making rotator's requests, on
+    servers 1..``servers`` of a fresh sandbox at the same rate and concurrency: the CPU a request
+    costs on this machine without anything of rotator's."""
+    with fleet_sandbox(setup) as (running, access):
+        env = clean_env(API_TOKEN=running.token)
+        started, sandbox_cpu = time.monotonic(), time.process_time()
+        process = subprocess.run(
+            [
+                sys.executable,
+                str(FLOOR_SCRIPT),
+                "--api-url",
+                running.api_url,
+                "--servers",
+                str(servers),
+                "--rate",
+                f"{setup.rate_limit:g}",
+                "--concurrency",
+                str(concurrency),
+                "--wait",
+                f"{setup.create_seconds:g}",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        wall, sandbox_cpu = time.monotonic() - started, time.process_time() - sandbox_cpu
+        summary = process.stdout.strip() or process.stderr.strip()[-500:]
+        result = account(
+            "floor", "floor", setup, servers, running, access, started, wall, process.returncode, summary
+        )
+    result.sandbox_cpu_s = sandbox_cpu
+    if process.returncode == 0:
+        usage = json.loads(process.stdout)
+        result.cpu_s, result.cpu_run_s = usage["cpu_s"], usage["cpu_run_s"]
+    return result
+
+
 # -- reporting -----------------------------------------------------------------------------------
 
 
@@ -724,9 +766,10 @@ def describe_run(result: RunResult) -> str:
 def describe_cost(result: RunResult) -> str:
     """rotator's CPU and peak memory, and the sandbox's CPU beside it."""
     return (
-        f"cost: rotator CPU {result.cpu_s:.2f} s ({result.cpu_ms_per_server:.2f} ms/server-run; "
-        f"{result.cpu_run_s:.2f} s after its imports, {result.cpu_ms_per_request:.2f} ms/request), "
-        f"peak RSS {result.peak_rss_mb:.1f} MB; sandbox CPU {result.sandbox_cpu_s:.2f} s"
+        f"cost: {result.tool} CPU {result.cpu_s:.2f} s ({result.cpu_ms_per_server:.2f} ms/server-run; "
+        f"{result.cpu_run_s:.2f} s after its imports, {result.cpu_ms_per_request:.2f} ms/request)"
+        + (f", peak RSS {result.peak_rss_mb:.1f} MB" if result.peak_rss_mb is not None else "")
+        + f"; sandbox CPU {result.sandbox_cpu_s:.2f} s"
     )
 
 
@@ -848,6 +891,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if index < naive_runs:
                     plan.append(("naive", partial(run_naive, setup, args.subset)))
+            if "floor" in args.scenarios:
+                floor = partial(run_floor, setup, setup.servers, concurrency=args.max_concurrency)
+                plan.append(("floor", floor))
             for name, run in plan:
                 result = run()
                 results.setdefault(name, []).append(result)
@@ -864,6 +910,15 @@ def main(argv: list[str] | None = None) -> int:
             f"naive vs rotator on {args.subset} servers: {naive:.1f} s vs {rot:.1f} s "
             f"({naive / rot:.1f}x); the script's {per_server:.2f} s a server extrapolates to "
             f"{per_server * setup.servers / 60:.1f} min for {setup.servers} servers (not measured)"
+        )
+    if "documented" in summaries and "floor" in summaries:
+        ours, floor = summaries["documented"], summaries["floor"]
+        request = ours["cpu_ms_per_request"]["median"], floor["cpu_ms_per_request"]["median"]
+        run = ours["cpu_ms_per_server"]["median"], floor["cpu_ms_per_server"]["median"]
+        print(
+            "CPU a request after the imports, rotator vs the plain asyncio + httpx client: "
+            f"{request[0]:.2f} ms vs {request[1]:.2f} ms ({request[0] / request[1]:.2f}x); "
+            f"a server-run {run[0]:.2f} ms vs {run[1]:.2f} ms"
         )
     failed = any(not met for name, s in summaries.items() for _, _, met in verdicts(name, s).values())
     code = 1 if failed or not all(s["all_ok"] for s in summaries.values()) else 0

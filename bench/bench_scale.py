@@ -49,6 +49,7 @@ class Scenario:
     max_concurrency: int = 8
     max_view_age: str | None = None
     timeout: float = 900.0  # seconds one run may take
+    floor: bool = False  # also run the plain asyncio + httpx client (bench/floor_client.py), run by run
     # metric of bench_fleet's summary -> (target, label); a run meets it when the median is <= target
     targets: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -58,6 +59,7 @@ class Scenario:
             str(BENCH / "bench_fleet.py"),
             "--scenarios",
             "documented",
+            *(["floor"] if self.floor else []),
             "--runs",
             str(runs),
             "--servers",
@@ -83,6 +85,7 @@ SCENARIOS = (
         1000,
         100,
         0.02,
+        floor=True,
         targets={"cpu_ms_per_server": (4.0, "CPU per server-run (ms, whole process)")},
     ),
     Scenario(
@@ -91,6 +94,7 @@ SCENARIOS = (
         1000,
         500,
         0.005,
+        floor=True,
         targets={"ratio_honest": (1.2, "ratio to the honest bound")},
     ),
     Scenario(
@@ -200,7 +204,30 @@ def fleet_details(scenario: Scenario, document: dict[str, Any]) -> list[str]:
         f"{med('cpu_ms_per_request')} ms a request after its imports), "
         f"peak RSS {med('peak_rss_mb', '{:.0f}')} MB; the sandbox (its thread of the bench process, "
         f"with the access log): CPU {med('sandbox_cpu_s', '{:.1f}')} s.",
+        *floor_line(document),
         "",
+    ]
+
+
+def floor_line(document: dict[str, Any]) -> list[str]:
+    """The plain asyncio + httpx client beside rotator: its CPU, and rotator's over it run by run."""
+    floor, runs = document["summaries"].get("floor"), document.get("runs", {})
+    pairs = zip(runs.get("documented", []), runs.get("floor", []), strict=False)
+    ratios = [
+        ours["cpu_ms_per_request"] / theirs["cpu_ms_per_request"]
+        for ours, theirs in pairs
+        if ours.get("cpu_ms_per_request") and theirs.get("cpu_ms_per_request")
+    ]
+    if floor is None or not ratios or "cpu_ms_per_server" not in floor:
+        return []
+    ratio = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    return [
+        f"- the plain asyncio + httpx client (`bench/floor_client.py`: the same three listings, creates "
+        f"and deletes, {floor['requests_per_server']['median']:.2f} requests a server, at the same rate "
+        f"and concurrency, run after each of rotator's runs): CPU "
+        f"{spread(floor['cpu_ms_per_server'], '{:.2f}')} ms a server-run, "
+        f"{spread(floor['cpu_ms_per_request'], '{:.2f}')} ms a request after its imports; rotator's CPU "
+        f"a request over the client's, run by run: {spread(ratio, '{:.2f}')}."
     ]
 
 

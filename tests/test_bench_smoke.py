@@ -144,6 +144,31 @@ def test_the_cron_script_is_accounted_too(setup: bench_fleet.FleetSetup) -> None
     assert result.requests_without_safety == result.total_requests
 
 
+def test_the_plain_client_makes_rotators_requests_and_reports_its_cpu(setup: bench_fleet.FleetSetup) -> None:
+    """The floor of a request's CPU (bench/floor_client.py) on the 20 servers: three account listings,
+    a create and a delete each (rotator's cheapest run), its CPU read; and the scale report sets its
+    CPU a request beside rotator's, run by run."""
+    result = bench_fleet.run_floor(setup, SERVERS, concurrency=4)
+    assert result.exit_code == 0, result.summary
+    assert (result.creates, result.deletes) == (SERVERS, SERVERS)
+    assert result.listings == {"account": 3}
+    before, after = SERVERS * 30, SERVERS * 31  # backups listed before the creates, and after them
+    pages = 2 * -(-before // 100) + -(-after // 100)
+    assert result.listing_pages == {"account_page": pages}
+    assert result.total_requests == 2 * SERVERS + pages + result.rate_limited
+    assert result.cpu_s is not None
+    assert result.cpu_run_s is not None
+    assert 0 < result.cpu_run_s < result.cpu_s
+    ours = {"cpu_ms_per_request": 3.0, "cpu_ms_per_server": 9.0}
+    document = {
+        "runs": {"documented": [ours, ours], "floor": [result.to_json(), result.to_json()]},
+        "summaries": {"floor": bench_fleet.summarise([result, result])},
+    }
+    (line,) = bench_scale.floor_line(document)
+    assert f"{3.0 / result.cpu_ms_per_request:.2f}" in line  # type: ignore[operator]
+    assert f"{result.cpu_ms_per_server:.2f} ms a server-run" in line
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_the_idle_daemon_is_measured_from_proc() -> None:
     """rotator run with 2 policies of 3 servers: READY=1 arrives, memory and CPU are read, no request."""
