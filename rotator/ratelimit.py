@@ -156,16 +156,26 @@ class RequestBudget:
             tat = max(self._tat, start)
             allowed_at = max(tat - tolerance, start)
             api_allows = self._api_allows(now)
-            if allowed_at <= now and api_allows <= now:
-                self._tat = tat + interval
-                self._last_start = now
-                self._api_left -= 1
-                return
-            wait = max(allowed_at, api_allows) - now
-            if api_allows > now and self.in_flight > 0:
-                wait = min(wait, OBSERVE_STEP)  # an answer on its way may say the budget came back
-            self.waited += wait
-            await self._sleep(wait)
+            if api_allows > now:
+                wait = max(allowed_at, api_allows) - now
+                if self.in_flight > 0:
+                    wait = min(wait, OBSERVE_STEP)  # an answer on its way may say the budget came back
+                self.waited += wait
+                await self._sleep(wait)
+                continue
+            # The token at allowed_at is this caller's from now on (GCRA's reservation): the callers
+            # waiting beside it queue behind it and each sleeps once, instead of all of them waking
+            # at every token to find that one of them took it.
+            self._tat = tat + interval
+            if allowed_at > now:
+                self.waited += allowed_at - now
+                await self._sleep(allowed_at - now)
+                now = self._monotonic()
+                if self._paused_until > now or self._api_allows(now) > now:
+                    continue  # a 429 or the API's headers said wait meanwhile: that token is let go
+            self._last_start = now
+            self._api_left -= 1
+            return
 
     @property
     def _reserve(self) -> float:
