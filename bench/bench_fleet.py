@@ -23,7 +23,11 @@ Scenarios:
 * ``subset`` and ``naive``: rotator and the reference cron script
   (``bench/naive_rotate.py``) on the first ``--subset`` servers of the same
   1,000-server sandbox, measured in the same invocation (1,000 servers one at a
-  time would take the script about 35 minutes).
+  time would take the script about 35 minutes);
+* ``floor``: ``bench/floor_client.py``, a plain asyncio + httpx client making the
+  requests of rotator's cheapest run (three account listings, a create and a
+  delete a server) at the same rate and concurrency, after each of rotator's
+  runs: the CPU a request costs on this machine without anything of rotator's.
 
 The lower bound of a run is ``minimum requests / rate limit``, where the minimum
 is one create and one delete per server plus two complete listings at the

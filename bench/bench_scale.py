@@ -4,7 +4,8 @@ and the plan of a 100,000-server fleet, each against its target.
 Run: ``python bench/bench_scale.py [--only NAME ...] [--runs N] [--dir DIR] [--from DIR]
 [--section FILE] [--write bench/RESULTS.md] [--quick]``.
 
-Each fleet scenario is ``bench/bench_fleet.py --scenarios documented`` (rotator as a process against
+Each fleet scenario is ``bench/bench_fleet.py --scenarios documented`` (fleet-1k and rate-500 with
+``floor`` too: a plain asyncio + httpx client's CPU beside rotator's; rotator as a process against
 the sandbox on loopback, with its rate limit and latency; the honest bound counts the token bucket's
 initial burst) with the scenario's fleet, rate, latency and rotator settings, its runs' JSON kept in
 ``--dir``; ``--from DIR`` renders runs already made there instead. The fleet plan is
