@@ -614,74 +614,49 @@ def _run_duration(log_path: Path) -> float | None:
     return duration
 
 
-def run_naive(setup: FleetSetup, servers: int, *, poll: float = 1.0) -> RunResult:
-    """The reference cron script on servers 1..``servers`` of a fresh sandbox."""
+def run_script(
+    setup: FleetSetup, tool: str, servers: int, script: Path, args: list[str], *, timeout: float
+) -> tuple[RunResult, subprocess.CompletedProcess[str], float]:
+    """A reference script (``script --api-url URL *args``, the token in ``API_TOKEN``) against a fresh
+    sandbox: its accounted run, its process, and the sandbox's CPU meanwhile."""
     with fleet_sandbox(setup) as (running, access):
         env = clean_env(API_TOKEN=running.token)
-        started = time.monotonic()
+        started, sandbox_cpu = time.monotonic(), time.process_time()
         process = subprocess.run(
-            [
-                sys.executable,
-                str(NAIVE_SCRIPT),
-                "--api-url",
-                running.api_url,
-                "--servers",
-                f"1-{servers}",
-                "--owner",
-                setup.owner,
-                "--keep",
-                str(setup.keep_last),
-                "--poll",
-                str(poll),
-            ],
+            [sys.executable, str(script), "--api-url", running.api_url, *args],
             env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=RUN_TIMEOUT * 4,
+            timeout=timeout,
             check=False,
         )
-        wall = time.monotonic() - started
+        wall, sandbox_cpu = time.monotonic() - started, time.process_time() - sandbox_cpu
         summary = process.stdout.strip() or process.stderr.strip()[-500:]
-        return account(
-            "naive", "naive", setup, servers, running, access, started, wall, process.returncode, summary
+        result = account(
+            tool, tool, setup, servers, running, access, started, wall, process.returncode, summary
         )
+    return result, process, sandbox_cpu
+
+
+def run_naive(setup: FleetSetup, servers: int, *, poll: float = 1.0) -> RunResult:
+    """The reference cron script on servers 1..``servers`` of a fresh sandbox."""
+    args = ["--servers", f"1-{servers}", "--owner", setup.owner, "--keep", str(setup.keep_last)]
+    result, _, _ = run_script(
+        setup, "naive", servers, NAIVE_SCRIPT, [*args, "--poll", str(poll)], timeout=RUN_TIMEOUT * 4
+    )
+    return result
 
 
 def run_floor(setup: FleetSetup, servers: int, *, concurrency: int) -> RunResult:
     """The plain asyncio + httpx client (``bench/floor_client.py``) making rotator's requests, on
     servers 1..``servers`` of a fresh sandbox at the same rate and concurrency: the CPU a request
     costs on this machine without anything of rotator's."""
-    with fleet_sandbox(setup) as (running, access):
-        env = clean_env(API_TOKEN=running.token)
-        started, sandbox_cpu = time.monotonic(), time.process_time()
-        process = subprocess.run(
-            [
-                sys.executable,
-                str(FLOOR_SCRIPT),
-                "--api-url",
-                running.api_url,
-                "--servers",
-                str(servers),
-                "--rate",
-                f"{setup.rate_limit:g}",
-                "--concurrency",
-                str(concurrency),
-                "--wait",
-                f"{setup.create_seconds:g}",
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        wall, sandbox_cpu = time.monotonic() - started, time.process_time() - sandbox_cpu
-        summary = process.stdout.strip() or process.stderr.strip()[-500:]
-        result = account(
-            "floor", "floor", setup, servers, running, access, started, wall, process.returncode, summary
-        )
+    args = ["--servers", str(servers), "--rate", f"{setup.rate_limit:g}", "--concurrency", str(concurrency)]
+    args += ["--wait", f"{setup.create_seconds:g}"]
+    result, process, sandbox_cpu = run_script(
+        setup, "floor", servers, FLOOR_SCRIPT, args, timeout=RUN_TIMEOUT
+    )
     result.sandbox_cpu_s = sandbox_cpu
     if process.returncode == 0:
         usage = json.loads(process.stdout)

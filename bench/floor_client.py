@@ -21,19 +21,16 @@ JSON object (requests, 429s, CPU with and without the interpreter's start and th
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
 import resource
+import sys
+import time
+from typing import Any
 
-START = resource.getrusage(resource.RUSAGE_SELF)
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
+import httpx
 
 
 class Floor:
@@ -130,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
                 "rate_limited": floor.rate_limited,
                 "cpu_s": done.ru_utime + done.ru_stime,
                 "cpu_run_s": done.ru_utime + done.ru_stime - ready.ru_utime - ready.ru_stime,
-                "imports_cpu_s": ready.ru_utime + ready.ru_stime - START.ru_utime - START.ru_stime,
             }
         )
     )
